@@ -1,0 +1,157 @@
+"""Requests: the frozen input record, the read-only view policies see, and the live state."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from equinox.errors import WorkloadError
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One request of a workload, as a trace or generator describes it (canonical schema)."""
+
+    request_id: str
+    tenant: str
+    arrival_time: float
+    num_prompt_tokens: int
+    num_output_tokens: int
+    max_tokens: int | None = None
+    prompt_text: str | None = None
+    prefix_hashes: tuple[int, ...] = ()
+    tenant_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tenant:
+            raise WorkloadError("tenant must be a non-empty string", field="tenant")
+        if not (self.arrival_time >= 0.0):  # also rejects NaN
+            raise WorkloadError(
+                f"arrival_time must be >= 0 seconds, got {self.arrival_time!r}",
+                field="arrival_time",
+            )
+        if self.num_prompt_tokens <= 0:
+            raise WorkloadError(
+                f"num_prompt_tokens must be > 0, got {self.num_prompt_tokens}",
+                field="num_prompt_tokens",
+            )
+        if self.num_output_tokens <= 0:
+            raise WorkloadError(
+                f"num_output_tokens must be > 0, got {self.num_output_tokens}",
+                field="num_output_tokens",
+            )
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise WorkloadError(f"max_tokens must be > 0, got {self.max_tokens}", field="max_tokens")
+        if self.tenant_weight is not None and not (self.tenant_weight > 0.0):
+            raise WorkloadError(
+                f"tenant_weight must be > 0, got {self.tenant_weight!r}", field="tenant_weight"
+            )
+
+    @property
+    def num_generated_tokens(self) -> int:
+        """Tokens the engine will actually generate: the output length capped by max_tokens."""
+        if self.max_tokens is None:
+            return self.num_output_tokens
+        return min(self.num_output_tokens, self.max_tokens)
+
+
+class RequestStatus(enum.Enum):
+    """Lifecycle of a request inside an engine."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    FINISHED = "finished"
+    REJECTED = "rejected"
+
+
+class RequestView(Protocol):
+    """What a policy may read of a request; policies never mutate requests."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def arrival_time(self) -> float: ...
+    @property
+    def num_prompt_tokens(self) -> int: ...
+    @property
+    def max_tokens(self) -> int | None: ...
+    @property
+    def num_computed_tokens(self) -> int: ...
+    @property
+    def num_output_tokens_done(self) -> int: ...
+    @property
+    def num_preemptions(self) -> int: ...
+    @property
+    def admit_seq(self) -> int: ...
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """Live state of one request inside an iteration scheduler (mechanism-owned, mutable).
+
+    `num_computed_tokens` counts tokens whose KV is in cache (prompt and generated);
+    after a preemption by recompute it drops to 0 and the prompt plus the tokens
+    already generated are prefilled again, as in vLLM.
+    """
+
+    spec: RequestSpec
+    status: RequestStatus = RequestStatus.WAITING
+    num_computed_tokens: int = 0
+    num_output_tokens_done: int = 0
+    num_blocks: int = 0
+    num_preemptions: int = 0
+    admit_seq: int = -1
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    last_token_time: float | None = None
+    finish_time: float | None = None
+    max_itl_s: float = 0.0
+    reject_reason: str | None = None
+    # Target length the engine will generate (spec.num_generated_tokens); cached for speed.
+    num_target_tokens: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        self.num_target_tokens = self.spec.num_generated_tokens
+
+    # RequestView surface ---------------------------------------------------
+    @property
+    def request_id(self) -> str:
+        return self.spec.request_id
+
+    @property
+    def tenant(self) -> str:
+        return self.spec.tenant
+
+    @property
+    def arrival_time(self) -> float:
+        return self.spec.arrival_time
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return self.spec.num_prompt_tokens
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self.spec.max_tokens
+
+    # Mechanism helpers -------------------------------------------------------
+    @property
+    def num_tokens(self) -> int:
+        """Tokens known so far: the prompt plus every generated token."""
+        return self.spec.num_prompt_tokens + self.num_output_tokens_done
+
+    @property
+    def num_tokens_to_compute(self) -> int:
+        """Tokens whose KV is still missing; 1 for a request in steady decode (as in vLLM)."""
+        return self.spec.num_prompt_tokens + self.num_output_tokens_done - self.num_computed_tokens
+
+    @property
+    def is_decoding(self) -> bool:
+        """True once the prompt (and any recompute) is done and one token per step remains."""
+        return self.num_output_tokens_done > 0 and self.num_tokens_to_compute == 1

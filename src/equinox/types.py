@@ -1,0 +1,68 @@
+"""Values that cross the scheduler/engine seam: batch shapes, scheduler outputs, step results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """What an iteration computes, as a cost model needs it.
+
+    `prefill_attention_pairs` counts causal (query, key) pairs of the prefill chunks:
+    for a chunk of c new tokens after k cached tokens it adds c*k + c*(c+1)/2.
+    `decode_context_tokens` is the sum of the KV lengths the decode sequences attend to.
+    """
+
+    num_prefill_tokens: int = 0
+    num_prefill_seqs: int = 0
+    prefill_attention_pairs: int = 0
+    num_decode_seqs: int = 0
+    decode_context_tokens: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens processed by the iteration (prefill tokens plus one per decode sequence)."""
+        return self.num_prefill_tokens + self.num_decode_seqs
+
+    @property
+    def num_seqs(self) -> int:
+        """Sequences in the iteration."""
+        return self.num_prefill_seqs + self.num_decode_seqs
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the iteration computes nothing."""
+        return self.num_prefill_tokens == 0 and self.num_decode_seqs == 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """Per-iteration limits the mechanism obeys; adaptive batching moves them."""
+
+    max_num_batched_tokens: int
+    max_num_seqs: int
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """What one tenant used in one iteration."""
+
+    num_prefill_tokens: int = 0
+    num_decode_tokens: int = 0
+    num_context_tokens: int = 0
+    num_kv_blocks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    """One finished iteration, as policies and predictors see it (after execution)."""
+
+    step_id: int
+    start_time: float
+    duration_s: float
+    batch: BatchShape
+    limits: BatchLimits
+    per_tenant: dict[str, TenantUsage]
+    num_kv_blocks_used: int
+    num_kv_blocks_total: int
