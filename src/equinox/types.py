@@ -46,10 +46,10 @@ class BatchLimits:
 
 @dataclass(frozen=True, slots=True)
 class TenantUsage:
-    """What one tenant used in one iteration."""
+    """What one tenant used in one iteration (output tokens include the first token a prefill samples)."""
 
     num_prefill_tokens: int = 0
-    num_decode_tokens: int = 0
+    num_output_tokens: int = 0
     num_context_tokens: int = 0
     num_kv_blocks: int = 0
 
@@ -66,3 +66,10 @@ class StepReport:
     per_tenant: dict[str, TenantUsage]
     num_kv_blocks_used: int
     num_kv_blocks_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What an engine reports after executing one iteration."""
+
+    duration_s: float

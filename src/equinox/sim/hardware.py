@@ -84,6 +84,9 @@ for _model in (
     ModelSpec("llama-2-70b", 80, 8192, 64, 8, 128, 28672, 32000),
     ModelSpec("llama-3-70b", 80, 8192, 64, 8, 128, 28672, 128256),
     ModelSpec("opt-13b", 40, 5120, 40, 40, 128, 20480, 50272, is_gated_mlp=False),
+    ModelSpec("opt-66b", 64, 9216, 72, 72, 128, 36864, 50272, is_gated_mlp=False),
+    # LLaMA-1 7B (the VTC artifact's A10G profile) has Llama-2-7B's shape.
+    ModelSpec("llama-7b", 32, 4096, 32, 32, 128, 11008, 32000),
 ):
     MODELS.register(_model.name, _model)
 

@@ -1,0 +1,158 @@
+"""Collects what a run did: per-request records and per-interval time series."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from equinox.request import Request, RequestStatus
+from equinox.types import StepReport
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request's fate (times in seconds since the start of the run)."""
+
+    request_id: str
+    tenant: str
+    arrival_time: float
+    num_prompt_tokens: int
+    num_output_tokens: int
+    first_scheduled_time: float | None
+    first_token_time: float | None
+    finish_time: float | None
+    num_preemptions: int
+    max_itl_s: float
+    reject_reason: str | None
+
+    @property
+    def is_finished(self) -> bool:
+        """True when the request completed."""
+        return self.finish_time is not None
+
+    @property
+    def ttft_s(self) -> float | None:
+        """Time to first token."""
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+    @property
+    def e2e_s(self) -> float | None:
+        """Arrival to last token."""
+        return None if self.finish_time is None else self.finish_time - self.arrival_time
+
+    @property
+    def queue_s(self) -> float | None:
+        """Arrival to first admission."""
+        return None if self.first_scheduled_time is None else self.first_scheduled_time - self.arrival_time
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Mean time per output token after the first."""
+        if self.finish_time is None or self.first_token_time is None or self.num_output_tokens < 2:
+            return None
+        return (self.finish_time - self.first_token_time) / (self.num_output_tokens - 1)
+
+    @classmethod
+    def from_request(cls, req: Request) -> RequestRecord:
+        """Snapshot a live request."""
+        spec = req.spec
+        return cls(
+            spec.request_id, spec.tenant, spec.arrival_time, spec.num_prompt_tokens,
+            req.num_output_tokens_done, req.first_scheduled_time, req.first_token_time,
+            req.finish_time, req.num_preemptions, req.max_itl_s,
+            req.reject_reason if req.status is RequestStatus.REJECTED else None,
+        )
+
+
+SERIES_COLUMNS = (
+    "busy_s", "flops", "num_steps", "num_seqs", "num_tokens", "num_prefill_tokens",
+    "num_decode_seqs", "token_budget", "max_num_seqs", "kv_block_s", "num_waiting", "num_running",
+)
+
+
+@dataclass
+class TimeSeries:
+    """Per-interval aggregates; index i covers [i*interval_s, (i+1)*interval_s)."""
+
+    interval_s: float
+    columns: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in SERIES_COLUMNS})
+    # tenant -> interval index -> [prompt tokens computed, output tokens generated]
+    service: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    # interval index -> tenant -> counter value at the end of the interval
+    counters: dict[int, dict[str, float]] = field(default_factory=dict)
+    num_kv_blocks: int = 0
+
+    def __len__(self) -> int:
+        return len(self.columns["busy_s"])
+
+    def _grow(self, index: int) -> None:
+        n = index + 1 - len(self)
+        if n > 0:
+            for col in self.columns.values():
+                col.extend([0.0] * n)
+
+
+class Collector:
+    """Receives simulator events and keeps records and time series (no per-token storage)."""
+
+    def __init__(self, interval_s: float = 1.0, flops_of: Callable[[StepReport], float] | None = None) -> None:
+        self.series = TimeSeries(interval_s)
+        self.records: list[RequestRecord] = []
+        self._flops_of = flops_of
+        self._last_counter_index = -1
+        self.num_preemptions = 0
+
+    def on_step(self, report: StepReport, num_waiting: int, num_running: int, num_preempted: int) -> None:
+        """Fold one iteration into the time series."""
+        s = self.series
+        s.num_kv_blocks = report.num_kv_blocks_total
+        end = report.start_time + report.duration_s
+        interval = s.interval_s
+        i_end = int(end / interval)
+        s._grow(i_end)
+        cols = s.columns
+        # Busy time is split exactly across the intervals the step spans.
+        t = report.start_time
+        i = int(t / interval)
+        while t < end:
+            edge = min(end, (i + 1) * interval)
+            cols["busy_s"][i] += edge - t
+            cols["kv_block_s"][i] += (edge - t) * report.num_kv_blocks_used
+            t = edge
+            i += 1
+        b = report.batch
+        cols["num_steps"][i_end] += 1
+        cols["num_seqs"][i_end] += b.num_seqs
+        cols["num_tokens"][i_end] += b.num_tokens
+        cols["num_prefill_tokens"][i_end] += b.num_prefill_tokens
+        cols["num_decode_seqs"][i_end] += b.num_decode_seqs
+        cols["token_budget"][i_end] += report.limits.max_num_batched_tokens
+        cols["max_num_seqs"][i_end] += report.limits.max_num_seqs
+        cols["num_waiting"][i_end] = num_waiting
+        cols["num_running"][i_end] = num_running
+        if self._flops_of is not None:
+            cols["flops"][i_end] += self._flops_of(report)
+        for tenant, usage in report.per_tenant.items():
+            per = s.service.get(tenant)
+            if per is None:
+                per = s.service[tenant] = {}
+            cell = per.get(i_end)
+            if cell is None:
+                per[i_end] = [usage.num_prefill_tokens, usage.num_output_tokens]
+            else:
+                cell[0] += usage.num_prefill_tokens
+                cell[1] += usage.num_output_tokens
+        self.num_preemptions += num_preempted
+
+    def sample_counters(self, now: float, counters: Callable[[], Mapping[str, float]]) -> None:
+        """Record policy counters once per interval (cheap when called every step)."""
+        i = int(now / self.series.interval_s)
+        if i != self._last_counter_index:
+            self._last_counter_index = i
+            values = counters()
+            if values:
+                self.series.counters[i] = dict(values)
+
+    def on_done(self, req: Request) -> None:
+        """A request finished or was rejected."""
+        self.records.append(RequestRecord.from_request(req))

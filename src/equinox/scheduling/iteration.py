@@ -1,0 +1,313 @@
+"""The iteration scheduler: mechanism (token budget, chunked prefill, KV, preemption).
+
+It owns running requests and the KV block pool and asks its Policy for every choice:
+who is admitted next, who is preempted, what limits the next batch has. Two engine
+modes make baselines honest (DESIGN.md):
+
+- `vllm`: stall-free, decode-first hybrid batches; running decodes are scheduled
+  first, then unfinished prefills, then new requests in chunks (chunked prefill), and
+  new requests join at every iteration (Sarathi-Serve / vLLM V1).
+- `slora`: what the VTC artifact runs on (S-LoRA/LightLLM): prefill and decode are
+  separate iterations, new requests are admitted only every N decode steps (or when
+  nothing runs), prompts are never chunked, and admission reserves KV for the whole
+  output up front so nothing is ever preempted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from equinox.errors import ConfigError
+from equinox.request import Request, RequestStatus
+from equinox.scheduling.interface import Policy
+from equinox.sim.kv_cache import BlockPool
+from equinox.types import BatchLimits, BatchShape, StepReport, StepResult, TenantUsage
+
+ENGINE_MODES = ("vllm", "slora")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Mechanism settings of one engine replica."""
+
+    mode: str = "vllm"
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 256
+    block_size: int = 16
+    num_kv_blocks: int = 8192
+    enable_chunked_prefill: bool | None = None  # None: on for vllm, off for slora
+    admission_interval_steps: int = 10  # slora: decode steps between admissions
+
+    def __post_init__(self) -> None:
+        if self.mode not in ENGINE_MODES:
+            raise ConfigError(f"unknown engine mode {self.mode!r}; choose one of {', '.join(ENGINE_MODES)}")
+        if self.mode == "slora" and self.enable_chunked_prefill:
+            raise ConfigError("engine mode 'slora' never chunks prefills; drop --chunked-prefill or use mode 'vllm'")
+        for name in ("max_num_batched_tokens", "max_num_seqs", "block_size", "num_kv_blocks"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.admission_interval_steps < 1:
+            raise ConfigError(f"admission_interval_steps must be >= 1, got {self.admission_interval_steps}")
+
+    @property
+    def is_chunked(self) -> bool:
+        """Whether prompts may be split across iterations."""
+        if self.enable_chunked_prefill is None:
+            return self.mode == "vllm"
+        return self.enable_chunked_prefill
+
+    @property
+    def limits(self) -> BatchLimits:
+        """The configured per-iteration limits."""
+        return BatchLimits(self.max_num_batched_tokens, self.max_num_seqs)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerOutput:
+    """One iteration's plan: which requests compute how many new tokens."""
+
+    step_id: int
+    time: float
+    scheduled: tuple[tuple[Request, int], ...]
+    batch: BatchShape
+    limits: BatchLimits
+    preempted: tuple[Request, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing is scheduled."""
+        return not self.scheduled
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    """What changed when an iteration finished: first tokens, completions, the report."""
+
+    report: StepReport
+    first_tokens: list[Request] = field(default_factory=list)
+    finished: list[Request] = field(default_factory=list)
+
+
+class IterationScheduler:
+    """Builds each iteration from the running set and the policy's waiting order."""
+
+    def __init__(self, config: EngineConfig, policy: Policy) -> None:
+        self.config = config
+        self.policy = policy
+        self.kv = BlockPool(config.num_kv_blocks, config.block_size)
+        self.running: list[Request] = []
+        self._step_id = 0
+        self._admit_seq = 0
+        self._steps_since_admission = config.admission_interval_steps
+        self.num_preemptions = 0
+
+    # Arrivals -----------------------------------------------------------------
+    def add_request(self, request: Request, now: float) -> str | None:
+        """Queue an arriving request; returns why it was rejected, or None."""
+        reason = self._never_fits(request)
+        if reason is None:
+            reason = self.policy.add_request(request, now)
+        if reason is not None:
+            request.status = RequestStatus.REJECTED
+            request.reject_reason = reason
+        return reason
+
+    def _never_fits(self, request: Request) -> str | None:
+        cfg = self.config
+        capacity = self.kv.capacity_tokens
+        num_output = self._reserved_output(request) if cfg.mode == "slora" else request.num_target_tokens
+        total = request.num_prompt_tokens + num_output
+        if total > capacity:
+            return (
+                f"request needs {total} tokens of KV (prompt {request.num_prompt_tokens} + output "
+                f"{num_output}) but the KV cache holds {capacity}"
+            )
+        if not cfg.is_chunked and request.num_prompt_tokens > cfg.max_num_batched_tokens:
+            return (
+                f"prompt of {request.num_prompt_tokens} tokens exceeds max_num_batched_tokens "
+                f"{cfg.max_num_batched_tokens} and chunked prefill is off"
+            )
+        return None
+
+    @property
+    def has_work(self) -> bool:
+        """True while requests run or wait."""
+        return bool(self.running) or self.policy.num_waiting > 0
+
+    # Scheduling ---------------------------------------------------------------
+    def schedule(self, now: float) -> SchedulerOutput:
+        """Plan the next iteration at time `now`."""
+        limits = self.policy.batch_limits(now, self.config.limits)
+        if self.config.mode == "slora":
+            scheduled, preempted = self._schedule_slora(now, limits)
+        else:
+            scheduled, preempted = self._schedule_hybrid(now, limits)
+        self._step_id += 1
+        return SchedulerOutput(self._step_id, now, tuple(scheduled), self._shape(scheduled), limits, tuple(preempted))
+
+    def _schedule_hybrid(self, now: float, limits: BatchLimits) -> tuple[list[tuple[Request, int]], list[Request]]:
+        budget = limits.max_num_batched_tokens
+        scheduled: list[tuple[Request, int]] = []
+        preempted: list[Request] = []
+        done: set[int] = set()
+        # Decode-first: running decodes never wait behind a prefill (stall-free).
+        for is_decode_pass in (True, False):
+            for req in list(self.running):
+                if budget <= 0:
+                    break
+                if req.status is not RequestStatus.RUNNING or id(req) in done:
+                    continue
+                if req.is_decoding != is_decode_pass:
+                    continue
+                n = req.num_tokens_to_compute
+                if not self.config.is_chunked and n > budget:
+                    continue
+                n = min(n, budget)
+                if not self._grow(req, req.num_computed_tokens + n, done, preempted, now):
+                    continue  # req itself was preempted
+                scheduled.append((req, n))
+                done.add(id(req))
+                budget -= n
+        if not preempted:
+            self._admit(now, limits, budget, scheduled)
+        return scheduled, preempted
+
+    def _grow(self, req: Request, num_tokens: int, done: set[int], preempted: list[Request], now: float) -> bool:
+        """Give `req` blocks for `num_tokens`, preempting others if needed; False if req was preempted."""
+        need = self.kv.blocks_for(num_tokens) - req.num_blocks
+        while need > self.kv.num_free:
+            candidates = [r for r in self.running if id(r) not in done]
+            victim = self.policy.choose_victim(candidates, now)
+            self._preempt(victim, now)  # type: ignore[arg-type]
+            preempted.append(victim)  # type: ignore[arg-type]
+            if victim is req:
+                return False
+        if need > 0:
+            self.kv.allocate(need)
+            req.num_blocks += need
+        return True
+
+    def _preempt(self, req: Request, now: float) -> None:
+        """Preempt by recompute: free the KV and send the request back to the policy."""
+        self.kv.free(req.num_blocks)
+        req.num_blocks = 0
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        req.status = RequestStatus.PREEMPTED
+        self.running.remove(req)
+        self.num_preemptions += 1
+        self.policy.requeue(req, now)
+
+    def _admit(
+        self, now: float, limits: BatchLimits, budget: int, scheduled: list[tuple[Request, int]], reserve_all: bool = False
+    ) -> None:
+        """Admit waiting requests in the policy's order until the head does not fit (no skipping)."""
+        kv = self.kv
+        chunked = self.config.is_chunked
+        while budget > 0 and len(self.running) < limits.max_num_seqs:
+            view = self.policy.peek(now)
+            if view is None:
+                break
+            req: Request = view  # type: ignore[assignment]  # the mechanism owns the views it gave
+            n = req.num_tokens_to_compute
+            if n > budget and not chunked:
+                break
+            n = min(n, budget)
+            if reserve_all:
+                need = kv.blocks_for(req.num_prompt_tokens + self._reserved_output(req))
+                reserve = need
+            else:
+                need = kv.blocks_for(n)
+                reserve = min(kv.blocks_for(self.policy.kv_reservation_tokens(req)), kv.num_blocks)
+            if kv.num_free < max(need, reserve):
+                break
+            self.policy.pop(req, now)
+            kv.allocate(need)
+            req.num_blocks = need
+            req.status = RequestStatus.RUNNING
+            req.admit_seq = self._admit_seq
+            self._admit_seq += 1
+            if req.first_scheduled_time is None:
+                req.first_scheduled_time = now
+            self.running.append(req)
+            scheduled.append((req, n))
+            budget -= n
+
+    def _reserved_output(self, req: Request) -> int:
+        """Output tokens slora mode reserves: max_tokens when given, else the true length."""
+        return req.max_tokens if req.max_tokens is not None else req.num_target_tokens
+
+    def _schedule_slora(self, now: float, limits: BatchLimits) -> tuple[list[tuple[Request, int]], list[Request]]:
+        scheduled: list[tuple[Request, int]] = []
+        due = not self.running or self._steps_since_admission >= self.config.admission_interval_steps
+        if due and self.policy.num_waiting:
+            self._admit(now, limits, limits.max_num_batched_tokens, scheduled, reserve_all=True)
+            if scheduled:  # a prefill-only iteration for the new batch
+                self._steps_since_admission = 0
+                return scheduled, []
+        self._steps_since_admission += 1
+        return [(r, 1) for r in self.running], []
+
+    def _shape(self, scheduled: list[tuple[Request, int]]) -> BatchShape:
+        p_tokens = p_seqs = pairs = d_seqs = d_ctx = 0
+        for req, n in scheduled:
+            if req.is_decoding:
+                d_seqs += 1
+                d_ctx += req.num_computed_tokens + 1
+            else:
+                p_tokens += n
+                p_seqs += 1
+                k = req.num_computed_tokens
+                pairs += n * k + n * (n + 1) // 2
+        return BatchShape(p_tokens, p_seqs, pairs, d_seqs, d_ctx)
+
+    # Results ------------------------------------------------------------------
+    def update_from_result(self, output: SchedulerOutput, result: StepResult) -> StepOutcome:
+        """Fold an executed iteration back: advance requests, sample tokens, finish, free KV."""
+        end = output.time + result.duration_s
+        usage: dict[str, list[int]] = {}
+        outcome_first: list[Request] = []
+        finished: list[Request] = []
+        for req, n in output.scheduled:
+            u = usage.get(req.tenant)
+            if u is None:
+                u = usage[req.tenant] = [0, 0, 0, 0]
+            was_decoding = req.is_decoding
+            req.num_computed_tokens += n
+            if not was_decoding:
+                u[0] += n
+            u[2] += req.num_computed_tokens
+            u[3] += req.num_blocks
+            if req.num_computed_tokens < req.num_tokens:
+                continue  # a prefill chunk: no token sampled yet
+            req.num_output_tokens_done += 1
+            u[1] += 1
+            if req.first_token_time is None:
+                req.first_token_time = end
+                outcome_first.append(req)
+            elif req.last_token_time is not None:
+                gap = end - req.last_token_time
+                if gap > req.max_itl_s:
+                    req.max_itl_s = gap
+            req.last_token_time = end
+            if req.num_output_tokens_done >= req.num_target_tokens:
+                finished.append(req)
+        if finished:
+            for req in finished:
+                self.kv.free(req.num_blocks)
+                req.num_blocks = 0
+                req.status = RequestStatus.FINISHED
+                req.finish_time = end
+            self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
+        per_tenant = {t: TenantUsage(u[0], u[1], u[2], u[3]) for t, u in usage.items()}
+        report = StepReport(
+            output.step_id, output.time, result.duration_s, output.batch, output.limits,
+            per_tenant, self.kv.num_used, self.kv.num_blocks,
+        )
+        policy = self.policy
+        policy.on_step(report)
+        for req in outcome_first:
+            policy.on_first_token(req, end)
+        for req in finished:
+            policy.on_finish(req, end)
+        return StepOutcome(report, outcome_first, finished)

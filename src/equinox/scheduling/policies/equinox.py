@@ -1,0 +1,1 @@
+"""Placeholder until the Equinox policy lands (issue 4)."""

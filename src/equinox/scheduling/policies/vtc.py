@@ -1,0 +1,194 @@
+"""Virtual Token Counter (Sheng et al., OSDI'24) and its variants LCF and VTC(predict).
+
+One counter per tenant. On admission charge `w_p * prompt_tokens`, after every
+generated token charge `w_q` (weighted VTC divides by the tenant weight). Admit from
+the backlogged tenant with the smallest counter, FIFO within a tenant. When a tenant
+becomes backlogged its counter is lifted to the smallest counter among backlogged
+tenants (or, if none is backlogged, to the counter of the tenant that left last), so
+idle time banks no credit. LCF is VTC without the lift. VTC(predict) charges a
+per-tenant moving average of output length up front and reconciles on completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from equinox.request import RequestView
+from equinox.scheduling.interface import Policy, PolicyConfig
+from equinox.scheduling.policy import POLICIES
+from equinox.scheduling.queues import LazyMinHeap, TenantQueues
+from equinox.types import StepReport
+
+
+class CounterPolicy(Policy):
+    """Shared machinery of counter-based fair policies: per-tenant FIFOs, counters, lift."""
+
+    is_lifting = True
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        self._queues = TenantQueues()
+        self._counter: dict[str, float] = {}
+        self._backlogged = LazyMinHeap(self.score)
+        self._last_left: str | None = None
+
+    # Ordering ------------------------------------------------------------------
+    def score(self, tenant: str) -> float:
+        """The key admission minimises (VTC: the counter)."""
+        return self._counter.get(tenant, 0.0)
+
+    def charge(self, tenant: str, amount: float) -> None:
+        """Add `amount` (already weighted) to `tenant`'s counter."""
+        self._counter[tenant] = self._counter.get(tenant, 0.0) + amount
+        if amount < 0 and tenant in self._backlogged:
+            self._backlogged.add(tenant)  # key dropped: refresh the heap entry
+
+    def lift(self, tenant: str) -> None:
+        """VTC's counter lift for a tenant that just became backlogged."""
+        if not self.is_lifting:
+            return
+        floor_tenant = self._backlogged.min()
+        if floor_tenant is None:
+            floor_tenant = self._last_left
+        if floor_tenant is None or floor_tenant == tenant:
+            return
+        floor = self._counter.get(floor_tenant, 0.0)
+        if self._counter.get(tenant, 0.0) < floor:
+            self._counter[tenant] = floor
+
+    # Waiting queue ------------------------------------------------------------
+    def add_request(self, request: RequestView, now: float) -> str | None:
+        """Enqueue in the tenant's FIFO, lifting its counter if it was idle."""
+        self._enqueue(request, front=False)
+        return None
+
+    def _enqueue(self, request: RequestView, *, front: bool) -> None:
+        tenant = request.tenant
+        self._counter.setdefault(tenant, 0.0)
+        if self._queues.push(request, front=front):
+            self.lift(tenant)
+            self._backlogged.add(tenant)
+
+    def peek(self, now: float) -> RequestView | None:
+        """Head request of the backlogged tenant with the smallest score."""
+        tenant = self._backlogged.min()
+        return None if tenant is None else self._queues.head(tenant)
+
+    def pop(self, request: RequestView, now: float) -> None:
+        """Admit the head of its tenant's queue and charge for it."""
+        tenant = request.tenant
+        if self._queues.pop(tenant):
+            self._backlogged.discard(tenant)
+            self._last_left = tenant
+        self.charge_admission(request)
+
+    def requeue(self, request: RequestView, now: float) -> None:
+        """A preempted request returns to the front of its tenant's queue."""
+        self._enqueue(request, front=True)
+
+    def abort(self, request: RequestView, now: float) -> None:
+        """Remove a waiting request."""
+        if self._queues.remove(request):
+            self._backlogged.discard(request.tenant)
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests waiting."""
+        return len(self._queues)
+
+    def num_waiting_of(self, tenant: str) -> int:
+        """Requests of `tenant` waiting."""
+        return self._queues.num_of(tenant)
+
+    def counters(self) -> Mapping[str, float]:
+        """Per-tenant counters."""
+        return dict(self._counter)
+
+    # Accounting hooks for subclasses -------------------------------------------
+    def charge_admission(self, request: RequestView) -> None:
+        """Charge made when `request` is admitted."""
+
+
+class VtcPolicy(CounterPolicy):
+    """VTC: w_p per prompt token at admission, w_q per generated token, divided by weight."""
+
+    name = "vtc"
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        self._charged: set[str] = set()
+
+    def charge_admission(self, request: RequestView) -> None:
+        """Charge the prompt once (a preempted request re-admitted is not charged again)."""
+        if request.request_id in self._charged:
+            return
+        self._charged.add(request.request_id)
+        cfg = self.config
+        self.charge(request.tenant, cfg.prompt_weight * request.num_prompt_tokens / cfg.weight(request.tenant))
+
+    def on_step(self, report: StepReport) -> None:
+        """Charge every generated token."""
+        cfg = self.config
+        for tenant, usage in report.per_tenant.items():
+            if usage.num_output_tokens:
+                self.charge(tenant, cfg.output_weight * usage.num_output_tokens / cfg.weight(tenant))
+
+    def on_finish(self, request: RequestView, now: float) -> None:
+        """Forget the request."""
+        self._charged.discard(request.request_id)
+
+
+class LcfPolicy(VtcPolicy):
+    """Least counter first: VTC without the counter lift (idle tenants bank credit)."""
+
+    name = "lcf"
+    is_lifting = False
+
+
+class VtcPredictPolicy(VtcPolicy):
+    """VTC(predict): charge a per-tenant moving-average output length up front, reconcile at the end."""
+
+    name = "vtc-predict"
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        params = self.config.params
+        self._alpha = float(params.get("ema_alpha", 0.1))  # type: ignore[arg-type]
+        self._prior = float(params.get("prior_output_tokens", 256))  # type: ignore[arg-type]
+        self._avg: dict[str, float] = {}
+        self._predicted: dict[str, float] = {}
+
+    def predicted_output(self, request: RequestView) -> float:
+        """The tenant's moving-average output length, capped by max_tokens."""
+        guess = self._avg.get(request.tenant, self._prior)
+        if request.max_tokens is not None:
+            guess = min(guess, float(request.max_tokens))
+        return guess
+
+    def charge_admission(self, request: RequestView) -> None:
+        """Charge the prompt and the predicted output once."""
+        if request.request_id in self._charged:
+            return
+        super().charge_admission(request)
+        guess = self.predicted_output(request)
+        self._predicted[request.request_id] = guess
+        cfg = self.config
+        self.charge(request.tenant, cfg.output_weight * guess / cfg.weight(request.tenant))
+
+    def on_step(self, report: StepReport) -> None:
+        """Output was charged up front; reconciliation happens on completion."""
+
+    def on_finish(self, request: RequestView, now: float) -> None:
+        """Charge (or refund) the difference between actual and predicted output, update the average."""
+        super().on_finish(request, now)
+        guess = self._predicted.pop(request.request_id, 0.0)
+        actual = float(request.num_output_tokens_done)
+        cfg = self.config
+        self.charge(request.tenant, cfg.output_weight * (actual - guess) / cfg.weight(request.tenant))
+        prev = self._avg.get(request.tenant)
+        self._avg[request.tenant] = actual if prev is None else prev + self._alpha * (actual - prev)
+
+
+POLICIES.register("vtc", VtcPolicy, "Virtual Token Counter (w_p=1, w_q=2, counter lift, weights)")
+POLICIES.register("lcf", LcfPolicy, "least counter first: VTC without counter lift")
+POLICIES.register("vtc-predict", VtcPredictPolicy, "VTC charging a moving-average output length up front")

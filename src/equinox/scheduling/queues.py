@@ -1,0 +1,175 @@
+"""Waiting-queue structures shared by policies: a FIFO, per-tenant FIFOs, a lazy min-heap."""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from equinox.request import RequestView
+
+
+class FifoQueue:
+    """One queue in arrival order; preempted requests go back to the front."""
+
+    def __init__(self) -> None:
+        self._queue: deque[RequestView] = deque()
+        self._removed: set[str] = set()
+        self._num_per_tenant: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._queue) - len(self._removed)
+
+    def push(self, request: RequestView) -> None:
+        """Append at the back."""
+        self._queue.append(request)
+        self._count(request.tenant, 1)
+
+    def push_front(self, request: RequestView) -> None:
+        """Put at the front (preempted requests resume first, as in vLLM)."""
+        self._queue.appendleft(request)
+        self._count(request.tenant, 1)
+
+    def peek(self) -> RequestView | None:
+        """The head, skipping removed entries."""
+        q = self._queue
+        while q and q[0].request_id in self._removed:
+            self._removed.discard(q.popleft().request_id)
+        return q[0] if q else None
+
+    def pop(self) -> RequestView:
+        """Remove and return the head."""
+        head = self.peek()
+        if head is None:
+            raise IndexError("pop from an empty FifoQueue")
+        self._queue.popleft()
+        self._count(head.tenant, -1)
+        return head
+
+    def remove(self, request: RequestView) -> None:
+        """Remove a waiting request in O(1) (lazily)."""
+        self._removed.add(request.request_id)
+        self._count(request.tenant, -1)
+
+    def num_of(self, tenant: str) -> int:
+        """Waiting requests of `tenant`."""
+        return self._num_per_tenant.get(tenant, 0)
+
+    def _count(self, tenant: str, delta: int) -> None:
+        n = self._num_per_tenant.get(tenant, 0) + delta
+        if n:
+            self._num_per_tenant[tenant] = n
+        else:
+            self._num_per_tenant.pop(tenant, None)
+
+
+class TenantQueues:
+    """One FIFO per tenant; a tenant is backlogged while its FIFO is non-empty."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[RequestView]] = {}
+        self._num_waiting = 0
+
+    def __len__(self) -> int:
+        return self._num_waiting
+
+    def push(self, request: RequestView, *, front: bool = False) -> bool:
+        """Enqueue; returns True when the tenant just became backlogged."""
+        q = self._queues.get(request.tenant)
+        if q is None:
+            q = self._queues[request.tenant] = deque()
+        was_empty = not q
+        if front:
+            q.appendleft(request)
+        else:
+            q.append(request)
+        self._num_waiting += 1
+        return was_empty
+
+    def head(self, tenant: str) -> RequestView | None:
+        """The oldest waiting request of `tenant`."""
+        q = self._queues.get(tenant)
+        return q[0] if q else None
+
+    def pop(self, tenant: str) -> bool:
+        """Remove the head of `tenant`'s queue; returns True when the tenant stops being backlogged."""
+        q = self._queues[tenant]
+        q.popleft()
+        self._num_waiting -= 1
+        return not q
+
+    def remove(self, request: RequestView) -> bool:
+        """Remove a specific waiting request; returns True when its tenant stops being backlogged."""
+        q = self._queues.get(request.tenant)
+        if not q:
+            return False
+        for i, r in enumerate(q):
+            if r.request_id == request.request_id:
+                del q[i]
+                self._num_waiting -= 1
+                return not q
+        return False
+
+    def is_backlogged(self, tenant: str) -> bool:
+        """True while `tenant` has waiting requests."""
+        return bool(self._queues.get(tenant))
+
+    def num_of(self, tenant: str) -> int:
+        """Waiting requests of `tenant`."""
+        q = self._queues.get(tenant)
+        return len(q) if q else 0
+
+    def backlogged(self) -> Iterator[str]:
+        """Tenants with waiting requests (insertion order)."""
+        return (t for t, q in self._queues.items() if q)
+
+
+class LazyMinHeap:
+    """Min-selection over tenants whose keys change, in O(log n) amortised.
+
+    Keys are read through `key_of`; entries hold the key at push time. An entry whose
+    stored key is below the current key is re-pushed when it reaches the top (keys that
+    rose lazily); callers push again whenever a key *drops*, so the smallest entry of a
+    member is never above its current key. Ties break by the order members were first seen.
+    """
+
+    def __init__(self, key_of: Callable[[str], float]) -> None:
+        self._key_of = key_of
+        self._heap: list[tuple[float, int, str]] = []
+        self._members: set[str] = set()
+        self._order: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._members
+
+    def add(self, member: str) -> None:
+        """Insert `member` (or refresh it after its key dropped)."""
+        order = self._order.setdefault(member, len(self._order))
+        self._members.add(member)
+        heapq.heappush(self._heap, (self._key_of(member), order, member))
+
+    def discard(self, member: str) -> None:
+        """Remove `member`; its stale entries are dropped when they surface."""
+        self._members.discard(member)
+
+    def min(self) -> str | None:
+        """The member with the smallest current key."""
+        heap = self._heap
+        while heap:
+            key, order, member = heap[0]
+            if member not in self._members:
+                heapq.heappop(heap)
+                continue
+            current = self._key_of(member)
+            if current == key:
+                return member
+            # The key moved since this entry was pushed: re-insert at its true place.
+            heapq.heapreplace(heap, (current, order, member))
+        return None
+
+    def members(self) -> Iterator[str]:
+        """Current members (unordered)."""
+        return iter(self._members)

@@ -1,0 +1,45 @@
+"""The engine seam: one `execute` call turns a scheduled iteration into a step result."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from equinox.errors import BackendError
+from equinox.scheduling.iteration import SchedulerOutput
+from equinox.sim.cost_model import CostModel
+from equinox.types import StepResult
+
+
+class EngineBackend(Protocol):
+    """Executes iterations (a cost model in the simulator, or a real engine)."""
+
+    def execute(self, output: SchedulerOutput) -> StepResult:
+        """Run one iteration and report how long it took."""
+        ...
+
+
+class CostModelBackend:
+    """A simulated engine: the iteration takes what the cost model says."""
+
+    def __init__(self, cost_model: CostModel) -> None:
+        self.cost_model = cost_model
+
+    def execute(self, output: SchedulerOutput) -> StepResult:
+        """Time the batch with the cost model."""
+        duration = self.cost_model.iteration_time(output.batch)
+        if not duration > 0.0:
+            raise BackendError(
+                f"cost model {self.cost_model.name!r} returned a non-positive iteration time {duration!r}"
+            )
+        return StepResult(duration)
+
+
+class FunctionBackend:
+    """Wraps a plain function of the batch shape (for tests, like httpx's MockTransport)."""
+
+    def __init__(self, fn: "callable[[SchedulerOutput], float]") -> None:  # type: ignore[valid-type]
+        self._fn = fn
+
+    def execute(self, output: SchedulerOutput) -> StepResult:
+        """Call the function."""
+        return StepResult(float(self._fn(output)))

@@ -1,0 +1,1 @@
+"""Fitted cost-model coefficients (JSON, with source attribution and licence inside each)."""
