@@ -17,7 +17,8 @@ class RequestRecord:
     tenant: str
     arrival_time: float
     num_prompt_tokens: int
-    num_output_tokens: int
+    num_output_tokens: int  # generated so far (all of them when finished)
+    num_requested_tokens: int
     first_scheduled_time: float | None
     first_token_time: float | None
     finish_time: float | None
@@ -58,7 +59,7 @@ class RequestRecord:
         spec = req.spec
         return cls(
             spec.request_id, spec.tenant, spec.arrival_time, spec.num_prompt_tokens,
-            req.num_output_tokens_done, req.first_scheduled_time, req.first_token_time,
+            req.num_output_tokens_done, req.num_target_tokens, req.first_scheduled_time, req.first_token_time,
             req.finish_time, req.num_preemptions, req.max_itl_s,
             req.reject_reason if req.status is RequestStatus.REJECTED else None,
         )

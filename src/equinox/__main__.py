@@ -1,0 +1,7 @@
+"""`python -m equinox`."""
+
+import sys
+
+from equinox.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""The `equinox` command: a thin layer that parses, calls the library and reports errors in one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from equinox.errors import EquinoxError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand."""
+    from equinox import __version__
+    from equinox.cli import simulate
+
+    parser = argparse.ArgumentParser(
+        prog="equinox", description="Holistic fair scheduling for multi-tenant LLM serving."
+    )
+    parser.add_argument("--version", action="version", version=f"equinox {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    simulate.add_parsers(sub)
+    for module, hook in (
+        ("equinox.cli.trace", "add_trace_parser"),
+        ("equinox.cli.vllm", "add_vllm_parser"),
+        ("equinox.cli.report", "add_report_parser"),
+        ("equinox.cli.gateway", "add_gateway_parser"),
+    ):
+        try:
+            mod = __import__(module, fromlist=[hook])
+        except ImportError:
+            continue
+        getattr(mod, hook)(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EquinoxError as exc:
+        print(f"equinox: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("equinox: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

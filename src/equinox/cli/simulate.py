@@ -1,0 +1,275 @@
+"""`equinox simulate`, `equinox compare` and `equinox list`: parse, build a config, run, write."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from equinox.cli.progress import Progress
+from equinox.cli.table import render
+from equinox.config import DEFAULT_WORKLOAD, RunConfig, load_config_file
+from equinox.errors import ConfigError
+from equinox.scheduling.iteration import ENGINE_MODES
+
+DEFAULT_POLICIES = "fcfs,lcf,vtc,vtc-predict,equinox"
+
+
+def _kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} must look like NAME=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by simulate and compare."""
+    p.add_argument("--config", help="TOML run config; command-line options override it")
+    p.add_argument("-w", "--workload", help=f"preset, VTC suite or trace file (default {DEFAULT_WORKLOAD})")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--duration", type=float, dest="duration_s", help="workload duration, s")
+    p.add_argument("--rate-scale", type=float, help="multiply every arrival rate")
+    p.add_argument("--tenants", type=int, dest="num_tenants", help="tenant count (presets that take one)")
+    p.add_argument("--gpu", help="GPU name (see `equinox list`)")
+    p.add_argument("--model", help="model name (see `equinox list`)")
+    p.add_argument("--tensor-parallel", "--tp", type=int, dest="tensor_parallel")
+    p.add_argument("--cost-model", help="cost model name, or auto (fitted when data exists, else roofline)")
+    p.add_argument("--engine", choices=ENGINE_MODES, dest="engine_mode",
+                   help="vllm: chunked, decode-first, admit every step; slora: the VTC artifact's engine")
+    p.add_argument("--max-num-batched-tokens", type=int)
+    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--block-size", type=int)
+    p.add_argument("--kv-blocks", type=int, dest="num_kv_blocks")
+    p.add_argument("--kv-tokens", type=int, dest="kv_capacity_tokens")
+    p.add_argument("--chunked-prefill", action=argparse.BooleanOptionalAction, dest="enable_chunked_prefill")
+    p.add_argument("--admission-interval", type=int, dest="admission_interval_steps",
+                   help="slora: decode steps between admissions (default 10)")
+    p.add_argument("--rpm-limit", type=float, help="requests per minute per tenant (policy rpm)")
+    p.add_argument("--weight", action="append", metavar="TENANT=W", help="tenant weight (repeatable)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="policy parameter, e.g. alpha=0.5 (repeatable)")
+    p.add_argument("--alpha", type=float, help="Equinox: weight of the user fairness counter")
+    p.add_argument("--beta", type=float, help="Equinox: weight of the resource fairness counter")
+    p.add_argument("--until", type=float, dest="until_s", help="stop the simulation at this time, s")
+    p.add_argument("-o", "--out", help="run directory (default runs/<workload>-<policy>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+_FIELDS = (
+    "workload", "seed", "duration_s", "rate_scale", "num_tenants", "gpu", "model", "tensor_parallel",
+    "cost_model", "engine_mode", "max_num_batched_tokens", "max_num_seqs", "block_size", "num_kv_blocks",
+    "kv_capacity_tokens", "enable_chunked_prefill", "admission_interval_steps", "rpm_limit", "until_s",
+)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Merge the config file (if any) with command-line options."""
+    base = load_config_file(args.config) if args.config else RunConfig()
+    changes: dict[str, Any] = {f: getattr(args, f) for f in _FIELDS if getattr(args, f, None) is not None}
+    if args.weight:
+        changes["tenant_weights"] = {**base.tenant_weights, **{k: float(v) for k, v in _kv(args.weight, "--weight").items()}}
+    params = {**base.policy_params, **_kv(args.param, "--param")}
+    for knob in ("alpha", "beta"):
+        if getattr(args, knob) is not None:
+            params[knob] = getattr(args, knob)
+    changes["policy_params"] = params
+    return base.replace(**changes)
+
+
+def _progress(args: argparse.Namespace, label: str) -> Progress | None:
+    return None if args.no_progress else Progress(label)
+
+
+def summary_rows(result: Any) -> tuple[list[str], list[list[object]]]:
+    """Per-tenant rows plus an `all` row for one run."""
+    s = result.summary
+    headers = ["tenant", "weight", "requests", "finished", "rejected", "service", "ttft_mean_s",
+               "ttft_p90_s", "tpot_mean_s", "e2e_mean_s"]
+    rows: list[list[object]] = []
+    for t in s.tenants:
+        lat = t.latency
+        rows.append([t.tenant, t.weight, t.num_requests, t.num_finished, t.num_rejected, t.service,
+                     lat.ttft.mean, lat.ttft.p90, lat.tpot.mean, lat.e2e.mean])
+    lat = s.latency
+    rows.append(["all", None, len(result.records), s.throughput.num_finished, s.throughput.num_rejected,
+                 sum(t.service for t in s.tenants), lat.ttft.mean, lat.ttft.p90, lat.tpot.mean, lat.e2e.mean])
+    return headers, rows
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """`equinox simulate`."""
+    from equinox.rundir import write_run_dir
+    from equinox.sim.run import run_simulation
+
+    config = config_from_args(args).replace(policy=args.policy)
+    progress = _progress(args, f"{config.policy}")
+    result = run_simulation(config, progress=progress)
+    if progress:
+        progress.done()
+    out = write_run_dir(result, args.out or Path("runs") / f"{result.workload.name}-{config.policy}")
+    headers, rows = summary_rows(result)
+    print(render(headers, rows, title=_title(result)))
+    print()
+    print(_overall_line(result))
+    print(f"run directory: {out}")
+    return 0
+
+
+def _title(result: Any) -> str:
+    wl = result.workload
+    synth = " (synthetic tenants)" if wl.is_synthetic_tenants else ""
+    return (f"policy {result.config.policy} | workload {wl.name}{synth}, {len(wl.requests)} requests | "
+            f"{result.deployment.name}, cost model {result.cost_model_name} | engine {result.engine.mode}")
+
+
+def _overall_line(result: Any) -> str:
+    s = result.summary
+    f, u, t = s.fairness, s.utilisation, s.throughput
+    return (f"throughput {t.tokens_per_s:,.0f} tok/s ({t.requests_per_s:.2f} req/s) | service difference "
+            f"max {f.service_diff_max:,.1f} mean {f.service_diff_mean:,.1f} | Jain {f.jain_mean:.3f} | "
+            f"GPU busy {u.busy_fraction:.1%} MFU {u.mfu:.1%} KV {u.kv_utilisation:.1%} | "
+            f"preemptions {s.num_preemptions} | simulated in {result.wall_s:.1f} s")
+
+
+def _run_one(config: RunConfig, out: str) -> dict[str, Any]:
+    """Worker for compare: run one policy, write its directory, return the comparison row."""
+    from equinox.rundir import write_run_dir
+    from equinox.sim.run import run_simulation
+
+    result = run_simulation(config)
+    write_run_dir(result, out)
+    s = result.summary
+    ttft = {t.tenant: t.latency.ttft.mean for t in s.tenants}
+    return {
+        "policy": config.policy, "title": _title(result), "tokens_per_s": s.throughput.tokens_per_s,
+        "ttft_mean": s.latency.ttft.mean, "ttft_p90": s.latency.ttft.p90, "tpot_mean": s.latency.tpot.mean,
+        "sd_max": s.fairness.service_diff_max, "sd_mean": s.fairness.service_diff_mean,
+        "jain": s.fairness.jain_mean, "busy": s.utilisation.busy_fraction, "mfu": s.utilisation.mfu,
+        "preemptions": s.num_preemptions, "rejected": s.throughput.num_rejected,
+        "unfinished": s.throughput.num_unfinished, "tenant_ttft": ttft, "out": out, "wall_s": result.wall_s,
+    }
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """`equinox compare`: several policies on the same workload, one table."""
+    base = config_from_args(args)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise ConfigError("--policies is empty; give a comma-separated list, e.g. fcfs,vtc")
+    from equinox.scheduling.policy import make_policy, policy_names
+
+    known = policy_names()
+    for p in policies:
+        if p not in known:
+            raise ConfigError(f"unknown policy {p!r}; known: {', '.join(known)}")
+    configs = [base.replace(policy=p) for p in policies]
+    for c in configs:  # fail fast on a bad policy config (e.g. rpm without a limit)
+        from equinox.scheduling.interface import PolicyConfig
+
+        make_policy(c.policy, PolicyConfig(rpm_limit=c.rpm_limit, params=dict(c.policy_params)))
+    root = Path(args.out or Path("runs") / f"compare-{base.workload.replace('/', '_').replace('.', '_')}")
+    jobs = max(1, min(args.jobs or (os.cpu_count() or 1), len(configs)))
+    progress = _progress(args, "compare")
+    rows: list[dict[str, Any]] = []
+    if jobs == 1:
+        for i, c in enumerate(configs):
+            rows.append(_run_one(c, str(root / c.policy)))
+            if progress:
+                progress(i + 1, len(configs))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_run_one, c, str(root / c.policy)) for c in configs]
+            for i, fut in enumerate(futures):
+                rows.append(fut.result())
+                if progress:
+                    progress(i + 1, len(configs))
+    if progress:
+        progress.done()
+    tenants = list(dict.fromkeys(t for r in rows for t in r["tenant_ttft"]))
+    show_tenants = tenants if len(tenants) <= 4 else []
+    headers = ["policy", "tok/s", "ttft_mean_s", "ttft_p90_s", "tpot_mean_s", "svc_diff_max",
+               "svc_diff_mean", "jain", "gpu_busy", "mfu", "preempt", "rejected"]
+    headers += [f"ttft[{t}]" for t in show_tenants]
+    table = []
+    for r in rows:
+        table.append([r["policy"], r["tokens_per_s"], r["ttft_mean"], r["ttft_p90"], r["tpot_mean"], r["sd_max"],
+                      r["sd_mean"], r["jain"], r["busy"], r["mfu"], r["preemptions"], r["rejected"]]
+                     + [r["tenant_ttft"].get(t) for t in show_tenants])
+    print(render(headers, table, title=rows[0]["title"].split("|", 1)[1].strip()))
+    print()
+    print("ttft: time to first token (s); tpot: time per output token after the first (s); svc_diff: VTC's "
+          "service difference (tokens/s, 60 s windows after 30 s warm-up); jain: Jain's index of weighted "
+          "service among backlogged tenants (mean over windows); gpu_busy: fraction of time the engine "
+          "computes; mfu: model-FLOPs utilisation over the run.")
+    (root / "compare.json").write_text(json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"run directories: {root}/<policy>; table: {root / 'compare.json'}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """`equinox list`: policies, GPUs, models, cost models, workloads."""
+    from equinox.scheduling.policy import POLICIES, policy_names
+    from equinox.sim import cost_models  # noqa: F401 - registers cost models
+    from equinox.sim.cost_model import COST_MODELS
+    from equinox.sim.hardware import GPUS, MODELS
+
+    what = args.what
+    sections: list[tuple[str, list[tuple[str, str]]]] = []
+    if what in ("all", "policies"):
+        sections.append(("policies", [(n, POLICIES.help(n)) for n in policy_names()]))
+    if what in ("all", "gpus"):
+        sections.append(("gpus", [(n, _gpu_line(GPUS.get(n))) for n in GPUS]))
+    if what in ("all", "models"):
+        sections.append(("models", [(n, _model_line(MODELS.get(n))) for n in MODELS]))
+    if what in ("all", "cost-models"):
+        sections.append(("cost models", [(n, COST_MODELS.help(n)) for n in COST_MODELS]))
+    if what in ("all", "workloads"):
+        sections.append(("workloads", _workload_lines()))
+    for title, items in sections:
+        print(f"{title}:")
+        width = max((len(n) for n, _ in items), default=0)
+        for name, help_text in items:
+            print(f"  {name.ljust(width)}  {help_text}")
+        print()
+    return 0
+
+
+def _gpu_line(g: Any) -> str:
+    return f"{g.peak_flops / 1e12:.0f} TFLOP/s bf16, {g.hbm_bandwidth / 1e9:.0f} GB/s, {g.memory_bytes / 2**30:.0f} GiB"
+
+
+def _model_line(m: Any) -> str:
+    return f"{m.num_params / 1e9:.1f} B params, {m.num_layers} layers, KV {m.kv_bytes_per_token / 1024:.0f} KiB/token"
+
+
+def _workload_lines() -> list[tuple[str, str]]:
+    try:
+        from equinox.workload import catalogue  # type: ignore[attr-defined]
+    except ImportError:
+        return [(DEFAULT_WORKLOAD, "VTC overload suite (default)")]
+    return list(catalogue())
+
+
+def add_parsers(sub: Any) -> None:
+    """Register simulate, compare and list."""
+    p = sub.add_parser("simulate", help="simulate one policy on a workload; writes a run directory")
+    p.add_argument("-p", "--policy", default="equinox", help="policy name (default equinox)")
+    add_run_options(p)
+    p.set_defaults(func=run_simulate)
+    p = sub.add_parser("compare", help="several policies on the same workload, side by side")
+    p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default {DEFAULT_POLICIES})")
+    p.add_argument("-j", "--jobs", type=int, help="parallel runs (default: cores)")
+    add_run_options(p)
+    p.set_defaults(func=run_compare)
+    p = sub.add_parser("list", help="list policies, GPUs, models, cost models and workloads")
+    p.add_argument("what", nargs="?", default="all", choices=["all", "policies", "gpus", "models", "cost-models", "workloads"])
+    p.set_defaults(func=run_list)

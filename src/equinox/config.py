@@ -1,0 +1,121 @@
+"""Run configuration: one frozen object built by the CLI or from a TOML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from equinox.errors import ConfigError
+from equinox.scheduling.iteration import EngineConfig
+
+DEFAULT_WORKLOAD = "overload"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a simulated run (same config and seed, same bytes out)."""
+
+    workload: str = DEFAULT_WORKLOAD
+    policy: str = "vtc"
+    seed: int = 0
+    duration_s: float | None = None
+    rate_scale: float = 1.0
+    num_tenants: int | None = None
+    gpu: str = "a10g"
+    model: str = "llama-2-7b"
+    tensor_parallel: int = 1
+    cost_model: str = "auto"
+    engine_mode: str = "vllm"
+    max_num_batched_tokens: int | None = None  # None: 2048 (vllm) / 4096 (slora)
+    max_num_seqs: int = 256
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: derived from GPU memory
+    kv_capacity_tokens: int | None = None  # alternative to num_kv_blocks
+    enable_chunked_prefill: bool | None = None
+    admission_interval_steps: int = 10
+    prompt_weight: float = 1.0
+    output_weight: float = 2.0
+    rpm_limit: float | None = None
+    tenant_weights: Mapping[str, float] = field(default_factory=dict)
+    policy_params: Mapping[str, Any] = field(default_factory=dict)
+    interval_s: float = 1.0
+    window_s: float = 60.0
+    warmup_s: float = 30.0
+    until_s: float | None = None
+
+    def __post_init__(self) -> None:
+        positive = {
+            "rate_scale": self.rate_scale, "interval_s": self.interval_s, "window_s": self.window_s,
+            "prompt_weight": self.prompt_weight, "output_weight": self.output_weight,
+        }
+        for name, value in positive.items():
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if self.warmup_s < 0:
+            raise ConfigError(f"warmup_s must be >= 0, got {self.warmup_s}")
+        for name in ("duration_s", "until_s", "rpm_limit"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        if self.num_tenants is not None and self.num_tenants < 1:
+            raise ConfigError(f"num_tenants must be >= 1, got {self.num_tenants}")
+        if self.num_kv_blocks is not None and self.kv_capacity_tokens is not None:
+            raise ConfigError("set either num_kv_blocks or kv_capacity_tokens, not both")
+        for tenant, weight in self.tenant_weights.items():
+            if not weight > 0:
+                raise ConfigError(f"weight of tenant {tenant!r} must be > 0, got {weight!r}")
+        if self.policy == "rpm" and self.rpm_limit is None:
+            raise ConfigError("policy 'rpm' needs --rpm-limit (requests per minute per tenant)")
+
+    def engine_config(self, derived_kv_blocks: int) -> EngineConfig:
+        """The mechanism settings, with KV capacity derived from hardware unless given."""
+        if self.num_kv_blocks is not None:
+            blocks = self.num_kv_blocks
+        elif self.kv_capacity_tokens is not None:
+            blocks = self.kv_capacity_tokens // self.block_size
+        else:
+            blocks = derived_kv_blocks
+        budget = self.max_num_batched_tokens
+        if budget is None:
+            budget = 2048 if self.engine_mode == "vllm" else 4096
+        return EngineConfig(
+            mode=self.engine_mode, max_num_batched_tokens=budget, max_num_seqs=self.max_num_seqs,
+            block_size=self.block_size, num_kv_blocks=blocks,
+            enable_chunked_prefill=self.enable_chunked_prefill,
+            admission_interval_steps=self.admission_interval_steps,
+        )
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = dataclasses.asdict(self)
+        d["tenant_weights"] = dict(self.tenant_weights)
+        d["policy_params"] = dict(self.policy_params)
+        return d
+
+
+def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """Read a TOML run config; unknown keys are an error naming the key."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{p}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return (base or RunConfig()).replace(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

@@ -1,0 +1,104 @@
+"""Latency and throughput metrics from request records."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from equinox.metrics.collector import RequestRecord
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary statistics of one latency metric (seconds)."""
+
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Stats:
+        """Mean, percentiles (nearest rank) and max of `values`; NaN when empty."""
+        xs = sorted(values)
+        if not xs:
+            nan = math.nan
+            return cls(0, nan, nan, nan, nan, nan)
+        return cls(len(xs), math.fsum(xs) / len(xs), _pct(xs, 50), _pct(xs, 90), _pct(xs, 99), xs[-1])
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain dict for JSON."""
+        return {"count": self.count, "mean": self.mean, "p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max}
+
+
+def _pct(sorted_xs: Sequence[float], q: float) -> float:
+    k = max(0, math.ceil(q / 100.0 * len(sorted_xs)) - 1)
+    return sorted_xs[k]
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """TTFT, TPOT, E2E, queueing delay and max inter-token gap over a set of requests."""
+
+    ttft: Stats
+    tpot: Stats
+    e2e: Stats
+    queue: Stats
+    max_itl: Stats
+
+    @classmethod
+    def of(cls, records: Iterable[RequestRecord]) -> LatencySummary:
+        """Summarise finished requests."""
+        ttft: list[float] = []
+        tpot: list[float] = []
+        e2e: list[float] = []
+        queue: list[float] = []
+        itl: list[float] = []
+        for r in records:
+            if r.finish_time is None:
+                continue
+            ttft.append(r.ttft_s)  # type: ignore[arg-type]
+            e2e.append(r.e2e_s)  # type: ignore[arg-type]
+            queue.append(r.queue_s)  # type: ignore[arg-type]
+            t = r.tpot_s
+            if t is not None:
+                tpot.append(t)
+                itl.append(r.max_itl_s)
+        return cls(Stats.of(ttft), Stats.of(tpot), Stats.of(e2e), Stats.of(queue), Stats.of(itl))
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """Plain dict for JSON."""
+        return {k: getattr(self, k).as_dict() for k in ("ttft", "tpot", "e2e", "queue", "max_itl")}
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Served tokens and requests per second over the run's span (first arrival to last finish)."""
+
+    span_s: float
+    num_finished: int
+    num_rejected: int
+    num_unfinished: int
+    num_prompt_tokens: int
+    num_output_tokens: int
+    tokens_per_s: float
+    output_tokens_per_s: float
+    requests_per_s: float
+
+    @classmethod
+    def of(cls, records: Sequence[RequestRecord]) -> Throughput:
+        """Throughput = (prompt + output) tokens of finished requests / span (VTC's definition)."""
+        finished = [r for r in records if r.finish_time is not None]
+        rejected = sum(1 for r in records if r.reject_reason is not None)
+        unfinished = len(records) - len(finished) - rejected
+        if not finished:
+            return cls(0.0, 0, rejected, unfinished, 0, 0, 0.0, 0.0, 0.0)
+        start = min(r.arrival_time for r in records)
+        end = max(r.finish_time for r in finished)  # type: ignore[type-var]
+        span = max(end - start, 1e-9)  # type: ignore[operator]
+        p = sum(r.num_prompt_tokens for r in finished)
+        o = sum(r.num_output_tokens for r in finished)
+        return cls(span, len(finished), rejected, unfinished, p, o, (p + o) / span, o / span, len(finished) / span)

@@ -1,0 +1,99 @@
+"""Build a simulated run from a RunConfig, run it, summarise it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from equinox.config import RunConfig
+from equinox.metrics.collector import Collector, RequestRecord, TimeSeries
+from equinox.metrics.fairness import ServiceMatrix
+from equinox.metrics.summary import RunSummary, summarise
+from equinox.scheduling.interface import PolicyConfig
+from equinox.scheduling.iteration import EngineConfig, IterationScheduler
+from equinox.scheduling.policy import make_policy
+from equinox.sim.backend import CostModelBackend
+from equinox.sim.cost_model import CostModel
+from equinox.sim.hardware import Deployment, make_deployment
+from equinox.sim.loop import ProgressFn, SimStats, Simulator
+from equinox.types import StepReport
+from equinox.workload import Workload, load_workload
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished simulated run: inputs, raw records, series and summary."""
+
+    config: RunConfig
+    workload: Workload
+    deployment: Deployment
+    engine: EngineConfig
+    cost_model_name: str
+    stats: SimStats
+    records: list[RequestRecord]
+    series: TimeSeries
+    summary: RunSummary
+    matrix: ServiceMatrix
+    wall_s: float
+
+
+def build_cost_model(config: RunConfig, deployment: Deployment) -> CostModel:
+    """The configured cost model (`auto`: a fitted model with data for the deployment, else roofline)."""
+    from equinox.sim import cost_models
+
+    if config.cost_model == "auto":
+        return cost_models.default_cost_model(deployment)
+    return cost_models.build_cost_model(config.cost_model, deployment)
+
+
+def policy_config(config: RunConfig, workload: Workload) -> PolicyConfig:
+    """Policy settings: workload tenant weights overridden by the config's."""
+    weights = {**workload.tenant_weights, **config.tenant_weights}
+    return PolicyConfig(
+        tenant_weights=weights, prompt_weight=config.prompt_weight, output_weight=config.output_weight,
+        rpm_limit=config.rpm_limit, params=dict(config.policy_params),
+    )
+
+
+def run_simulation(
+    config: RunConfig, workload: Workload | None = None, progress: ProgressFn | None = None
+) -> RunResult:
+    """Simulate `config` (loading its workload unless one is given)."""
+    started = time.perf_counter()
+    if workload is None:
+        workload = load_workload(
+            config.workload, seed=config.seed, duration_s=config.duration_s,
+            rate_scale=config.rate_scale, num_tenants=config.num_tenants,
+        )
+    deployment = make_deployment(config.gpu, config.model, config.tensor_parallel)
+    engine = config.engine_config(deployment.num_kv_blocks(config.block_size))
+    cost_model = build_cost_model(config, deployment)
+    pcfg = policy_config(config, workload)
+    policy = make_policy(config.policy, pcfg)
+    bind = getattr(policy, "bind_platform", None)
+    if bind is not None:  # policies that model the platform (Equinox) get the cost model and deployment
+        bind(deployment=deployment, cost_model=cost_model, engine=engine)
+    scheduler = IterationScheduler(engine, policy)
+
+    def flops_of(report: StepReport) -> float:
+        return deployment.flops(report.batch)
+
+    collector = Collector(config.interval_s, flops_of)
+    sim = Simulator(
+        workload.requests, scheduler, CostModelBackend(cost_model), collector,
+        until=config.until_s, progress=progress, num_requests_hint=len(workload.requests),
+    )
+    stats = sim.run()
+    arrival_end = workload.duration_s
+    if arrival_end is None:
+        arrival_end = workload.requests[-1].arrival_time if workload.requests else 0.0
+    summary, matrix = summarise(
+        collector.records, collector.series, weights=pcfg.tenant_weights,
+        peak_flops=deployment.peak_flops, arrival_end_time=arrival_end,
+        num_preemptions=collector.num_preemptions, prompt_weight=config.prompt_weight,
+        output_weight=config.output_weight, window_s=config.window_s, warmup_s=config.warmup_s,
+    )
+    return RunResult(
+        config, workload, deployment, engine, cost_model.name, stats, collector.records,
+        collector.series, summary, matrix, time.perf_counter() - started,
+    )
