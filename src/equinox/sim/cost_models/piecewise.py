@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import pairwise
 
 from equinox.errors import ConfigError
 
@@ -16,15 +17,13 @@ class PiecewiseLinear:
     def __init__(self, xs: Sequence[float], ys: Sequence[float]) -> None:
         if len(xs) != len(ys) or len(xs) < 2:
             raise ConfigError(f"piecewise-linear table needs >= 2 matching knots, got {len(xs)}/{len(ys)}")
-        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)) or xs[0] <= 0:
+        if any(b <= a for a, b in pairwise(xs)) or xs[0] <= 0:
             raise ConfigError("piecewise-linear knots must be positive and strictly increasing")
-        if any(b < a for a, b in zip(ys, ys[1:], strict=False)) or ys[0] < 0:
+        if any(b < a for a, b in pairwise(ys)) or ys[0] < 0:
             raise ConfigError("piecewise-linear values must be non-negative and non-decreasing")
         self._xs = [float(x) for x in xs]
         self._ys = [float(y) for y in ys]
-        self._slopes = [
-            (self._ys[i + 1] - self._ys[i]) / (self._xs[i + 1] - self._xs[i]) for i in range(len(xs) - 1)
-        ]
+        self._slopes = [(self._ys[i + 1] - self._ys[i]) / (self._xs[i + 1] - self._xs[i]) for i in range(len(xs) - 1)]
 
     @property
     def knots(self) -> list[tuple[float, float]]:

@@ -21,14 +21,15 @@ class RooflineParams:
     overhead_s: float = 0.004  # per-iteration scheduling, sampling and launch cost
     layer_overhead_s: float = 20e-6  # per-layer kernel launches and elementwise ops
     allreduce_latency_s: float = 15e-6  # per all-reduce launch/synchronisation latency
-    pcie_bandwidth: float = 16e9  # bytes/s per GPU for all-reduce when the GPU has no NVLink
+    interconnect_efficiency: float = 0.7  # fraction of the datasheet link bandwidth all-reduce reaches
+    pcie_bandwidth: float = 12e9  # bytes/s per GPU for all-reduce when the GPU has no NVLink
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if not value >= 0:
                 raise ConfigError(f"roofline parameter {f.name} must be >= 0, got {value}")
-        for name in ("matmul_efficiency", "attention_efficiency", "bandwidth_efficiency"):
+        for name in ("matmul_efficiency", "attention_efficiency", "bandwidth_efficiency", "interconnect_efficiency"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"roofline parameter {name} must be in (0, 1], got {getattr(self, name)}")
 
@@ -80,12 +81,10 @@ class RooflineCostModel:
         self._compute_per_seq = 2.0 * head_params / flops_rate
         self._layer_memory_s = layer_params * m.dtype_bytes / bytes_rate
         self._memory_s = m.num_matmul_params * m.dtype_bytes / bytes_rate
-        self._pair_s = 4.0 * m.num_layers * m.num_heads * m.head_dim / (
-            tp * gpu.peak_flops * p.attention_efficiency
-        )
+        self._pair_s = 4.0 * m.num_layers * m.num_heads * m.head_dim / (tp * gpu.peak_flops * p.attention_efficiency)
         self._ctx_s = m.kv_bytes_per_token / bytes_rate
         num_allreduce = 2 * m.num_layers if tp > 1 else 0
-        link = gpu.interconnect_bandwidth or p.pcie_bandwidth
+        link = gpu.interconnect_bandwidth * p.interconnect_efficiency or p.pcie_bandwidth
         # Ring all-reduce moves 2 (tp-1)/tp of the activation bytes over each GPU's link.
         self._comm_per_token = (
             num_allreduce * 2.0 * (tp - 1) / tp * m.hidden_size * m.dtype_bytes / link if tp > 1 else 0.0
@@ -107,17 +106,21 @@ class RooflineCostModel:
             + self._comm_per_token * n
         )
 
-    def linear_time_s(self, num_tokens: int) -> float:
-        """Per-iteration time of the layers' linear ops and TP all-reduces alone (no head, attention, overhead)."""
+    def linear_time_s(self, num_tokens: int, *, include_comm: bool = True) -> float:
+        """Time of the layers' linear ops (and TP all-reduces) alone: no LM head, attention or overhead."""
         if num_tokens <= 0:
             return 0.0
         compute = self._layer_per_token * num_tokens
         linear = compute if compute > self._layer_memory_s else self._layer_memory_s
-        p, m = self.params, self.deployment.model
-        num_allreduce = 2 * m.num_layers if self.deployment.tensor_parallel > 1 else 0
-        return linear + m.num_layers * p.layer_overhead_s + num_allreduce * p.allreduce_latency_s + (
-            self._comm_per_token * num_tokens
-        )
+        t = linear + self.deployment.model.num_layers * self.params.layer_overhead_s
+        return t + self.comm_time_s(num_tokens) if include_comm else t
+
+    def comm_time_s(self, num_tokens: int) -> float:
+        """Time of one iteration's tensor-parallel all-reduces (0 without TP)."""
+        if self.deployment.tensor_parallel <= 1 or num_tokens <= 0:
+            return 0.0
+        num_allreduce = 2 * self.deployment.model.num_layers
+        return num_allreduce * self.params.allreduce_latency_s + self._comm_per_token * num_tokens
 
     def attention_coefficients(self) -> tuple[float, float]:
         """(seconds per prefill attention pair, seconds per decode context token)."""
