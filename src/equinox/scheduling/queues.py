@@ -170,6 +170,12 @@ class LazyMinHeap:
             heapq.heapreplace(heap, (current, order, member))
         return None
 
+    def rekey(self) -> None:
+        """Rebuild every entry from current keys (after the key function itself changed)."""
+        order = self._order
+        self._heap = [(self._key_of(m), order[m], m) for m in self._members]
+        heapq.heapify(self._heap)
+
     def members(self) -> Iterator[str]:
         """Current members (unordered)."""
         return iter(self._members)

@@ -1,1 +1,356 @@
-"""Placeholder until the Equinox policy lands (issue 4)."""
+"""Equinox: holistic fair scheduling (arXiv 2508.16646, as read in DESIGN.md and docs/algorithm.md).
+
+Two counters per tenant, both with VTC's lift and divided by the tenant's weight:
+
+- UFC (User Fairness Counter): weighted tokens delivered, w_p * prompt + w_q * output,
+  multiplied by a latency discount d(TTFT) = f_min + (1 - f_min) * tau / (tau + TTFT)
+  in [f_min, 1], so a tenant whose users waited long counts less and is served sooner.
+  Charged proactively at admission from MoPE's predictions (output length, TTFT) and
+  reconciled with the actual values when the request completes.
+- RFC (Resource Fairness Counter): the tenant's share of GPU time in every iteration
+  (prefill compute + decode memory traffic, split with the platform's cost constants)
+  and of KV memory held, in platform-capacity units (tokens the platform could process
+  at peak), so one unit means the same on an A10G and an H100.
+
+Holistic Fairness score over backlogged tenants: HF_i = alpha * UFC_i / mean(UFC) +
+beta * RFC_i / mean(RFC); the lowest is served first, FIFO within a tenant. With
+beta = 0, f_min = 1 and proactive charging off it makes exactly VTC's decisions.
+Adaptive batching (`batch_limits`) and predicted-length KV admission
+(`kv_reservation_tokens`) use the same MoPE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from equinox.prediction.mope import MoPE
+from equinox.prediction.experts.output_length import OutputLengthConfig
+from equinox.request import RequestView
+from equinox.scheduling.interface import PolicyConfig
+from equinox.scheduling.policies.equinox_params import EquinoxParams
+from equinox.scheduling.policies.vtc import CounterPolicy
+from equinox.scheduling.policy import POLICIES
+from equinox.types import BatchLimits, BatchShape, StepReport
+
+EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised at every decision
+
+
+@dataclass(slots=True)
+class _Admitted:
+    """Book-keeping for a request between admission and completion."""
+
+    view: RequestView
+    charged_ufc: float
+    predicted_q: float
+    discount: float
+    first_token_time: float | None = None
+    is_running: bool = True
+
+
+@dataclass(frozen=True)
+class _Platform:
+    """Cost constants of the bound deployment (seconds per unit of work at peak)."""
+
+    s_per_prefill_token: float
+    s_per_context_token: float
+    s_weight_read: float
+    tokens_per_s: float  # platform capacity: tokens/s at peak compute (RFC unit)
+
+
+class EquinoxPolicy(CounterPolicy):
+    """UFC + RFC -> Holistic Fairness score; MoPE predictions; adaptive batching; KV admission."""
+
+    name = "equinox"
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        self.params = p = EquinoxParams.from_mapping(self.config.params)
+        self.mope = MoPE(output_config=OutputLengthConfig(quantile=p.quantile))
+        self._rfc: dict[str, float] = {}
+        self._admitted: dict[str, _Admitted] = {}
+        self._tenant_discount: dict[str, float] = {}
+        self._platform: _Platform | None = None
+        self._coeffs = (1.0, 0.0)
+        self._last_batch = BatchShape()
+        self._sum_ufc = 0.0
+        self._sum_rfc = 0.0
+
+    # Platform ------------------------------------------------------------------
+    def bind_platform(self, *, deployment: Any, cost_model: Any, engine: Any) -> None:
+        """Give MoPE the platform's cost model and the RFC its cost constants (simulator, GPUs)."""
+        model = deployment.model
+        peak = deployment.peak_flops
+        bw = deployment.gpu.hbm_bandwidth * deployment.tensor_parallel
+        self._platform = _Platform(
+            2.0 * model.num_matmul_params / peak, model.kv_bytes_per_token / bw, model.weight_bytes / bw,
+            peak / (2.0 * model.num_matmul_params),
+        )
+        self.mope = MoPE(
+            cost_model=cost_model.iteration_time, flops=deployment.flops, peak_flops=peak,
+            output_config=OutputLengthConfig(quantile=self.params.quantile),
+        )
+
+    # Holistic Fairness score ------------------------------------------------------
+    def discount(self, latency_s: float) -> float:
+        """d(latency) in [f_min, 1]: 1 for an immediate answer, towards f_min as users wait."""
+        p = self.params
+        if p.f_min >= 1.0:
+            return 1.0
+        tau = p.latency_scale_s
+        return p.f_min + (1.0 - p.f_min) * tau / (tau + max(0.0, latency_s))
+
+    def score(self, tenant: str) -> float:
+        """The heap key: a * UFC + b * RFC with the current normalisation coefficients."""
+        a, b = self._coeffs
+        value = a * self._counter.get(tenant, 0.0)
+        if b:
+            value += b * self._rfc.get(tenant, 0.0)
+        return value
+
+    def holistic_scores(self) -> dict[str, float]:
+        """HF_i for every known tenant, normalised by the means over backlogged tenants."""
+        a, b = self._normalisation()
+        return {t: a * u + b * self._rfc.get(t, 0.0) for t, u in self._counter.items()}
+
+    def _normalisation(self) -> tuple[float, float]:
+        p = self.params
+        if p.beta == 0.0:
+            return 1.0, 0.0  # ordering by UFC alone: exactly VTC's keys (no float rescaling)
+        if p.alpha == 0.0:
+            return 0.0, 1.0
+        n = len(self._backlogged) or 1
+        mean_u = self._sum_ufc / n
+        mean_r = self._sum_rfc / n
+        a = p.alpha / mean_u if mean_u > 0 else 0.0
+        b = p.beta / mean_r if mean_r > 0 else 0.0
+        if a == 0.0 and b == 0.0:
+            return 1.0, 0.0
+        return a, b
+
+    def peek(self, now: float) -> RequestView | None:
+        """Head of the backlogged tenant with the lowest Holistic Fairness score."""
+        if not len(self._backlogged):
+            return None
+        a, b = self._normalisation()
+        old_a, old_b = self._coeffs
+        if (a, b) != (old_a, old_b):
+            small = len(self._backlogged) <= EXACT_SCAN_LIMIT
+            drift = abs(a - old_a) > 0.05 * abs(old_a) or abs(b - old_b) > 0.05 * abs(old_b)
+            if small or drift or (old_a == 0.0) != (a == 0.0) or (old_b == 0.0) != (b == 0.0):
+                self._coeffs = (a, b)
+                self._backlogged.rekey()
+        return super().peek(now)
+
+    # Counter maintenance -------------------------------------------------------------
+    def charge(self, tenant: str, amount: float) -> None:
+        """Add to UFC, keeping the backlogged sum current."""
+        if tenant in self._backlogged:
+            self._sum_ufc += amount
+        super().charge(tenant, amount)
+
+    def charge_rfc(self, tenant: str, amount: float) -> None:
+        """Add to RFC, keeping the backlogged sum current."""
+        self._rfc[tenant] = self._rfc.get(tenant, 0.0) + amount
+        if tenant in self._backlogged:
+            self._sum_rfc += amount
+
+    def lift_to(self, tenant: str, floor_tenant: str) -> None:
+        """Lift UFC and RFC to those of the tenant with the lowest score (or the last to leave).
+
+        The newcomer then scores exactly what the current minimum scores: it banks no
+        credit for idle time and pays no penalty (VTC's rule, applied to both counters).
+        """
+        super().lift_to(tenant, floor_tenant)
+        floor_r = self._rfc.get(floor_tenant, 0.0)
+        if self._rfc.get(tenant, 0.0) < floor_r:
+            self._rfc[tenant] = floor_r
+
+    def _enqueue(self, request: RequestView, *, front: bool) -> None:
+        tenant = request.tenant
+        was_backlogged = tenant in self._backlogged
+        super()._enqueue(request, front=front)
+        if not was_backlogged:
+            self._sum_ufc += self._counter.get(tenant, 0.0)
+            self._sum_rfc += self._rfc.get(tenant, 0.0)
+
+    def pop(self, request: RequestView, now: float) -> None:
+        """Admit; if its tenant leaves the backlog, take it out of the normalising sums."""
+        tenant = request.tenant
+        self._now = now
+        u0, r0 = self._counter.get(tenant, 0.0), self._rfc.get(tenant, 0.0)
+        super().pop(request, now)  # charges after the tenant may have left the backlog
+        if tenant not in self._backlogged:
+            self._sum_ufc -= u0
+            self._sum_rfc -= r0
+            if not len(self._backlogged):
+                self._sum_ufc = self._sum_rfc = 0.0  # no float drift across idle periods
+
+    def abort(self, request: RequestView, now: float) -> None:
+        """Remove a waiting request (and its tenant from the sums if it leaves the backlog)."""
+        tenant = request.tenant
+        was = tenant in self._backlogged
+        super().abort(request, now)
+        if was and tenant not in self._backlogged:
+            self._sum_ufc -= self._counter.get(tenant, 0.0)
+            self._sum_rfc -= self._rfc.get(tenant, 0.0)
+
+    # UFC charges ------------------------------------------------------------------
+    def _ufc_amount(self, request: RequestView, num_output: float, discount: float) -> float:
+        cfg = self.config
+        tokens = cfg.prompt_weight * request.num_prompt_tokens + cfg.output_weight * num_output
+        return tokens * discount / cfg.weight(request.tenant)
+
+    def charge_admission(self, request: RequestView) -> None:
+        """Charge predicted UFC once per request (a preempted request re-admitted is not re-charged)."""
+        rid = request.request_id
+        entry = self._admitted.get(rid)
+        if entry is not None:
+            entry.is_running = True
+            return
+        p = self.params
+        pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
+        d = self.discount(self._predicted_ttft(request))
+        self._tenant_discount[request.tenant] = d
+        out = pred.mean if p.proactive else 0.0
+        amount = self._ufc_amount(request, out, d)
+        self._admitted[rid] = _Admitted(request, amount, pred.quantile, d)
+        self.charge(request.tenant, amount)
+
+    def _predicted_ttft(self, request: RequestView) -> float:
+        waited = max(0.0, self._now - request.arrival_time)
+        if self.params.f_min >= 1.0:
+            return waited  # discount is off: skip the prefill prediction
+        last = self._last_batch
+        budget = self._budget or 2048
+        return waited + self.mope.ttft.prefill_s(
+            request.num_prompt_tokens, budget, last.num_decode_seqs, last.decode_context_tokens
+        )
+
+    def requeue(self, request: RequestView, now: float) -> None:
+        """A preempted request goes back to the front; it no longer holds KV."""
+        entry = self._admitted.get(request.request_id)
+        if entry is not None:
+            entry.is_running = False
+        super().requeue(request, now)
+
+    def on_first_token(self, request: RequestView, now: float) -> None:
+        """Remember the real TTFT for reconciliation."""
+        entry = self._admitted.get(request.request_id)
+        if entry is not None:
+            entry.first_token_time = now
+
+    def on_finish(self, request: RequestView, now: float) -> None:
+        """Reconcile UFC with actual output and TTFT; teach MoPE the true length."""
+        actual_out = request.num_output_tokens_done
+        self.mope.observe_finish(request.tenant, request.num_prompt_tokens, actual_out)
+        entry = self._admitted.pop(request.request_id, None)
+        if entry is None or not self.params.proactive:
+            return
+        ttft = (entry.first_token_time if entry.first_token_time is not None else now) - request.arrival_time
+        actual = self._ufc_amount(request, actual_out, self.discount(ttft))
+        self.charge(request.tenant, actual - entry.charged_ufc)
+
+    # Per-iteration accounting -------------------------------------------------------
+    _now = 0.0
+    _budget = 0
+
+    def on_step(self, report: StepReport) -> None:
+        """Feed MoPE; charge RFC shares; charge UFC per token when not proactive."""
+        self.mope.observe_step(report)
+        self._now = report.start_time + report.duration_s
+        self._last_batch = report.batch
+        cfg = self.config
+        if not self.params.proactive:
+            for tenant, usage in report.per_tenant.items():
+                if usage.num_output_tokens:
+                    d = self._tenant_discount.get(tenant, 1.0)
+                    self.charge(tenant, cfg.output_weight * usage.num_output_tokens * d / cfg.weight(tenant))
+        if self.params.beta > 0.0:
+            self._charge_rfc_step(report)
+
+    def _charge_rfc_step(self, report: StepReport) -> None:
+        plat = self._platform
+        per = report.per_tenant
+        num_decode = report.batch.num_decode_seqs or 1
+        raw: dict[str, float] = {}
+        for tenant, u in per.items():
+            decode_seqs = u.num_output_tokens if u.num_prefill_tokens == 0 else 0
+            if plat is None:  # token proxies when the platform is unknown (vLLM/gateway hosts)
+                raw[tenant] = u.num_prefill_tokens + u.num_output_tokens + u.num_context_tokens / 64.0
+            else:
+                raw[tenant] = (
+                    u.num_prefill_tokens * plat.s_per_prefill_token
+                    + u.num_context_tokens * plat.s_per_context_token
+                    + decode_seqs * plat.s_weight_read / num_decode
+                )
+        total = sum(raw.values()) or 1.0
+        c = self.params.compute_share
+        rate = plat.tokens_per_s if plat is not None else 1.0
+        dur = report.duration_s
+        blocks = report.num_kv_blocks_total or 1
+        cfg = self.config
+        for tenant, u in per.items():
+            amount = rate * dur * (c * raw[tenant] / total + (1.0 - c) * u.num_kv_blocks / blocks)
+            self.charge_rfc(tenant, amount / cfg.weight(tenant))
+
+    # Mechanism hints ---------------------------------------------------------------
+    def batch_limits(self, now: float, default: BatchLimits) -> BatchLimits:
+        """Largest token budget whose predicted iteration stays under the TPOT target."""
+        self._now = now
+        p = self.params
+        if not p.adaptive_batching or (self._platform is None and self.mope.iteration.num_observations < 32):
+            self._budget = default.max_num_batched_tokens
+            return default
+        last = self._last_batch
+        d, ctx = last.num_decode_seqs, last.decode_context_tokens + last.num_decode_seqs
+        lo, hi = p.min_batched_tokens, p.max_batched_tokens
+        if d == 0:
+            budget = hi  # nobody is decoding: no TPOT to protect, prefill as fast as possible
+        else:
+            predict = self.mope.predict_iteration_s
+
+            def cost(tokens: int) -> float:
+                chunk = max(0, tokens - d)
+                return predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx))
+
+            if cost(hi) <= p.tpot_target_s:
+                budget = hi
+            elif cost(lo) > p.tpot_target_s:
+                budget = lo
+            else:
+                while hi - lo > 64:
+                    mid = (lo + hi) // 2
+                    if cost(mid) <= p.tpot_target_s:
+                        lo = mid
+                    else:
+                        hi = mid
+                budget = lo
+        self._budget = budget
+        return BatchLimits(budget, default.max_num_seqs)
+
+    def kv_reservation_tokens(self, request: RequestView) -> int:
+        """Prompt + predicted output (quantile) + predicted growth of running requests."""
+        if not self.params.kv_admission:
+            return request.num_prompt_tokens + 1
+        pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
+        growth = 0.0
+        for entry in self._admitted.values():
+            if entry.is_running:
+                left = entry.predicted_q - entry.view.num_output_tokens_done
+                if left > 0:
+                    growth += left
+        own = request.num_prompt_tokens + pred.quantile
+        return int(own + self.params.kv_headroom * growth) + 1
+
+    def counters(self) -> Mapping[str, float]:
+        """Holistic Fairness scores per tenant."""
+        return self.holistic_scores()
+
+    def counter_breakdown(self) -> Mapping[str, Mapping[str, float]]:
+        """UFC, RFC and HF per tenant (for plots)."""
+        return {"ufc": dict(self._counter), "rfc": dict(self._rfc), "hf": self.holistic_scores()}
+
+
+POLICIES.register("equinox", EquinoxPolicy, "Equinox: UFC + RFC holistic fairness, MoPE, adaptive batching")

@@ -52,6 +52,10 @@ class CounterPolicy(Policy):
             floor_tenant = self._last_left
         if floor_tenant is None or floor_tenant == tenant:
             return
+        self.lift_to(tenant, floor_tenant)
+
+    def lift_to(self, tenant: str, floor_tenant: str) -> None:
+        """Raise `tenant`'s counter to `floor_tenant`'s (never lower it)."""
         floor = self._counter.get(floor_tenant, 0.0)
         if self._counter.get(tenant, 0.0) < floor:
             self._counter[tenant] = floor

@@ -1,0 +1,78 @@
+"""Output-length expert: per-tenant history, prompt-length bucket, global history, prior.
+
+The gate picks the most specific source with enough evidence (tenant, then the
+prompt-length bucket, then all traffic, then a fixed prior), and the answer is capped
+by the request's max_tokens. Deterministic: bounded ring buffers, no sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from equinox.prediction.interface import LengthPrediction, RecentStats
+
+
+@dataclass(frozen=True)
+class OutputLengthConfig:
+    """Gate thresholds, history sizes, the prior and the conservative quantile."""
+
+    quantile: float = 0.9
+    history: int = 128
+    min_tenant_evidence: int = 8
+    min_bucket_evidence: int = 16
+    min_global_evidence: int = 16
+    prior_mean: float = 256.0
+    prior_quantile: float = 512.0
+
+
+class OutputLengthExpert:
+    """Predicts how many tokens a request will generate before it runs."""
+
+    def __init__(self, config: OutputLengthConfig | None = None) -> None:
+        self.config = config or OutputLengthConfig()
+        self._tenant: dict[str, RecentStats] = {}
+        self._bucket: dict[int, RecentStats] = {}
+        self._global = self._new()
+
+    def _new(self) -> RecentStats:
+        return RecentStats(self.config.history, self.config.quantile)
+
+    @staticmethod
+    def bucket_of(num_prompt_tokens: int) -> int:
+        """Prompt-length bucket: powers of two (1, 2-3, 4-7, ...)."""
+        return max(1, num_prompt_tokens).bit_length()
+
+    def predict(self, tenant: str, num_prompt_tokens: int, max_tokens: int | None) -> LengthPrediction:
+        """Point estimate and conservative quantile, capped by max_tokens."""
+        cfg = self.config
+        stats = self._tenant.get(tenant)
+        source = "tenant"
+        if stats is None or stats.count < cfg.min_tenant_evidence:
+            stats = self._bucket.get(self.bucket_of(num_prompt_tokens))
+            source = "bucket"
+            if stats is None or stats.count < cfg.min_bucket_evidence:
+                stats = self._global
+                source = "global"
+                if stats.count < cfg.min_global_evidence:
+                    stats = None
+                    source = "prior"
+        mean, q = (cfg.prior_mean, cfg.prior_quantile) if stats is None else (stats.mean, stats.quantile)
+        if max_tokens is not None and q >= max_tokens:
+            if mean >= max_tokens:
+                source = "max_tokens"
+            return LengthPrediction(min(mean, float(max_tokens)), float(max_tokens), source)
+        return LengthPrediction(mean, q, source)
+
+    def observe(self, tenant: str, num_prompt_tokens: int, num_output_tokens: int) -> None:
+        """Learn from a finished request."""
+        value = float(num_output_tokens)
+        stats = self._tenant.get(tenant)
+        if stats is None:
+            stats = self._tenant[tenant] = self._new()
+        stats.add(value)
+        b = self.bucket_of(num_prompt_tokens)
+        bstats = self._bucket.get(b)
+        if bstats is None:
+            bstats = self._bucket[b] = self._new()
+        bstats.add(value)
+        self._global.add(value)

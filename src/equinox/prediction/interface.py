@@ -1,0 +1,61 @@
+"""What MoPE's experts predict, and the small statistics they share.
+
+Every expert is deterministic: the same observations in the same order give the same
+predictions. No sampling, no wall clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LengthPrediction:
+    """Predicted output length: a point estimate and a conservative quantile, plus who said so."""
+
+    mean: float
+    quantile: float
+    source: str  # "tenant", "bucket", "global", "prior" or "max_tokens"
+
+
+class RecentStats:
+    """Mean and one quantile over the last `capacity` observations (recomputed lazily)."""
+
+    __slots__ = ("_dirty", "_mean", "_q", "_quantile", "_values", "count")
+
+    def __init__(self, capacity: int, quantile: float) -> None:
+        self._values: deque[float] = deque(maxlen=capacity)
+        self._quantile = quantile
+        self._dirty = False
+        self._mean = 0.0
+        self._q = 0.0
+        self.count = 0  # observations ever seen (evidence for the gate)
+
+    def add(self, value: float) -> None:
+        """Record one observation."""
+        self._values.append(value)
+        self.count += 1
+        self._dirty = True
+
+    def _refresh(self) -> None:
+        xs = sorted(self._values)
+        self._mean = math.fsum(xs) / len(xs)
+        k = min(len(xs) - 1, max(0, math.ceil(self._quantile * len(xs)) - 1))
+        self._q = xs[k]
+        self._dirty = False
+
+    @property
+    def mean(self) -> float:
+        """Mean of the retained observations."""
+        if self._dirty:
+            self._refresh()
+        return self._mean
+
+    @property
+    def quantile(self) -> float:
+        """The configured quantile of the retained observations."""
+        if self._dirty:
+            self._refresh()
+        return self._q
