@@ -7,10 +7,15 @@ series and summed over sliding 60 s windows that start after a 30 s warm-up and 
 before the last arrival (VTC, OSDI'24, section 5). Per window:
 
     service difference = sum_j min(s_max - s_j, |r_j - s_j|)     (rates, tokens/s)
-    Jain's index       = (sum x_j)^2 / (n * sum x_j^2)  over tenants backlogged in the window
+    Jain's index       = (sum x_j)^2 / (n * sum x_j^2),  x_j = s_j / f_j
 
-A tenant is backlogged in a window when one of its requests waited (arrived and not
-yet admitted) during it.
+over the n tenants active in the window (served or backlogged), where f_j is the
+tenant's weighted max-min fair share of the service delivered in the window: a
+tenant that was backlogged (had a request waiting) for at least half the window
+wants more than it got, any other tenant wanted exactly what it got, and the total
+is water-filled. Among tenants that are all backlogged this is Jain's index of their
+weighted service; it does not penalise a tenant that simply asked for less, and
+momentary waits of one iteration do not make a tenant "backlogged".
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class ServiceMatrix:
     interval_s: float
     service: np.ndarray
     demand: np.ndarray
-    waiting: np.ndarray
+    waiting: np.ndarray  # seconds per interval with at least one request waiting (capped at the interval)
 
 
 def service_matrix(
@@ -78,6 +83,7 @@ def service_matrix(
     service = np.zeros((len(tenants), n_int))
     demand = np.zeros((len(tenants), n_int))
     waiting_diff = np.zeros((len(tenants), n_int + 1))
+    waiting_part = np.zeros((len(tenants), n_int + 1))
     for tenant, per in series.service.items():
         row = index[tenant]
         for i, (p, o) in per.items():
@@ -89,11 +95,26 @@ def service_matrix(
         if r.reject_reason is not None:
             continue
         left = r.first_scheduled_time if r.first_scheduled_time is not None else end_time
-        waiting_diff[row, a] += 1
-        waiting_diff[row, int(left / dt) + 1] -= 1
+        _add_waiting(waiting_diff, waiting_part, row, r.arrival_time, left, dt)
     w = np.array([float(weights.get(t, 1.0)) for t in tenants])[:, None]
-    waiting = np.cumsum(waiting_diff, axis=1)[:, :n_int]
+    full = np.cumsum(waiting_diff, axis=1)[:, :n_int] * dt
+    waiting = np.minimum(full + waiting_part[:, :n_int], dt)
     return ServiceMatrix(tenants, dt, service / w, demand / w, waiting)
+
+
+def _add_waiting(diff: np.ndarray, part: np.ndarray, row: int, start: float, end: float, dt: float) -> None:
+    """Add the interval [start, end) to a tenant's waiting time: whole intervals via a diff array."""
+    if end <= start:
+        return
+    i, j = int(start / dt), int(end / dt)
+    if i == j:
+        part[row, i] += end - start
+        return
+    part[row, i] += (i + 1) * dt - start
+    part[row, j] += end - j * dt
+    if j > i + 1:
+        diff[row, i + 1] += 1
+        diff[row, j] -= 1
 
 
 def fairness(
@@ -114,13 +135,18 @@ def fairness(
 
     s = windowed(matrix.service) / window_s
     r = windowed(matrix.demand) / window_s
-    busy = windowed((matrix.waiting > 0).astype(float)) > 0
+    backlogged = windowed(matrix.waiting) >= 0.5 * window_s
     s_max = s.max(axis=0, keepdims=True)
     diff = np.minimum(s_max - s, np.abs(r - s)).sum(axis=0)
     jains = []
     for j in range(s.shape[1]):
-        x = s[busy[:, j], j]
-        if len(x) >= 2 and float((x * x).sum()) > 0:
+        active = (s[:, j] > 0) | backlogged[:, j]
+        if int(active.sum()) < 2:
+            continue
+        served = s[active, j]
+        fair = max_min_fair(served, backlogged[active, j])
+        x = served / np.where(fair > 0, fair, 1.0)
+        if float((x * x).sum()) > 0:
             jains.append(float(x.sum() ** 2 / (len(x) * (x * x).sum())))
     starts = tuple(float((first + k) * dt) for k in range(s.shape[1]))
     return FairnessSummary(
@@ -133,6 +159,25 @@ def fairness(
         starts,
         tuple(float(d) for d in diff),
     )
+
+
+def max_min_fair(served: np.ndarray, unsatisfied: np.ndarray) -> np.ndarray:
+    """Water-fill the total of `served`: satisfied tenants want what they got, unsatisfied want more."""
+    total = float(served.sum())
+    demand = np.where(unsatisfied, np.inf, served)
+    fair = np.zeros_like(served)
+    remaining = total
+    open_ = np.ones(len(served), dtype=bool)
+    while open_.any() and remaining > 1e-12:
+        level = remaining / int(open_.sum())
+        capped = open_ & (demand <= level)
+        if not capped.any():
+            fair[open_] = level
+            break
+        fair[capped] = demand[capped]
+        remaining -= float(demand[capped].sum())
+        open_ &= ~capped
+    return fair
 
 
 def jain_index(values: Sequence[float]) -> float:
