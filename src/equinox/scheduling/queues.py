@@ -131,51 +131,66 @@ class LazyMinHeap:
     stored key is below the current key is re-pushed when it reaches the top (keys that
     rose lazily); callers push again whenever a key *drops*, so the smallest entry of a
     member is never above its current key. Ties break by the order members were first seen.
+
+    Each member has one live entry: `add` supersedes the member's older entries (they are
+    dropped when they surface), and the heap is rebuilt when stale entries outnumber live
+    ones, so a tenant that goes idle and comes back many times costs nothing extra.
     """
 
     def __init__(self, key_of: Callable[[str], float]) -> None:
         self._key_of = key_of
-        self._heap: list[tuple[float, int, str]] = []
-        self._members: set[str] = set()
+        self._heap: list[tuple[float, int, int, str]] = []
+        self._live: dict[str, int] = {}  # member -> generation of its live entry
         self._order: dict[str, int] = {}
+        self._generation = 0
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self._live)
 
     def __contains__(self, member: object) -> bool:
-        return member in self._members
+        return member in self._live
 
     def add(self, member: str) -> None:
         """Insert `member` (or refresh it after its key dropped)."""
         order = self._order.setdefault(member, len(self._order))
-        self._members.add(member)
-        heapq.heappush(self._heap, (self._key_of(member), order, member))
+        self._generation += 1
+        self._live[member] = self._generation
+        heap = self._heap
+        if len(heap) > 2 * len(self._live) + 16:
+            self._rebuild()
+        else:
+            heapq.heappush(heap, (self._key_of(member), order, self._generation, member))
+
+    def rekey(self) -> None:
+        """Re-read every member's key (after the key function itself changed)."""
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Drop every stale entry: one fresh entry per live member."""
+        key_of, order = self._key_of, self._order
+        self._heap = [(key_of(m), order[m], gen, m) for m, gen in self._live.items()]
+        heapq.heapify(self._heap)
 
     def discard(self, member: str) -> None:
         """Remove `member`; its stale entries are dropped when they surface."""
-        self._members.discard(member)
+        self._live.pop(member, None)
 
     def min(self) -> str | None:
         """The member with the smallest current key."""
         heap = self._heap
+        live = self._live
         while heap:
-            key, order, member = heap[0]
-            if member not in self._members:
-                heapq.heappop(heap)
+            key, order, gen, member = heap[0]
+            if live.get(member) != gen:
+                heapq.heappop(heap)  # discarded, or superseded by a newer add
                 continue
             current = self._key_of(member)
             if current == key:
                 return member
             # The key moved since this entry was pushed: re-insert at its true place.
-            heapq.heapreplace(heap, (current, order, member))
+            heapq.heapreplace(heap, (current, order, gen, member))
         return None
-
-    def rekey(self) -> None:
-        """Rebuild every entry from current keys (after the key function itself changed)."""
-        order = self._order
-        self._heap = [(self._key_of(m), order[m], m) for m in self._members]
-        heapq.heapify(self._heap)
 
     def members(self) -> Iterator[str]:
         """Current members (unordered)."""
-        return iter(self._members)
+        return iter(self._live)

@@ -344,6 +344,14 @@ class EquinoxPolicy(CounterPolicy):
         own = request.num_prompt_tokens + pred.quantile
         return int(own + self.params.kv_headroom * growth) + 1
 
+    def ufc(self) -> dict[str, float]:
+        """User Fairness Counter per tenant."""
+        return dict(self._counter)
+
+    def rfc(self) -> dict[str, float]:
+        """Resource Fairness Counter per tenant."""
+        return dict(self._rfc)
+
     def counters(self) -> Mapping[str, float]:
         """Holistic Fairness scores per tenant."""
         return self.holistic_scores()
