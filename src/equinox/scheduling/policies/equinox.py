@@ -43,6 +43,7 @@ class _Admitted:
 
     view: RequestView
     charged_ufc: float
+    predicted_mean: float
     predicted_q: float
     discount: float
     first_token_time: float | None = None
@@ -215,7 +216,7 @@ class EquinoxPolicy(CounterPolicy):
         self._tenant_discount[request.tenant] = d
         out = pred.mean if p.proactive else 0.0
         amount = self._ufc_amount(request, out, d)
-        self._admitted[rid] = _Admitted(request, amount, pred.quantile, d)
+        self._admitted[rid] = _Admitted(request, amount, pred.mean, pred.quantile, d)
         self.charge(request.tenant, amount)
 
     def _predicted_ttft(self, request: RequestView) -> float:

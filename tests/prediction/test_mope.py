@@ -1,0 +1,95 @@
+"""MoPE experts: gate by evidence, max_tokens cap, online correction, determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from equinox.prediction.experts.iteration_time import IterationTimeExpert, OnlineLinearModel
+from equinox.prediction.experts.output_length import OutputLengthConfig, OutputLengthExpert
+from equinox.prediction.experts.ttft import TtftExpert
+from equinox.prediction.experts.utilisation import UtilisationExpert
+from equinox.prediction.mope import MoPE
+from equinox.types import BatchShape
+
+
+def test_gate_moves_from_prior_to_global_bucket_and_tenant_with_evidence() -> None:
+    cfg = OutputLengthConfig(min_tenant_evidence=4, min_bucket_evidence=6, min_global_evidence=8)
+    e = OutputLengthExpert(cfg)
+    assert e.predict("a", 100, None).source == "prior"
+    for i in range(8):
+        e.observe("b", 1000 + i, 50)  # other tenant, other bucket
+    p = e.predict("a", 100, None)
+    assert (p.source, p.mean) == ("global", 50.0)
+    for _ in range(6):
+        e.observe("c", 100, 20)  # same prompt bucket as the query
+    assert e.predict("a", 100, None).source == "bucket"
+    for _ in range(4):
+        e.observe("a", 5000, 300)
+    p = e.predict("a", 100, None)
+    assert (p.source, p.mean, p.quantile) == ("tenant", 300.0, 300.0)
+
+
+def test_prediction_is_capped_by_max_tokens() -> None:
+    e = OutputLengthExpert()
+    p = e.predict("a", 10, 32)
+    assert p.mean <= 32 and p.quantile == 32 and p.source == "max_tokens"
+
+
+def test_quantile_is_conservative() -> None:
+    e = OutputLengthExpert(OutputLengthConfig(quantile=0.9, min_tenant_evidence=1))
+    for v in range(1, 101):
+        e.observe("a", 10, v)
+    p = e.predict("a", 10, None)
+    assert p.mean == pytest.approx(50.5)
+    assert p.quantile == 90.0
+
+
+def test_iteration_expert_corrects_a_biased_base_model_per_regime() -> None:
+    expert = IterationTimeExpert(lambda b: 0.01 + 1e-4 * b.num_prefill_tokens)
+    prefill = BatchShape(1000, 1, 0, 0, 0)
+    decode = BatchShape(0, 0, 0, 32, 3200)
+    for _ in range(200):
+        expert.observe(prefill, 2 * (0.01 + 0.1))  # the real engine is twice as slow on prefill
+        expert.observe(decode, 0.01)  # and exact on decode
+    assert expert.predict(prefill) == pytest.approx(0.22, rel=0.01)
+    assert expert.predict(decode) == pytest.approx(0.01, rel=0.01)
+
+
+def test_online_linear_model_learns_an_engine_without_a_cost_model() -> None:
+    m = OnlineLinearModel()
+    truth = lambda b: 0.004 + 3e-5 * b.num_prefill_tokens + 4e-4 * b.num_decode_seqs  # noqa: E731
+    shapes = [BatchShape(p, 1 if p else 0, 0, d, d * 50) for p in (0, 64, 512, 2048) for d in (0, 8, 64)]
+    shapes = [s for s in shapes if not s.is_empty]
+    for _ in range(50):
+        for s in shapes:
+            m.observe(s, truth(s))
+    for s in shapes:
+        assert m.predict(s) == pytest.approx(truth(s), rel=0.05)
+
+
+def test_ttft_expert_counts_waiting_queue_and_chunks() -> None:
+    ttft = TtftExpert(lambda b: 0.01 + 1e-5 * b.num_prefill_tokens)
+    one = ttft.prefill_s(1000, 512, 12, 0)  # 500 tokens a chunk next to 12 decodes -> 2 chunks
+    assert one == pytest.approx(2 * (0.01 + 500e-5))
+    assert ttft.predict(3.0, 1000, 0, 512, 12, 0) == pytest.approx(3.0 + one)
+    assert ttft.predict(0.0, 1000, 2000, 512, 12, 0) > one
+
+
+def test_utilisation_expert_mfu_and_busy_fraction() -> None:
+    u = UtilisationExpert(lambda b: 0.1, lambda b: 1e12, peak_flops=1e14)
+    assert u.mfu(BatchShape(10, 1, 0, 0, 0)) == pytest.approx(0.1)
+    for i in range(200):
+        u.observe(start_time=i * 0.2, duration_s=0.1)  # busy half the time
+    assert u.busy_fraction == pytest.approx(0.5, abs=0.02)
+
+
+def test_mope_is_deterministic() -> None:
+    def feed(m: MoPE) -> list[float]:
+        out = []
+        for i in range(300):
+            m.observe_finish(f"t{i % 3}", 10 + i, (i * 37) % 200 + 1)
+            p = m.predict_output(f"t{i % 5}", 10 + 2 * i, None)
+            out += [p.mean, p.quantile]
+        return out
+
+    assert feed(MoPE()) == feed(MoPE())
