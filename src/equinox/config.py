@@ -31,7 +31,7 @@ class RunConfig:
     tensor_parallel: int = 1
     cost_model: str = "auto"
     engine_mode: str = "vllm"
-    max_num_batched_tokens: int | None = None  # None: 2048 (vllm) / 4096 (slora)
+    max_num_batched_tokens: int | None = None  # None: 2048 (vllm) / 8192 (slora)
     max_num_seqs: int = 256
     block_size: int = 16
     num_kv_blocks: int | None = None  # None: derived from GPU memory
@@ -82,7 +82,8 @@ class RunConfig:
             blocks = derived_kv_blocks
         budget = self.max_num_batched_tokens
         if budget is None:
-            budget = 2048 if self.engine_mode == "vllm" else 4096
+            # slora: LightLLM's batch_max_tokens must hold the longest prompt (no chunking).
+            budget = 2048 if self.engine_mode == "vllm" else 8192
         return EngineConfig(
             mode=self.engine_mode, max_num_batched_tokens=budget, max_num_seqs=self.max_num_seqs,
             block_size=self.block_size, num_kv_blocks=blocks,

@@ -21,7 +21,8 @@ from equinox.sim.loop import Simulator
 from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
 
 VTC_EQUIVALENT = {"alpha": 1.0, "beta": 0.0, "f_min": 1.0, "proactive": False,
-                  "adaptive_batching": False, "kv_admission": False}
+                  "adaptive_batching": False, "kv_admission": False,
+                  "shortest_prompt_first": False}
 
 
 def step_time(out: object) -> float:

@@ -127,6 +127,18 @@ class IterationScheduler:
                 f"prompt of {request.num_prompt_tokens} tokens exceeds max_num_batched_tokens "
                 f"{cfg.max_num_batched_tokens} and chunked prefill is off"
             )
+        if False:
+            # Preemption recomputes prompt + generated tokens in one unchunked iteration (up to
+            # prompt + output - 1); past the budget the request would wait forever (vLLM without
+            # chunking likewise requires max_num_batched_tokens >= max_model_len).
+            recompute = request.num_prompt_tokens + request.num_target_tokens - 1
+            if recompute > cfg.max_num_batched_tokens:
+                return (
+                    f"request may need {recompute} tokens recomputed in one iteration after a preemption "
+                    f"(prompt {request.num_prompt_tokens} + output {request.num_target_tokens} - 1) but "
+                    f"max_num_batched_tokens is {cfg.max_num_batched_tokens} and chunked prefill is off; "
+                    "raise --max-num-batched-tokens or enable --chunked-prefill"
+                )
         return None
 
     @property

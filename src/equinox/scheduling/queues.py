@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 
@@ -122,6 +123,88 @@ class TenantQueues:
     def backlogged(self) -> Iterator[str]:
         """Tenants with waiting requests (insertion order)."""
         return (t for t, q in self._queues.items() if q)
+
+
+class TenantPriorityQueues:
+    """One priority queue per tenant (smallest key first); same interface as TenantQueues.
+
+    Requests pushed with `front=True` (preempted ones) go before every keyed request, in
+    the order they were requeued last-first, like TenantQueues' appendleft.
+    """
+
+    def __init__(self, key: Callable[[RequestView], float]) -> None:
+        self._key = key
+        self._heaps: dict[str, list[tuple[float, int, RequestView]]] = {}
+        self._removed: set[str] = set()
+        self._num: dict[str, int] = {}
+        self._seq = 0
+        self._front_seq = 0
+        self._num_waiting = 0
+
+    def __len__(self) -> int:
+        return self._num_waiting
+
+    def push(self, request: RequestView, *, front: bool = False) -> bool:
+        """Enqueue; returns True when the tenant just became backlogged."""
+        tenant = request.tenant
+        heap = self._heaps.get(tenant)
+        if heap is None:
+            heap = self._heaps[tenant] = []
+        if front:
+            self._front_seq -= 1
+            entry = (-math.inf, self._front_seq, request)
+        else:
+            self._seq += 1
+            entry = (self._key(request), self._seq, request)
+        heapq.heappush(heap, entry)
+        n = self._num.get(tenant, 0)
+        self._num[tenant] = n + 1
+        self._num_waiting += 1
+        return n == 0
+
+    def _clean(self, tenant: str) -> list[tuple[float, int, RequestView]] | None:
+        heap = self._heaps.get(tenant)
+        while heap and heap[0][2].request_id in self._removed:
+            self._removed.discard(heapq.heappop(heap)[2].request_id)
+        return heap
+
+    def head(self, tenant: str) -> RequestView | None:
+        """The tenant's request with the smallest key."""
+        heap = self._clean(tenant)
+        return heap[0][2] if heap else None
+
+    def pop(self, tenant: str) -> bool:
+        """Remove the head of `tenant`'s queue; returns True when the tenant stops being backlogged."""
+        heap = self._clean(tenant)
+        assert heap, f"pop from tenant {tenant!r} with nothing waiting"
+        heapq.heappop(heap)
+        return self._dec(tenant)
+
+    def _dec(self, tenant: str) -> bool:
+        self._num_waiting -= 1
+        n = self._num[tenant] - 1
+        self._num[tenant] = n
+        return n == 0
+
+    def remove(self, request: RequestView) -> bool:
+        """Remove a waiting request (lazily); returns True when its tenant stops being backlogged."""
+        heap = self._heaps.get(request.tenant)
+        if not heap or not any(e[2].request_id == request.request_id for e in heap):
+            return False
+        self._removed.add(request.request_id)
+        return self._dec(request.tenant)
+
+    def is_backlogged(self, tenant: str) -> bool:
+        """True while `tenant` has waiting requests."""
+        return self._num.get(tenant, 0) > 0
+
+    def num_of(self, tenant: str) -> int:
+        """Waiting requests of `tenant`."""
+        return self._num.get(tenant, 0)
+
+    def backlogged(self) -> Iterator[str]:
+        """Tenants with waiting requests (insertion order)."""
+        return (t for t, n in self._num.items() if n)
 
 
 class LazyMinHeap:

@@ -13,8 +13,10 @@ Two counters per tenant, both with VTC's lift and divided by the tenant's weight
   at peak), so one unit means the same on an A10G and an H100.
 
 Holistic Fairness score over backlogged tenants: HF_i = alpha * UFC_i / mean(UFC) +
-beta * RFC_i / mean(RFC); the lowest is served first, FIFO within a tenant. With
-beta = 0, f_min = 1 and proactive charging off it makes exactly VTC's decisions.
+beta * RFC_i / mean(RFC); the lowest is served first. Within a tenant, the shortest prompt goes first, with
+linear aging so no request waits behind later, shorter ones indefinitely. With
+beta = 0, f_min = 1, proactive charging and shortest-prompt-first off it makes
+exactly VTC's decisions.
 Adaptive batching (`batch_limits`) and predicted-length KV admission
 (`kv_reservation_tokens`) use the same MoPE.
 """
@@ -32,6 +34,7 @@ from equinox.scheduling.interface import PolicyConfig
 from equinox.scheduling.policies.equinox_params import EquinoxParams
 from equinox.scheduling.policies.vtc import CounterPolicy
 from equinox.scheduling.policy import POLICIES
+from equinox.scheduling.queues import TenantPriorityQueues
 from equinox.types import BatchLimits, BatchShape, StepReport
 
 EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised at every decision
@@ -69,6 +72,12 @@ class EquinoxPolicy(CounterPolicy):
         super().__init__(config)
         self.params = p = EquinoxParams.from_mapping(self.config.params)
         self.mope = MoPE(output_config=OutputLengthConfig(quantile=p.quantile))
+        if p.shortest_prompt_first:
+            # Within a tenant, shorter prompts first with linear aging: the key
+            # prompt + k * arrival equals prompt - k * waited up to a shared offset, so a
+            # request is overtaken only by prompts shorter by k tokens per second it waited.
+            aging = p.aging_tokens_per_s
+            self._queues = TenantPriorityQueues(lambda r: r.num_prompt_tokens + aging * r.arrival_time)
         self._rfc: dict[str, float] = {}
         self._admitted: dict[str, _Admitted] = {}
         self._tenant_discount: dict[str, float] = {}

@@ -26,6 +26,8 @@ class EquinoxParams:
     kv_headroom: float = 1.0  # multiplies the predicted growth of running requests
     compute_share: float = 0.5  # RFC: weight of iteration-time share vs KV-occupancy share
     quantile: float = 0.9  # output-length quantile used for KV admission
+    shortest_prompt_first: bool = True  # within a tenant: shortest prompt first, with aging
+    aging_tokens_per_s: float = 100.0  # a request overtakes prompts this many tokens longer per second waited
 
     def __post_init__(self) -> None:
         checks = [
@@ -34,7 +36,7 @@ class EquinoxParams:
             ("tpot_target_s", self.tpot_target_s > 0), ("min_batched_tokens", self.min_batched_tokens >= 1),
             ("max_batched_tokens", self.max_batched_tokens >= self.min_batched_tokens),
             ("kv_headroom", self.kv_headroom >= 0), ("compute_share", 0 <= self.compute_share <= 1),
-            ("quantile", 0 < self.quantile < 1),
+            ("quantile", 0 < self.quantile < 1), ("aging_tokens_per_s", self.aging_tokens_per_s > 0),
         ]
         for name, ok in checks:
             if not ok:

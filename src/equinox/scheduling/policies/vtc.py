@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from equinox.request import RequestView
 from equinox.scheduling.interface import Policy, PolicyConfig
 from equinox.scheduling.policy import POLICIES
-from equinox.scheduling.queues import LazyMinHeap, TenantQueues
+from equinox.scheduling.queues import LazyMinHeap, TenantPriorityQueues, TenantQueues
 from equinox.types import StepReport
 
 
@@ -27,7 +27,7 @@ class CounterPolicy(Policy):
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)
-        self._queues = TenantQueues()
+        self._queues: TenantQueues | TenantPriorityQueues = TenantQueues()
         self._counter: dict[str, float] = {}
         self._backlogged = LazyMinHeap(self.score)
         self._last_left: str | None = None
