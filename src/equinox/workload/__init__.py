@@ -1,10 +1,70 @@
-"""Workloads: the canonical schema, real trace loaders, generators, VTC suites and presets."""
+"""Workloads: the canonical schema, real trace loaders, generators, VTC suites and presets.
+
+`load_workload` is the one entry point the simulator and CLI need; it accepts a VTC suite
+name (`overload`, `on-off-less`...), a preset name (`sharegpt`, `servegen-multitenant`...)
+or a trace path whose format is detected. Heavier modules load lazily so that
+`import equinox.workload` stays cheap.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from equinox.workload.schema import Workload
 
-__all__ = ["Workload", "load_workload"]
+if TYPE_CHECKING:
+    from equinox.workload.build import LoadOptions
+    from equinox.workload.formats import TRACE_FORMATS, detect_format, load_trace
+    from equinox.workload.io import write_workload
+    from equinox.workload.presets import PRESET_NAMES, catalogue, generate_preset, known_workloads
+    from equinox.workload.stats import TraceStats, trace_stats
+    from equinox.workload.suites import SUITES, generate_suite
+
+__all__ = [
+    "DEFAULT_WORKLOAD",
+    "PRESET_NAMES",
+    "SUITES",
+    "TRACE_FORMATS",
+    "LoadOptions",
+    "TraceStats",
+    "Workload",
+    "catalogue",
+    "detect_format",
+    "generate_preset",
+    "generate_suite",
+    "known_workloads",
+    "load_trace",
+    "load_workload",
+    "trace_stats",
+    "write_workload",
+]
+
+DEFAULT_WORKLOAD = "overload"
+
+_LAZY = {
+    "LoadOptions": "equinox.workload.build",
+    "TRACE_FORMATS": "equinox.workload.formats",
+    "detect_format": "equinox.workload.formats",
+    "load_trace": "equinox.workload.formats",
+    "write_workload": "equinox.workload.io",
+    "PRESET_NAMES": "equinox.workload.presets",
+    "generate_preset": "equinox.workload.presets",
+    "known_workloads": "equinox.workload.presets",
+    "catalogue": "equinox.workload.presets",
+    "TraceStats": "equinox.workload.stats",
+    "trace_stats": "equinox.workload.stats",
+    "SUITES": "equinox.workload.suites",
+    "generate_suite": "equinox.workload.suites",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'equinox.workload' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def load_workload(

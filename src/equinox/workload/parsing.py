@@ -10,7 +10,7 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,17 @@ def parse_count(
             f"expected at most {MAX_TOKENS_PER_FIELD} tokens, got {n}", path=path, line=line, field=field
         )
     return n
+
+
+def parse_count_fast(value: Any, *, path: str, line: int, field: str) -> int:
+    """parse_count for the common case (a plain positive integer), falling back for errors."""
+    try:
+        n = int(value)
+    except (ValueError, TypeError):
+        return parse_count(value, path=path, line=line, field=field)
+    if 0 < n <= MAX_TOKENS_PER_FIELD and not isinstance(value, (bool, float)):
+        return n
+    return parse_count(value, path=path, line=line, field=field)
 
 
 def parse_seconds(value: Any, *, path: str, line: int, field: str, scale: float = 1.0) -> float:
@@ -237,8 +248,8 @@ class Columns:
         header: list[str],
         *,
         path: str,
-        required: dict[str, tuple[str, ...]],
-        optional: dict[str, tuple[str, ...]] | None = None,
+        required: Mapping[str, tuple[str, ...]],
+        optional: Mapping[str, tuple[str, ...]] | None = None,
         report: LoadReport | None = None,
         extra: tuple[str, ...] = (),
     ) -> None:
