@@ -341,18 +341,39 @@ class EquinoxPolicy(CounterPolicy):
         return BatchLimits(budget, default.max_num_seqs)
 
     def kv_reservation_tokens(self, request: RequestView) -> int:
-        """Prompt + predicted output (quantile) + predicted growth of running requests."""
+        """Free KV needed now so the predicted peak of future usage fits (LightLLM-style).
+
+        Running request s holds c_s tokens and is predicted to grow g_s more before it
+        finishes and frees everything. With the newcomer added (c = prompt, g = its
+        predicted output), future usage peaks just before some request finishes:
+        peak = max_i (sum_{j: g_j >= g_i} c_j + |{j: g_j >= g_i}| * g_i). The newcomer is
+        admitted when free KV >= peak - sum_s c_s. Growth uses MoPE's point estimate
+        times `kv_headroom`; a request past its estimate is assumed to run to its quantile.
+        """
         if not self.params.kv_admission:
             return request.num_prompt_tokens + 1
+        headroom = self.params.kv_headroom
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
-        growth = 0.0
+        items = [(pred.mean * headroom, float(request.num_prompt_tokens))]
+        held = 0.0
         for entry in self._admitted.values():
-            if entry.is_running:
-                left = entry.predicted_q - entry.view.num_output_tokens_done
-                if left > 0:
-                    growth += left
-        own = request.num_prompt_tokens + pred.quantile
-        return int(own + self.params.kv_headroom * growth) + 1
+            if not entry.is_running:
+                continue
+            view = entry.view
+            done = view.num_output_tokens_done
+            growth = entry.predicted_mean * headroom - done
+            if growth <= 0:
+                growth = max(entry.predicted_q - done, 1.0)
+            context = float(view.num_computed_tokens)
+            held += context
+            items.append((growth, context))
+        items.sort(key=lambda gc: gc[0], reverse=True)
+        peak = 0.0
+        suffix_context = 0.0
+        for count, (growth, context) in enumerate(items, start=1):
+            suffix_context += context
+            peak = max(peak, suffix_context + count * growth)
+        return int(peak - held) + 1
 
     def ufc(self) -> dict[str, float]:
         """User Fairness Counter per tenant."""
