@@ -5,7 +5,7 @@
     requests.csv           one row per request (times in seconds from the run's start)
     steps.csv              one row per metrics interval (busy time, FLOPs, batch, KV, queue)
     service.csv            per tenant per interval: prompt and output tokens, weighted service
-    counters.csv           per tenant per interval: the policy's fairness counter
+    counters.csv           per counter kind per tenant per interval: the policy's fairness counters
     fairness_windows.csv   VTC service difference per 60 s window
 
 Every file is a pure function of the run's inputs (no wall-clock values), so two runs
@@ -108,10 +108,11 @@ def write_run_dir(result: RunResult, path: str | Path) -> Path:
                 w.writerow((_num(i * dt), tenant, p, o, _num(svc)))
     with open(out / "counters.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(("time", "tenant", "counter"))
+        w.writerow(("time", "kind", "tenant", "value"))
         for i in sorted(series.counters):
-            for tenant, value in sorted(series.counters[i].items()):
-                w.writerow((_num(i * dt), tenant, _num(value)))
+            for kind, values in sorted(series.counters[i].items()):
+                for tenant, value in sorted(values.items()):
+                    w.writerow((_num(i * dt), kind, tenant, _num(value)))
     fair = result.summary.fairness
     with open(out / "fairness_windows.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

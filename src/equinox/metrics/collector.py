@@ -79,8 +79,8 @@ class TimeSeries:
     columns: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in SERIES_COLUMNS})
     # tenant -> interval index -> [prompt tokens computed, output tokens generated]
     service: dict[str, dict[int, list[int]]] = field(default_factory=dict)
-    # interval index -> tenant -> counter value at the end of the interval
-    counters: dict[int, dict[str, float]] = field(default_factory=dict)
+    # interval index -> counter kind (e.g. "vtc", "ufc", "rfc", "hf") -> tenant -> value
+    counters: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     num_kv_blocks: int = 0
 
     def __len__(self) -> int:
@@ -145,14 +145,14 @@ class Collector:
                 cell[1] += usage.num_output_tokens
         self.num_preemptions += num_preempted
 
-    def sample_counters(self, now: float, counters: Callable[[], Mapping[str, float]]) -> None:
+    def sample_counters(self, now: float, counters: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:
         """Record policy counters once per interval (cheap when called every step)."""
         i = int(now / self.series.interval_s)
         if i != self._last_counter_index:
             self._last_counter_index = i
             values = counters()
             if values:
-                self.series.counters[i] = dict(values)
+                self.series.counters[i] = {kind: dict(v) for kind, v in values.items()}
 
     def on_done(self, req: Request) -> None:
         """A request finished or was rejected."""

@@ -93,6 +93,11 @@ class Policy(ABC):
         """Per-tenant fairness counters for metrics (empty for policies without any)."""
         return {}
 
+    def counter_breakdown(self) -> Mapping[str, Mapping[str, float]]:
+        """Every counter kind the policy keeps, per tenant (default: `counters()` under the policy's name)."""
+        values = self.counters()
+        return {self.name: values} if values else {}
+
     # Mechanism hints ---------------------------------------------------------
     def choose_victim(self, candidates: Sequence[RequestView], now: float) -> RequestView:
         """Preemption victim among running requests; default: the last admitted (vLLM's)."""

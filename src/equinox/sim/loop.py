@@ -78,7 +78,10 @@ class Simulator:
                 truncated = bool(self.live) or self._num_arrivals < self._num_hint
                 break
             if self._in_flight is None:
-                self._start_step()
+                # Fold in every event of this instant (e.g. a burst of arrivals) before planning.
+                next_time = events.peek_time()
+                if next_time is None or next_time > time:
+                    self._start_step()
         self._flush_unfinished()
         return SimStats(
             self._num_arrivals, self._num_finished, self._num_rejected, self._num_steps, self.now, truncated
@@ -127,7 +130,7 @@ class Simulator:
         collector.on_step(
             outcome.report, scheduler.policy.num_waiting, len(scheduler.running), len(output.preempted)
         )
-        collector.sample_counters(self.now, scheduler.policy.counters)
+        collector.sample_counters(self.now, scheduler.policy.counter_breakdown)
         for req in outcome.finished:
             self._num_finished += 1
             del self.live[req.request_id]

@@ -120,8 +120,13 @@ class EquinoxPolicy(CounterPolicy):
         return value
 
     def holistic_scores(self) -> dict[str, float]:
-        """HF_i for every known tenant, normalised by the means over backlogged tenants."""
-        a, b = self._normalisation()
+        """HF_i for every known tenant, normalised by the means over all known tenants (for display)."""
+        p = self.params
+        n = len(self._counter) or 1
+        mean_u = sum(self._counter.values()) / n
+        mean_r = sum(self._rfc.values()) / n
+        a = p.alpha / mean_u if mean_u > 0 else 0.0
+        b = p.beta / mean_r if mean_r > 0 else 0.0
         return {t: a * u + b * self._rfc.get(t, 0.0) for t, u in self._counter.items()}
 
     def _normalisation(self) -> tuple[float, float]:
