@@ -17,15 +17,15 @@ Features = tuple[float, float, float, float]
 
 
 def features(batch: BatchShape) -> Features:
-    """Regressors: intercept, prefill tokens, decode sequences, attended context (thousands)."""
-    return (1.0, float(batch.num_prefill_tokens), float(batch.num_decode_seqs),
-            (batch.decode_context_tokens + batch.prefill_attention_pairs / 256.0) / 1000.0)
+    """Regressors of order one: intercept, prefill tokens / 1k, decode sequences / 100, attended context / 100k."""
+    return (1.0, batch.num_prefill_tokens / 1e3, batch.num_decode_seqs / 1e2,
+            (batch.decode_context_tokens + batch.prefill_attention_pairs / 256.0) / 1e5)
 
 
 class OnlineLinearModel:
     """Recursive least squares with forgetting over `features(batch)`; deterministic."""
 
-    def __init__(self, forgetting: float = 0.999, prior: Features = (5e-3, 1e-4, 5e-4, 1e-4)) -> None:
+    def __init__(self, forgetting: float = 0.999, prior: Features = (5e-3, 0.1, 0.05, 0.01)) -> None:
         self.forgetting = forgetting
         self.theta = list(prior)
         n = len(prior)

@@ -18,9 +18,9 @@ class OutputLengthConfig:
 
     quantile: float = 0.9
     history: int = 128
-    min_tenant_evidence: int = 8
-    min_bucket_evidence: int = 16
-    min_global_evidence: int = 16
+    min_tenant_evidence: int = 4
+    min_bucket_evidence: int = 8
+    min_global_evidence: int = 8
     prior_mean: float = 256.0
     prior_quantile: float = 512.0
 
