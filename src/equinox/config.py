@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,8 @@ class RunConfig:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
         if self.num_tenants is not None and self.num_tenants < 1:
             raise ConfigError(f"num_tenants must be >= 1, got {self.num_tenants}")
+        if self.block_size < 1:
+            raise ConfigError(f"block_size must be >= 1 token, got {self.block_size}")
         if self.num_kv_blocks is not None and self.kv_capacity_tokens is not None:
             raise ConfigError("set either num_kv_blocks or kv_capacity_tokens, not both")
         for tenant, weight in self.tenant_weights.items():
@@ -112,11 +116,51 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
         raise ConfigError(f"{p}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc}") from None
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    hints = typing.get_type_hints(RunConfig)
+    for key, value in data.items():
+        expected = _type_mismatch(value, hints[key])
+        if expected is not None:
+            raise ConfigError(f"{p}: key {key!r} must be {expected}, got {value!r}")
     try:
         return (base or RunConfig()).replace(**data)
     except TypeError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURAL_NAMES = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+
+
+def _type_mismatch(value: Any, hint: Any) -> str | None:
+    """What a TOML value should have been for the field type `hint`, or None when it fits."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in args if a is not type(None)]
+        if all(_type_mismatch(value, a) is not None for a in options):
+            return " or ".join(_type_mismatch(None, a) or "" for a in options)
+        return None
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
+        if not isinstance(value, dict):
+            return "a table"
+        if len(args) == 2 and args[1] is not Any:
+            for v in value.values():
+                if _type_mismatch(v, args[1]) is not None:
+                    return f"a table of {_PLURAL_NAMES.get(args[1], str(args[1]))}"
+        return None
+    if hint is Any:
+        return None
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }.get(hint)
+    if ok is None or ok(value):
+        return None
+    return _TYPE_NAMES[hint]

@@ -20,6 +20,10 @@ class UnknownNameError(ConfigError):
         self.known = known
         super().__init__(f"unknown {kind} {name!r}; known: {', '.join(sorted(known)) or '(none)'}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, list[str]]]:
+        # Picklable with its real arguments, so it crosses process pools (`equinox compare -j`).
+        return (type(self), (self.kind, self.name, self.known))
+
 
 class WorkloadError(EquinoxError):
     """A malformed workload file or request (names file, line and field where known)."""
@@ -44,6 +48,17 @@ class WorkloadError(EquinoxError):
         if field is not None:
             where += f"field {field!r}: "
         super().__init__(where + message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only fields survive pickling (process pools re-raise it in the parent).
+        return (_rebuild_workload_error, (type(self), self.message, self.path, self.line, self.field))
+
+
+def _rebuild_workload_error(
+    cls: type[WorkloadError], message: str, path: str | None, line: int | None, field: str | None
+) -> WorkloadError:
+    return cls(message, path=path, line=line, field=field)
 
 
 class BackendError(EquinoxError):

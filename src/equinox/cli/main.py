@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # e.g. an output path that is a file, or a directory we may not write
+        print(f"equinox: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

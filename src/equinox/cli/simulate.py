@@ -16,6 +16,7 @@ from equinox.errors import ConfigError
 from equinox.scheduling.iteration import ENGINE_MODES
 
 DEFAULT_POLICIES = "fcfs,lcf,vtc,vtc-predict,equinox"
+DEFAULT_SIMULATE_POLICY = "equinox"
 
 
 def _kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -71,12 +72,20 @@ _FIELDS = (
 )
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Merge the config file (if any) with command-line options."""
-    base = load_config_file(args.config) if args.config else RunConfig()
+def config_from_args(args: argparse.Namespace, default_policy: str | None = None) -> RunConfig:
+    """Merge the config file (if any) with command-line options (`default_policy` unless either names one)."""
+    base = RunConfig() if default_policy is None else RunConfig(policy=default_policy)
+    if args.config:
+        base = load_config_file(args.config, base)
     changes: dict[str, Any] = {f: getattr(args, f) for f in _FIELDS if getattr(args, f, None) is not None}
     if args.weight:
-        changes["tenant_weights"] = {**base.tenant_weights, **{k: float(v) for k, v in _kv(args.weight, "--weight").items()}}
+        weights = {}
+        for tenant, value in _kv(args.weight, "--weight").items():
+            try:
+                weights[tenant] = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"--weight {tenant}={value}: the weight must be a number, e.g. {tenant}=2") from None
+        changes["tenant_weights"] = {**base.tenant_weights, **weights}
     params = {**base.policy_params, **_kv(args.param, "--param")}
     for knob in ("alpha", "beta"):
         if getattr(args, knob) is not None:
@@ -110,7 +119,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     from equinox.rundir import write_run_dir
     from equinox.sim.run import run_simulation
 
-    config = config_from_args(args).replace(policy=args.policy)
+    config = config_from_args(args, DEFAULT_SIMULATE_POLICY)  # -p wins over the config file's policy
+    if args.policy:
+        config = config.replace(policy=args.policy)
     progress = _progress(args, f"{config.policy}")
     result = run_simulation(config, progress=progress)
     if progress:
@@ -208,7 +219,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print()
     print("ttft: time to first token (s); tpot: time per output token after the first (s); svc_diff: VTC's "
           "service difference (tokens/s, 60 s windows after 30 s warm-up); jain: Jain's index of weighted "
-          "service among backlogged tenants (mean over windows); gpu_busy: fraction of time the engine "
+          "service relative to max-min fair share (mean over windows); gpu_busy: fraction of time the engine "
           "computes; mfu: model-FLOPs utilisation over the run.")
     (root / "compare.json").write_text(json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
     print(f"run directories: {root}/<policy>; table: {root / 'compare.json'}")
@@ -262,7 +273,7 @@ def _workload_lines() -> list[tuple[str, str]]:
 def add_parsers(sub: Any) -> None:
     """Register simulate, compare and list."""
     p = sub.add_parser("simulate", help="simulate one policy on a workload; writes a run directory")
-    p.add_argument("-p", "--policy", default="equinox", help="policy name (default equinox)")
+    p.add_argument("-p", "--policy", help=f"policy name (default: the --config file's, else {DEFAULT_SIMULATE_POLICY})")
     add_run_options(p)
     p.set_defaults(func=run_simulate)
     p = sub.add_parser("compare", help="several policies on the same workload, side by side")
@@ -271,5 +282,6 @@ def add_parsers(sub: Any) -> None:
     add_run_options(p)
     p.set_defaults(func=run_compare)
     p = sub.add_parser("list", help="list policies, GPUs, models, cost models and workloads")
-    p.add_argument("what", nargs="?", default="all", choices=["all", "policies", "gpus", "models", "cost-models", "workloads"])
+    p.add_argument("what", nargs="?", default="all",
+                   choices=["all", "policies", "gpus", "models", "cost-models", "workloads"])
     p.set_defaults(func=run_list)

@@ -107,36 +107,45 @@ class Collector:
         """Fold one iteration into the time series."""
         s = self.series
         s.num_kv_blocks = report.num_kv_blocks_total
-        end = report.start_time + report.duration_s
+        start = report.start_time
+        end = start + report.duration_s
         interval = s.interval_s
         i_end = int(end / interval)
-        s._grow(i_end)
         cols = s.columns
+        busy = cols["busy_s"]
+        if i_end >= len(busy):
+            s._grow(i_end)
         # Busy time is split exactly across the intervals the step spans.
-        t = report.start_time
+        kv_block_s = cols["kv_block_s"]
+        num_kv_blocks_used = report.num_kv_blocks_used
+        t = start
         i = int(t / interval)
         while t < end:
             edge = min(end, (i + 1) * interval)
-            cols["busy_s"][i] += edge - t
-            cols["kv_block_s"][i] += (edge - t) * report.num_kv_blocks_used
+            busy[i] += edge - t
+            kv_block_s[i] += (edge - t) * num_kv_blocks_used
             t = edge
             i += 1
         b = report.batch
+        limits = report.limits
+        num_decode_seqs = b.num_decode_seqs
+        num_prefill_tokens = b.num_prefill_tokens
         cols["num_steps"][i_end] += 1
-        cols["num_seqs"][i_end] += b.num_seqs
-        cols["num_tokens"][i_end] += b.num_tokens
-        cols["num_prefill_tokens"][i_end] += b.num_prefill_tokens
-        cols["num_decode_seqs"][i_end] += b.num_decode_seqs
-        cols["token_budget"][i_end] += report.limits.max_num_batched_tokens
-        cols["max_num_seqs"][i_end] += report.limits.max_num_seqs
+        cols["num_seqs"][i_end] += b.num_prefill_seqs + num_decode_seqs
+        cols["num_tokens"][i_end] += num_prefill_tokens + num_decode_seqs
+        cols["num_prefill_tokens"][i_end] += num_prefill_tokens
+        cols["num_decode_seqs"][i_end] += num_decode_seqs
+        cols["token_budget"][i_end] += limits.max_num_batched_tokens
+        cols["max_num_seqs"][i_end] += limits.max_num_seqs
         cols["num_waiting"][i_end] = num_waiting
         cols["num_running"][i_end] = num_running
         if self._flops_of is not None:
             cols["flops"][i_end] += self._flops_of(report)
+        service = s.service
         for tenant, usage in report.per_tenant.items():
-            per = s.service.get(tenant)
+            per = service.get(tenant)
             if per is None:
-                per = s.service[tenant] = {}
+                per = service[tenant] = {}
             cell = per.get(i_end)
             if cell is None:
                 per[i_end] = [usage.num_prefill_tokens, usage.num_output_tokens]

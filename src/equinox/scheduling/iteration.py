@@ -127,7 +127,7 @@ class IterationScheduler:
                 f"prompt of {request.num_prompt_tokens} tokens exceeds max_num_batched_tokens "
                 f"{cfg.max_num_batched_tokens} and chunked prefill is off"
             )
-        if False:
+        if not cfg.is_chunked and cfg.mode == "vllm":
             # Preemption recomputes prompt + generated tokens in one unchunked iteration (up to
             # prompt + output - 1); past the budget the request would wait forever (vLLM without
             # chunking likewise requires max_num_batched_tokens >= max_model_len).
@@ -161,33 +161,57 @@ class IterationScheduler:
         budget = limits.max_num_batched_tokens
         scheduled: list[tuple[Request, int]] = []
         preempted: list[Request] = []
-        done: set[int] = set()
-        # Decode-first: running decodes never wait behind a prefill (stall-free).
-        for is_decode_pass in (True, False):
-            for req in list(self.running):
-                if budget <= 0:
-                    break
-                if req.status is not RequestStatus.RUNNING or id(req) in done:
-                    continue
-                if req.is_decoding != is_decode_pass:
-                    continue
-                n = req.num_tokens_to_compute
-                if not self.config.is_chunked and n > budget:
-                    continue
-                n = min(n, budget)
-                if not self._grow(req, req.num_computed_tokens + n, done, preempted, now):
-                    continue  # req itself was preempted
-                scheduled.append((req, n))
-                done.add(id(req))
-                budget -= n
+        running = RequestStatus.RUNNING
+        block_size = self.kv.block_size
+        # Decode-first: running decodes never wait behind a prefill (stall-free). One pass
+        # schedules the decodes and collects the unfinished prefills in running order.
+        # (Hot loop: `is_decoding` and `num_tokens_to_compute` are inlined.)
+        prefills: list[Request] = []
+        for req in list(self.running):
+            if budget <= 0:
+                break  # the prefill pass would not run either
+            if req.status is not running:
+                continue  # preempted earlier in this pass
+            computed = req.num_computed_tokens
+            num_done = req.num_output_tokens_done
+            if num_done == 0 or req.spec.num_prompt_tokens + num_done - computed != 1:
+                prefills.append(req)
+                continue
+            # A decode needs a new block only when its KV fills the blocks it holds.
+            if req.num_blocks * block_size <= computed and not self._grow(req, computed + 1, scheduled, preempted, now):
+                continue  # req itself was preempted
+            scheduled.append((req, 1))
+            budget -= 1
+        chunked = self.config.is_chunked
+        for req in prefills:
+            if budget <= 0:
+                break
+            if req.status is not running:
+                continue
+            n = req.num_tokens_to_compute
+            if not chunked and n > budget:
+                continue
+            n = min(n, budget)
+            if not self._grow(req, req.num_computed_tokens + n, scheduled, preempted, now):
+                continue  # req itself was preempted
+            scheduled.append((req, n))
+            budget -= n
         if not preempted:
             self._admit(now, limits, budget, scheduled)
         return scheduled, preempted
 
-    def _grow(self, req: Request, num_tokens: int, done: set[int], preempted: list[Request], now: float) -> bool:
-        """Give `req` blocks for `num_tokens`, preempting others if needed; False if req was preempted."""
+    def _grow(
+        self, req: Request, num_tokens: int, scheduled: list[tuple[Request, int]], preempted: list[Request], now: float
+    ) -> bool:
+        """Give `req` blocks for `num_tokens`, preempting others if needed; False if req was preempted.
+
+        Victims are running requests not yet `scheduled` in this iteration (req included).
+        """
         need = self.kv.blocks_for(num_tokens) - req.num_blocks
+        done: set[int] | None = None
         while need > self.kv.num_free:
+            if done is None:
+                done = {id(r) for r, _ in scheduled}
             candidates = [r for r in self.running if id(r) not in done]
             victim = self.policy.choose_victim(candidates, now)
             self._preempt(victim, now)  # type: ignore[arg-type]
@@ -211,7 +235,12 @@ class IterationScheduler:
         self.policy.requeue(req, now)
 
     def _admit(
-        self, now: float, limits: BatchLimits, budget: int, scheduled: list[tuple[Request, int]], reserve_all: bool = False
+        self,
+        now: float,
+        limits: BatchLimits,
+        budget: int,
+        scheduled: list[tuple[Request, int]],
+        reserve_all: bool = False,
     ) -> None:
         """Admit waiting requests in the policy's order until the head does not fit (no skipping)."""
         kv = self.kv
@@ -222,8 +251,10 @@ class IterationScheduler:
                 break
             req: Request = view  # type: ignore[assignment]  # the mechanism owns the views it gave
             n = req.num_tokens_to_compute
-            if n > budget and not chunked:
-                break
+            if n > budget and not chunked and (scheduled or n > self.config.max_num_batched_tokens):
+                break  # an empty batch takes the head whole even if the policy shrank the budget
+            if not chunked:
+                budget = max(budget, n)
             n = min(n, budget)
             if reserve_all:
                 need = kv.blocks_for(req.num_prompt_tokens + self._reserved_output(req))
@@ -263,13 +294,14 @@ class IterationScheduler:
     def _shape(self, scheduled: list[tuple[Request, int]]) -> BatchShape:
         p_tokens = p_seqs = pairs = d_seqs = d_ctx = 0
         for req, n in scheduled:
-            if req.is_decoding:
+            k = req.num_computed_tokens
+            num_done = req.num_output_tokens_done
+            if num_done > 0 and req.spec.num_prompt_tokens + num_done - k == 1:  # req.is_decoding
                 d_seqs += 1
-                d_ctx += req.num_computed_tokens + 1
+                d_ctx += k + 1
             else:
                 p_tokens += n
                 p_seqs += 1
-                k = req.num_computed_tokens
                 pairs += n * k + n * (n + 1) // 2
         return BatchShape(p_tokens, p_seqs, pairs, d_seqs, d_ctx)
 
@@ -281,18 +313,24 @@ class IterationScheduler:
         outcome_first: list[Request] = []
         finished: list[Request] = []
         for req, n in output.scheduled:
-            u = usage.get(req.tenant)
+            spec = req.spec
+            u = usage.get(spec.tenant)
             if u is None:
-                u = usage[req.tenant] = [0, 0, 0, 0]
-            was_decoding = req.is_decoding
-            req.num_computed_tokens += n
-            if not was_decoding:
+                u = usage[spec.tenant] = [0, 0, 0, 0]
+            # Hot loop: `is_decoding` and `num_tokens` inlined.
+            num_done = req.num_output_tokens_done
+            num_tokens = spec.num_prompt_tokens + num_done
+            computed = req.num_computed_tokens
+            if num_done == 0 or num_tokens - computed != 1:  # not decoding: a prefill chunk
                 u[0] += n
-            u[2] += req.num_computed_tokens
+            computed += n
+            req.num_computed_tokens = computed
+            u[2] += computed
             u[3] += req.num_blocks
-            if req.num_computed_tokens < req.num_tokens:
+            if computed < num_tokens:
                 continue  # a prefill chunk: no token sampled yet
-            req.num_output_tokens_done += 1
+            num_done += 1
+            req.num_output_tokens_done = num_done
             u[1] += 1
             if req.first_token_time is None:
                 req.first_token_time = end
@@ -302,7 +340,7 @@ class IterationScheduler:
                 if gap > req.max_itl_s:
                     req.max_itl_s = gap
             req.last_token_time = end
-            if req.num_output_tokens_done >= req.num_target_tokens:
+            if num_done >= req.num_target_tokens:
                 finished.append(req)
         if finished:
             for req in finished:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from equinox.errors import BackendError
@@ -37,7 +38,7 @@ class CostModelBackend:
 class FunctionBackend:
     """Wraps a plain function of the batch shape (for tests, like httpx's MockTransport)."""
 
-    def __init__(self, fn: "callable[[SchedulerOutput], float]") -> None:  # type: ignore[valid-type]
+    def __init__(self, fn: Callable[[SchedulerOutput], float]) -> None:
         self._fn = fn
 
     def execute(self, output: SchedulerOutput) -> StepResult:

@@ -1,0 +1,230 @@
+"""The iteration scheduler driven by hand-built step results: no simulator, no cost model."""
+
+from __future__ import annotations
+
+import pytest
+
+from equinox.errors import ConfigError
+from equinox.request import Request, RequestSpec, RequestStatus
+from equinox.scheduling.iteration import EngineConfig, IterationScheduler, SchedulerOutput
+from equinox.scheduling.policy import make_policy
+from equinox.types import StepResult
+
+STEP_S = 0.1
+
+
+def req(rid: str, prompt: int, output: int, tenant: str = "a", max_tokens: int | None = None) -> Request:
+    return Request(RequestSpec(rid, tenant, 0.0, prompt, output, max_tokens=max_tokens))
+
+
+def sched(policy: str = "fcfs", **engine: object) -> IterationScheduler:
+    base: dict[str, object] = dict(max_num_batched_tokens=32, max_num_seqs=8, block_size=4, num_kv_blocks=64)
+    base.update(engine)
+    return IterationScheduler(EngineConfig(**base), make_policy(policy))  # type: ignore[arg-type]
+
+
+class Driver:
+    """Runs schedule/update with a fixed step time and checks KV bookkeeping every step."""
+
+    def __init__(self, s: IterationScheduler) -> None:
+        self.s = s
+        self.now = 0.0
+        self.outputs: list[SchedulerOutput] = []
+
+    def step(self) -> SchedulerOutput:
+        s = self.s
+        out = s.schedule(self.now)
+        assert sum(n for _, n in out.scheduled) <= out.limits.max_num_batched_tokens
+        assert len(out.scheduled) <= out.limits.max_num_seqs
+        outcome = s.update_from_result(out, StepResult(STEP_S))
+        self.now += STEP_S
+        assert s.kv.num_used == sum(r.num_blocks for r in s.running)
+        assert 0 <= s.kv.num_free <= s.kv.num_blocks
+        for r in outcome.finished:
+            assert r.num_blocks == 0 and r.status is RequestStatus.FINISHED
+        self.outputs.append(out)
+        return out
+
+    def run(self, max_steps: int = 10_000) -> None:
+        for _ in range(max_steps):
+            if not self.s.has_work:
+                return
+            self.step()
+        raise AssertionError("did not drain")
+
+
+def plan(out: SchedulerOutput) -> list[tuple[str, int]]:
+    return [(r.request_id, n) for r, n in out.scheduled]
+
+
+class TestEngineConfig:
+    def test_contradictions(self) -> None:
+        with pytest.raises(ConfigError, match="slora"):
+            EngineConfig(mode="slora", enable_chunked_prefill=True)
+        with pytest.raises(ConfigError, match="unknown engine mode"):
+            EngineConfig(mode="tgi")
+        with pytest.raises(ConfigError, match="num_kv_blocks"):
+            EngineConfig(num_kv_blocks=0)
+
+    def test_defaults(self) -> None:
+        assert EngineConfig().is_chunked and not EngineConfig(mode="slora").is_chunked
+
+
+class TestHybrid:
+    def test_chunked_prefill_respects_budget(self) -> None:
+        s = sched()
+        r = req("p", 100, 2)
+        s.add_request(r, 0.0)
+        d = Driver(s)
+        chunks = [plan(d.step()) for _ in range(4)]
+        assert chunks == [[("p", 32)], [("p", 32)], [("p", 32)], [("p", 4)]]
+        second = d.outputs[1].batch
+        assert second.num_prefill_tokens == 32 and second.num_prefill_seqs == 1
+        assert second.prefill_attention_pairs == 32 * 32 + 32 * 33 // 2
+        assert r.first_token_time == pytest.approx(4 * STEP_S)  # sampled only after the last chunk
+        out = d.step()
+        assert out.batch.num_decode_seqs == 1 and out.batch.decode_context_tokens == 101
+        assert r.status is RequestStatus.FINISHED and r.num_output_tokens_done == 2
+
+    def test_decode_first(self) -> None:
+        s = sched(max_num_batched_tokens=6)
+        rs = [req(f"d{i}", 2, 10) for i in range(3)]
+        for r in rs:
+            s.add_request(r, 0.0)
+        d = Driver(s)
+        assert plan(d.step()) == [("d0", 2), ("d1", 2), ("d2", 2)]
+        s.add_request(req("big", 50, 3), d.now)
+        out = d.step()
+        # running decodes first, one token each; the new prompt gets only what is left
+        assert plan(out) == [("d0", 1), ("d1", 1), ("d2", 1), ("big", 3)]
+        assert out.batch.num_decode_seqs == 3 and out.batch.num_prefill_tokens == 3
+        out = d.step()
+        assert plan(out) == [("d0", 1), ("d1", 1), ("d2", 1), ("big", 3)]  # a running prefill continues after decodes
+
+    def test_sequence_cap(self) -> None:
+        s = sched(max_num_seqs=2)
+        for i in range(3):
+            s.add_request(req(f"r{i}", 4, 2), 0.0)
+        out = Driver(s).step()
+        assert plan(out) == [("r0", 4), ("r1", 4)]
+
+    def test_no_skipping_when_head_does_not_fit(self) -> None:
+        s = sched("lcf", num_kv_blocks=10)  # 40 tokens of KV; LCF: b's counter stays 0, below a's
+        s.add_request(req("a-run", 20, 16), 0.0)
+        d = Driver(s)
+        d.step()  # a-run holds 5 blocks
+        s.add_request(req("b-big", 30, 1, tenant="b"), d.now)  # b has the smallest counter: offered first
+        s.add_request(req("a-small", 1, 1), d.now)
+        assert s.policy.peek(d.now).request_id == "b-big"
+        out = d.step()
+        assert plan(out) == [("a-run", 1)]  # a-small would fit, but it is not the policy's head
+
+    def test_preemption_by_recompute(self) -> None:
+        s = sched(num_kv_blocks=6)  # 24 tokens
+        a, b, c = req("a", 8, 8), req("b", 8, 8), req("c", 8, 8)
+        s.add_request(a, 0.0)
+        s.add_request(b, 0.0)
+        d = Driver(s)
+        assert plan(d.step()) == [("a", 8), ("b", 8)]
+        s.add_request(c, d.now)
+        preempting = None
+        for _ in range(10):
+            out = d.step()
+            if out.preempted:
+                preempting = out
+                break
+        assert preempting is not None
+        assert preempting.preempted == (b,)  # the last admitted (vLLM's victim)
+        assert b.status is RequestStatus.PREEMPTED and b.num_blocks == 0 and b.num_computed_tokens == 0
+        assert b.num_preemptions == 1 and s.num_preemptions == 1
+        assert b.num_output_tokens_done > 0  # generated tokens are kept and recomputed
+        assert s.policy.peek(d.now) is b  # back at the front, ahead of c
+        assert plan(preempting) == [("a", 1)]  # nothing admitted in a preempting iteration
+        d.run()
+        for r in (a, b, c):
+            assert r.status is RequestStatus.FINISHED and r.num_output_tokens_done == 8
+        assert s.kv.num_free == s.kv.num_blocks
+        # b's recompute covered prompt plus the tokens it had generated
+        recompute = [n for o in d.outputs for r, n in o.scheduled if r is b and n > 1]
+        assert recompute[0] == 8 and recompute[1] > 8
+
+    def test_never_fits_rejected_with_reason_and_run_goes_on(self) -> None:
+        s = sched(num_kv_blocks=8)  # 32 tokens
+        too_big = req("huge", 30, 10)
+        ok = req("ok", 4, 4)
+        reason = s.add_request(too_big, 0.0)
+        assert reason is not None and "KV" in reason and "40" in reason
+        assert too_big.status is RequestStatus.REJECTED and too_big.reject_reason == reason
+        assert s.add_request(ok, 0.0) is None
+        Driver(s).run()
+        assert ok.status is RequestStatus.FINISHED
+
+    def test_non_chunked_prompt_over_budget_rejected(self) -> None:
+        s = sched(enable_chunked_prefill=False, max_num_batched_tokens=16)
+        reason = s.add_request(req("long", 20, 2), 0.0)
+        assert reason is not None and "max_num_batched_tokens" in reason
+
+    def test_non_chunked_recompute_over_budget_cannot_strand_a_request(self) -> None:
+        # Without chunking, a preempted request must recompute prompt + generated tokens in one
+        # iteration; a request that could need more than the budget would wait forever.
+        s = sched(enable_chunked_prefill=False, max_num_batched_tokens=16, num_kv_blocks=8)
+        a, b = req("a", 8, 20), req("b", 8, 20)
+        results = [s.add_request(a, 0.0), s.add_request(b, 0.0)]
+        Driver(s).run(max_steps=2000)
+        for r, reason in zip((a, b), results, strict=True):
+            assert r.status is (RequestStatus.REJECTED if reason else RequestStatus.FINISHED)
+        assert results[0] is not None and "recomputed" in results[0]
+        # requests whose recompute fits the budget are preempted and still finish
+        s = sched(enable_chunked_prefill=False, max_num_batched_tokens=16, num_kv_blocks=5)
+        a, b = req("a", 8, 9), req("b", 8, 9)
+        assert s.add_request(a, 0.0) is None and s.add_request(b, 0.0) is None
+        Driver(s).run(max_steps=2000)
+        assert s.num_preemptions > 0
+        assert a.status is b.status is RequestStatus.FINISHED
+
+
+class TestSlora:
+    def test_admission_every_n_decode_steps_prefill_only(self) -> None:
+        s = sched(mode="slora", admission_interval_steps=3, max_num_batched_tokens=64)
+        a = req("a", 8, 20)
+        s.add_request(a, 0.0)
+        d = Driver(s)
+        assert plan(d.step()) == [("a", 8)]
+        s.add_request(req("b", 8, 5), d.now)
+        plans = [plan(d.step()) for _ in range(4)]
+        # b waits 3 decode steps; its prefill runs alone
+        assert plans == [[("a", 1)], [("a", 1)], [("a", 1)], [("b", 8)]]
+        assert plan(d.step()) == [("a", 1), ("b", 1)]
+
+    def test_reserves_whole_output_and_never_preempts(self) -> None:
+        s = sched(mode="slora", num_kv_blocks=12, max_num_batched_tokens=64, admission_interval_steps=1)
+        rs = [req(f"r{i}", 8, 12) for i in range(4)]  # each reserves 20 tokens = 5 blocks
+        for r in rs:
+            s.add_request(r, 0.0)
+        d = Driver(s)
+        out = d.step()
+        assert plan(out) == [("r0", 8), ("r1", 8)]
+        assert s.kv.num_used == 10 and rs[0].num_blocks == 5
+        d.run()
+        assert all(not o.preempted for o in d.outputs) and s.num_preemptions == 0
+        assert all(r.status is RequestStatus.FINISHED and r.num_output_tokens_done == 12 for r in rs)
+
+    def test_max_tokens_reservation_and_rejection(self) -> None:
+        s = sched(mode="slora", num_kv_blocks=8, max_num_batched_tokens=64)
+        r = req("r", 8, 4, max_tokens=40)  # reserves 8 + 40 > 32 tokens of KV
+        reason = s.add_request(r, 0.0)
+        assert reason is not None and "48" in reason
+
+
+def test_update_reports_per_tenant_usage() -> None:
+    s = sched("vtc")
+    s.add_request(req("a", 4, 3), 0.0)
+    s.add_request(req("b", 6, 3, tenant="t2"), 0.0)
+    out = s.schedule(0.0)
+    outcome = s.update_from_result(out, StepResult(0.5))
+    rep = outcome.report
+    assert rep.per_tenant["a"].num_prefill_tokens == 4 and rep.per_tenant["a"].num_output_tokens == 1
+    assert rep.per_tenant["t2"].num_prefill_tokens == 6 and rep.per_tenant["t2"].num_output_tokens == 1
+    assert rep.duration_s == 0.5 and rep.num_kv_blocks_used == s.kv.num_used
+    assert [r.request_id for r in outcome.first_tokens] == ["a", "b"]
+    assert s.policy.counters() == {"a": 4 + 2, "t2": 6 + 2}
