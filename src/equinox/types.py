@@ -56,7 +56,7 @@ class TenantUsage:
 
 @dataclass(frozen=True, slots=True)
 class StepReport:
-    """One finished iteration, as policies and predictors see it (after execution)."""
+    """One finished iteration (or a folded run of decode iterations), as policies and predictors see it."""
 
     step_id: int
     start_time: float
@@ -66,6 +66,18 @@ class StepReport:
     per_tenant: dict[str, TenantUsage]
     num_kv_blocks_used: int
     num_kv_blocks_total: int
+    num_steps: int = 1  # >1 when the simulator folded identical decode iterations (batch holds their sums)
+    kv_block_seconds: float | None = None  # sum of used blocks x duration over folded iterations
+
+    @property
+    def mean_batch(self) -> BatchShape:
+        """The average iteration of the report (the batch itself unless iterations were folded)."""
+        k = self.num_steps
+        if k == 1:
+            return self.batch
+        b = self.batch
+        return BatchShape(b.num_prefill_tokens // k, b.num_prefill_seqs // k, b.prefill_attention_pairs // k,
+                          round(b.num_decode_seqs / k), round(b.decode_context_tokens / k))
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,9 @@ class Collector:
             s._grow(i_end)
         # Busy time is split exactly across the intervals the step spans.
         kv_block_s = cols["kv_block_s"]
-        num_kv_blocks_used = report.num_kv_blocks_used
+        num_kv_blocks_used: float = report.num_kv_blocks_used
+        if report.kv_block_seconds is not None and report.duration_s > 0:  # folded decode iterations
+            num_kv_blocks_used = report.kv_block_seconds / report.duration_s
         t = start
         i = int(t / interval)
         while t < end:
@@ -130,13 +132,14 @@ class Collector:
         limits = report.limits
         num_decode_seqs = b.num_decode_seqs
         num_prefill_tokens = b.num_prefill_tokens
-        cols["num_steps"][i_end] += 1
+        num_steps = report.num_steps
+        cols["num_steps"][i_end] += num_steps
         cols["num_seqs"][i_end] += b.num_prefill_seqs + num_decode_seqs
         cols["num_tokens"][i_end] += num_prefill_tokens + num_decode_seqs
         cols["num_prefill_tokens"][i_end] += num_prefill_tokens
         cols["num_decode_seqs"][i_end] += num_decode_seqs
-        cols["token_budget"][i_end] += limits.max_num_batched_tokens
-        cols["max_num_seqs"][i_end] += limits.max_num_seqs
+        cols["token_budget"][i_end] += limits.max_num_batched_tokens * num_steps
+        cols["max_num_seqs"][i_end] += limits.max_num_seqs * num_steps
         cols["num_waiting"][i_end] = num_waiting
         cols["num_running"][i_end] = num_running
         if self._flops_of is not None:

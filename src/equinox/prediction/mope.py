@@ -49,7 +49,7 @@ class MoPE:
 
     def observe_step(self, report: StepReport) -> None:
         """Learn from an executed iteration."""
-        self.iteration.observe(report.batch, report.duration_s)
+        self.iteration.observe(report.mean_batch, report.duration_s / report.num_steps)
         self.utilisation.observe(report.start_time, report.duration_s)
 
     def observe_finish(self, tenant: str, num_prompt_tokens: int, num_output_tokens: int) -> None:

@@ -15,10 +15,12 @@ modes make baselines honest (DESIGN.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from equinox.errors import ConfigError
 from equinox.request import Request, RequestStatus
+from equinox.scheduling.decode_run import DecodeRun, apply_decode_run, plan_decode_run, run_report
 from equinox.scheduling.interface import Policy
 from equinox.sim.kv_cache import BlockPool
 from equinox.types import BatchLimits, BatchShape, StepReport, StepResult, TenantUsage
@@ -304,6 +306,34 @@ class IterationScheduler:
                 p_seqs += 1
                 pairs += n * k + n * (n + 1) // 2
         return BatchShape(p_tokens, p_seqs, pairs, d_seqs, d_ctx)
+
+    # Folded decode runs (simulator fast path) ---------------------------------------
+    def plan_decode_run(
+        self, now: float, step_time: Callable[[BatchShape], float], stop_time: float, interval_s: float
+    ) -> DecodeRun | None:
+        """Plan identical decode iterations from `now` (only when nothing waits; see decode_run.py)."""
+        if self.policy.num_waiting or not self.running:
+            return None
+        limits = self.policy.batch_limits(now, self.config.limits)
+        return plan_decode_run(
+            self.running, self.kv.num_free, self.config.block_size, limits, now, step_time, stop_time, interval_s
+        )
+
+    def apply_decode_run(self, run: DecodeRun) -> StepOutcome:
+        """Fold a planned run back, as `update_from_result` does for one iteration."""
+        finished, per_tenant, k = apply_decode_run(
+            run, self.running, self.config.block_size, self.kv.allocate, self.kv.free
+        )
+        if finished:
+            self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
+        self._step_id += k
+        self._steps_since_admission += k
+        report = run_report(run, self._step_id, per_tenant, self.kv.num_used, self.kv.num_blocks)
+        policy = self.policy
+        policy.on_step(report)
+        for req in finished:
+            policy.on_finish(req, req.finish_time)  # type: ignore[arg-type]
+        return StepOutcome(report, [], finished)
 
     # Results ------------------------------------------------------------------
     def update_from_result(self, output: SchedulerOutput, result: StepResult) -> StepOutcome:

@@ -8,7 +8,7 @@ from typing import Protocol
 from equinox.errors import BackendError
 from equinox.scheduling.iteration import SchedulerOutput
 from equinox.sim.cost_model import CostModel
-from equinox.types import StepResult
+from equinox.types import BatchShape, StepResult
 
 
 class EngineBackend(Protocol):
@@ -27,12 +27,16 @@ class CostModelBackend:
 
     def execute(self, output: SchedulerOutput) -> StepResult:
         """Time the batch with the cost model."""
-        duration = self.cost_model.iteration_time(output.batch)
+        return StepResult(self.time_of(output.batch))
+
+    def time_of(self, batch: BatchShape) -> float:
+        """Seconds an iteration of `batch` takes (lets the simulator fold identical decode iterations)."""
+        duration = self.cost_model.iteration_time(batch)
         if not duration > 0.0:
             raise BackendError(
                 f"cost model {self.cost_model.name!r} returned a non-positive iteration time {duration!r}"
             )
-        return StepResult(duration)
+        return duration
 
 
 class FunctionBackend:

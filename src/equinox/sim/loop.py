@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from equinox.metrics.collector import Collector
 from equinox.request import Request, RequestSpec
+from equinox.scheduling.decode_run import DecodeRun
 from equinox.scheduling.iteration import IterationScheduler, SchedulerOutput
 from equinox.sim.backend import EngineBackend
 from equinox.sim.events import EventKind, EventQueue
+from equinox.types import StepResult
 
 ProgressFn = Callable[[int, int], None]
 
@@ -44,6 +47,7 @@ class Simulator:
         until: float | None = None,
         progress: ProgressFn | None = None,
         num_requests_hint: int = 0,
+        fast_forward: bool = True,
     ) -> None:
         self.scheduler = scheduler
         self.backend = backend
@@ -55,7 +59,9 @@ class Simulator:
         self.events = EventQueue()
         self.now = 0.0
         self.live: dict[str, Request] = {}
-        self._in_flight: SchedulerOutput | None = None
+        self._in_flight: SchedulerOutput | DecodeRun | None = None
+        # Folding identical decode iterations needs a backend that can time a batch without running it.
+        self._time_of = getattr(backend, "time_of", None) if fast_forward else None
         self._num_arrivals = self._num_finished = self._num_rejected = self._num_steps = 0
         self._last_arrival_time = 0.0
 
@@ -113,6 +119,15 @@ class Simulator:
         scheduler = self.scheduler
         if not scheduler.has_work:
             return
+        if self._time_of is not None:
+            stop = self.events.peek_time()
+            run = scheduler.plan_decode_run(
+                self.now, self._time_of, math.inf if stop is None else stop, self.collector.series.interval_s
+            )
+            if run is not None:
+                self._in_flight = run
+                self.events.push(run.end_time, EventKind.STEP_DONE, (run, None))
+                return
         output = scheduler.schedule(self.now)
         if output.is_empty:
             return  # nothing fits until something arrives or finishes
@@ -120,16 +135,20 @@ class Simulator:
         self._in_flight = output
         self.events.push(self.now + result.duration_s, EventKind.STEP_DONE, (output, result))
 
-    def _on_step_done(self, payload: tuple[SchedulerOutput, object]) -> None:
+    def _on_step_done(self, payload: tuple[SchedulerOutput | DecodeRun, StepResult | None]) -> None:
         output, result = payload
         self._in_flight = None
-        self._num_steps += 1
         scheduler = self.scheduler
-        outcome = scheduler.update_from_result(output, result)  # type: ignore[arg-type]
+        if isinstance(output, DecodeRun):
+            outcome = scheduler.apply_decode_run(output)
+            num_preempted = 0
+        else:
+            assert result is not None
+            outcome = scheduler.update_from_result(output, result)
+            num_preempted = len(output.preempted)
+        self._num_steps += outcome.report.num_steps
         collector = self.collector
-        collector.on_step(
-            outcome.report, scheduler.policy.num_waiting, len(scheduler.running), len(output.preempted)
-        )
+        collector.on_step(outcome.report, scheduler.policy.num_waiting, len(scheduler.running), num_preempted)
         collector.sample_counters(self.now, scheduler.policy.counter_breakdown)
         for req in outcome.finished:
             self._num_finished += 1

@@ -275,7 +275,7 @@ class EquinoxPolicy(CounterPolicy):
         """Feed MoPE; charge RFC shares; charge UFC per token when not proactive."""
         self.mope.observe_step(report)
         self._now = report.start_time + report.duration_s
-        self._last_batch = report.batch
+        self._last_batch = report.mean_batch
         cfg = self.config
         if not self.params.proactive:
             for tenant, usage in report.per_tenant.items():
