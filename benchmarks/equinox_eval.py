@@ -29,8 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from equinox.config import RunConfig  # noqa: E402
-from equinox.sim.run import run_simulation  # noqa: E402
+from equinox.config import RunConfig
+from equinox.sim.run import run_simulation
 
 PLATFORMS = (("a100-80gb", "llama-2-7b"), ("a10g", "llama-2-7b"))
 DURATION_FACTOR = {"a10g": 3.0}  # the A10G serves ~8x fewer requests/s: longer traces, similar sample sizes
@@ -126,7 +126,8 @@ def main() -> int:
         base = RunConfig(workload=wl, gpu=plat[0], model=plat[1], duration_s=duration,
                          rate_scale=scales[(plat, wl, ab_rho)], policy="equinox")
         for name, params, engine in ABLATIONS:
-            jobs.append(Job(("ablation", plat, wl, ab_rho, name), base.replace(policy_params=params, engine_mode=engine)))
+            config = base.replace(policy_params=params, engine_mode=engine)
+            jobs.append(Job(("ablation", plat, wl, ab_rho, name), config))
     results: dict[tuple[Any, ...], dict[str, float]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for key, row in pool.map(run_job, jobs):
@@ -137,7 +138,8 @@ def main() -> int:
     for plat in PLATFORMS:
         for rho in loads:
             print(f"\n## {plat[1]} on {plat[0]}, offered load {rho:.1f} x capacity\n")
-            print("| workload | policy (engine) | tok/s | TTFT s | TTFT p90 s | TPOT s | svc diff | Jain | busy | MFU | preempt |")
+            print("| workload | policy (engine) | tok/s | TTFT s | TTFT p90 s | TPOT s | svc diff | Jain | busy | MFU "
+                  "| preempt |")
             print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for wl in WORKLOADS:
                 for pol, label in (("vtc@slora", "VTC (slora)"), ("fcfs", "FCFS (vllm)"), ("vtc", "VTC (vllm)"),
@@ -155,7 +157,8 @@ def main() -> int:
                 a = results[("main", plat, wl, rho, "vtc@slora")]
                 v = results[("main", plat, wl, rho, "vtc")]
                 f = results[("main", plat, wl, rho, "fcfs")]
-                print(f"| {wl} | {e['tok_s'] / a['tok_s']:.2f}x | {pct(e['ttft'], a['ttft'])} | {pct(e['jain'], a['jain'])} | "
+                print(f"| {wl} | {e['tok_s'] / a['tok_s']:.2f}x | {pct(e['ttft'], a['ttft'])} | "
+                      f"{pct(e['jain'], a['jain'])} | "
                       f"{e['busy']:.0%} | {pct(e['ttft'], v['ttft'])} | {pct(e['jain'], v['jain'])} | "
                       f"{pct(e['sd_mean'], v['sd_mean'])} | {pct(e['tok_s'], f['tok_s'])} |")
     plat = PLATFORMS[0]

@@ -27,18 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from equinox.metrics.collector import Collector  # noqa: E402
-from equinox.prediction.experts.iteration_time import IterationTimeExpert  # noqa: E402
-from equinox.request import RequestView  # noqa: E402
-from equinox.scheduling.interface import PolicyConfig  # noqa: E402
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler  # noqa: E402
-from equinox.scheduling.policies.equinox import EquinoxPolicy  # noqa: E402
-from equinox.sim.backend import CostModelBackend  # noqa: E402
-from equinox.sim.cost_models import build_cost_model, default_cost_model  # noqa: E402
-from equinox.sim.hardware import make_deployment  # noqa: E402
-from equinox.sim.loop import Simulator  # noqa: E402
-from equinox.types import StepReport  # noqa: E402
-from equinox.workload import catalogue, load_workload  # noqa: E402
+from equinox.metrics.collector import Collector
+from equinox.prediction.experts.iteration_time import IterationTimeExpert
+from equinox.request import RequestView
+from equinox.scheduling.interface import PolicyConfig
+from equinox.scheduling.iteration import EngineConfig, IterationScheduler
+from equinox.scheduling.policies.equinox import EquinoxPolicy
+from equinox.sim.backend import CostModelBackend
+from equinox.sim.cost_models import build_cost_model, default_cost_model
+from equinox.sim.hardware import make_deployment
+from equinox.sim.loop import Simulator
+from equinox.types import StepReport
+from equinox.workload import catalogue, load_workload
 
 
 def errors(pairs: list[tuple[float, float]]) -> tuple[float, float]:
@@ -141,7 +141,8 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         r = evaluate(name, args.gpu, args.model, args.duration)
-        print(f"| {name} | {r['n']} | {r['out_mae']:.1f} | {r['vtc_mae']:.1f} | {r['out_mape']:.0f} / {r['vtc_mape']:.0f} | "
+        print(f"| {name} | {r['n']} | {r['out_mae']:.1f} | {r['vtc_mae']:.1f} | "
+              f"{r['out_mape']:.0f} / {r['vtc_mape']:.0f} | "
               f"{r['calib']:.2f} | {r['ttft_mae']:.3f} | {r['ttft_mape']:.0f} | "
               f"{r['it_base']:.1f} / {r['it_mope']:.1f} / {r['it_online']:.1f} | {r['mfu_mae']:.3f} |")
     print(f"\n({time.time() - started:.0f} s)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -78,7 +79,7 @@ def test_discount_is_bounded_and_decreasing() -> None:
     values = [pol.discount(x) for x in (0.0, 0.5, 2.0, 10.0, 1e6)]
     assert values[0] == 1.0
     assert values[2] == pytest.approx(0.7)
-    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(values))
     assert all(0.4 <= v <= 1.0 for v in values)
     off = EquinoxPolicy(PolicyConfig(params={"f_min": 1.0}))
     assert off.discount(1e6) == 1.0

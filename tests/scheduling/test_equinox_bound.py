@@ -104,7 +104,7 @@ def test_fcfs_style_service_gap_exceeds_the_bound_without_fair_ordering() -> Non
 
     fifo = FcfsPolicy()
     pol.peek = fifo.peek  # type: ignore[method-assign]  # serve in arrival order, keep Equinox's books
-    inner_add, inner_pop = pol.add_request, pol.pop
+    inner_add = pol.add_request
 
     def add(req, now):  # type: ignore[no-untyped-def]
         fifo.add_request(req, now)

@@ -123,7 +123,7 @@ def fairness(
     """Service difference and Jain's index over sliding windows in [warmup, end_time]."""
     dt = matrix.interval_s
     width = max(1, round(window_s / dt))
-    first = int(math.ceil(warmup_s / dt))
+    first = math.ceil(warmup_s / dt)
     last = int(end_time / dt) - width  # last window start (inclusive)
     nan = math.nan
     if last < first or len(matrix.tenants) == 0:

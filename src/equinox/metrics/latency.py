@@ -31,7 +31,8 @@ class Stats:
 
     def as_dict(self) -> dict[str, float]:
         """Plain dict for JSON."""
-        return {"count": self.count, "mean": self.mean, "p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max}
+        return {"count": self.count, "mean": self.mean, "p50": self.p50, "p90": self.p90, "p99": self.p99,
+                "max": self.max}
 
 
 def _pct(sorted_xs: Sequence[float], q: float) -> float:

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from equinox.prediction.mope import MoPE
 from equinox.prediction.experts.output_length import OutputLengthConfig
+from equinox.prediction.mope import MoPE
 from equinox.request import RequestView
 from equinox.scheduling.interface import PolicyConfig
 from equinox.scheduling.policies.equinox_params import EquinoxParams
