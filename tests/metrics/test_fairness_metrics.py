@@ -130,3 +130,33 @@ def test_collector_splits_busy_time_across_intervals() -> None:
     assert s.columns["kv_block_s"][:2] == pytest.approx([0.75, 0.75])
     assert s.columns["num_steps"][1] == 1 and s.columns["flops"][1] == 1e12
     assert s.service == {"a": {1: [8, 1]}}
+
+
+def queued_matrix(service: list[float], queued: list[float]) -> ServiceMatrix:
+    """Constant service per second and constant service still queued at every interval's end."""
+    ones = np.ones(N)
+    n = len(service)
+    return ServiceMatrix(
+        tuple(f"t{i}" for i in range(n)), 1.0, np.array([s * ones for s in service]),
+        np.array([s * ones for s in service]), np.zeros((n, N)), np.array([q * ones for q in queued]),
+    )
+
+
+def test_jain_uses_demand_still_queued_at_window_end() -> None:
+    # t0 gets all it asks (nothing left queued); t1 has a large queue and takes the rest: fair.
+    fair = fairness(queued_matrix([30, 70], [0, 1e6]), end_time=150)
+    assert fair.jain_mean == pytest.approx(1.0)
+    # Both keep large queues but t0 only gets 30 of 100: unfair.
+    unfair = fairness(queued_matrix([30, 70], [1e6, 1e6]), end_time=150)
+    assert unfair.jain_mean == pytest.approx((0.6 + 1.4) ** 2 / (2 * (0.6**2 + 1.4**2)))
+    assert unfair.jain_mean < 0.9
+
+
+def test_service_matrix_records_queued_service_at_interval_ends() -> None:
+    def rec(rid: str, tenant: str, arrival: float, admitted: float) -> RequestRecord:
+        return RequestRecord(rid, tenant, arrival, 10, 5, 5, admitted, admitted + 0.1, admitted + 1, 0, 0.0, None)
+
+    m = service_matrix([rec("a", "t0", 0.2, 2.5), rec("b", "t0", 1.5, 1.7)], TimeSeries(1.0), {}, 1.0, 2.0)
+    assert m.queued is not None
+    # "a" (10 + 2 * 5 = 20) waits at the ends of intervals 0 and 1; "b" is admitted within its interval.
+    assert m.queued[0, :4].tolist() == [20.0, 20.0, 0.0, 0.0]

@@ -9,13 +9,13 @@ before the last arrival (VTC, OSDI'24, section 5). Per window:
     service difference = sum_j min(s_max - s_j, |r_j - s_j|)     (rates, tokens/s)
     Jain's index       = (sum x_j)^2 / (n * sum x_j^2),  x_j = s_j / f_j
 
-over the n tenants active in the window (served or backlogged), where f_j is the
-tenant's weighted max-min fair share of the service delivered in the window: a
-tenant that was backlogged (had a request waiting) for at least half the window
-wants more than it got, any other tenant wanted exactly what it got, and the total
-is water-filled. Among tenants that are all backlogged this is Jain's index of their
-weighted service; it does not penalise a tenant that simply asked for less, and
-momentary waits of one iteration do not make a tenant "backlogged".
+over the n tenants active in the window (served, or with requests queued), where f_j
+is the tenant's weighted max-min fair share of the service delivered in the window.
+A tenant's demand is what it got plus the requested service of its requests still
+queued at the end of the window (spread over the window): a tenant with nothing
+queued got all it wanted; the total is water-filled over these demands. Among
+tenants that all stay backlogged this is Jain's index of their weighted service; it
+does not penalise a tenant that simply asked for less.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class ServiceMatrix:
     service: np.ndarray
     demand: np.ndarray
     waiting: np.ndarray  # seconds per interval with at least one request waiting (capped at the interval)
+    queued: np.ndarray | None = None  # weighted requested service of requests waiting at each interval's end
 
 
 def service_matrix(
@@ -84,6 +85,7 @@ def service_matrix(
     demand = np.zeros((len(tenants), n_int))
     waiting_diff = np.zeros((len(tenants), n_int + 1))
     waiting_part = np.zeros((len(tenants), n_int + 1))
+    queued_diff = np.zeros((len(tenants), n_int + 1))
     for tenant, per in series.service.items():
         row = index[tenant]
         for i, (p, o) in per.items():
@@ -96,10 +98,16 @@ def service_matrix(
             continue
         left = r.first_scheduled_time if r.first_scheduled_time is not None else end_time
         _add_waiting(waiting_diff, waiting_part, row, r.arrival_time, left, dt)
+        # Waiting at the end of intervals a .. int(left / dt) - 1.
+        queued_diff[row, a] += prompt_weight * r.num_prompt_tokens + output_weight * r.num_requested_tokens
+        queued_diff[row, min(n_int, int(left / dt))] -= (
+            prompt_weight * r.num_prompt_tokens + output_weight * r.num_requested_tokens
+        )
     w = np.array([float(weights.get(t, 1.0)) for t in tenants])[:, None]
     full = np.cumsum(waiting_diff, axis=1)[:, :n_int] * dt
     waiting = np.minimum(full + waiting_part[:, :n_int], dt)
-    return ServiceMatrix(tenants, dt, service / w, demand / w, waiting)
+    queued = np.cumsum(queued_diff, axis=1)[:, :n_int]
+    return ServiceMatrix(tenants, dt, service / w, demand / w, waiting, np.maximum(queued, 0.0) / w)
 
 
 def _add_waiting(diff: np.ndarray, part: np.ndarray, row: int, start: float, end: float, dt: float) -> None:
@@ -135,16 +143,19 @@ def fairness(
 
     s = windowed(matrix.service) / window_s
     r = windowed(matrix.demand) / window_s
-    backlogged = windowed(matrix.waiting) >= 0.5 * window_s
+    if matrix.queued is not None:  # requested service still queued when each window ends, as a rate
+        queued = matrix.queued[:, first + width - 1 : last + width] / window_s
+    else:
+        queued = np.where(windowed(matrix.waiting) >= 0.5 * window_s, np.inf, 0.0)
     s_max = s.max(axis=0, keepdims=True)
     diff = np.minimum(s_max - s, np.abs(r - s)).sum(axis=0)
     jains = []
     for j in range(s.shape[1]):
-        active = (s[:, j] > 0) | backlogged[:, j]
+        active = (s[:, j] > 0) | (queued[:, j] > 0)
         if int(active.sum()) < 2:
             continue
         served = s[active, j]
-        fair = max_min_fair(served, backlogged[active, j])
+        fair = water_fill(float(served.sum()), served + queued[active, j])
         x = served / np.where(fair > 0, fair, 1.0)
         if float((x * x).sum()) > 0:
             jains.append(float(x.sum() ** 2 / (len(x) * (x * x).sum())))
@@ -163,12 +174,15 @@ def fairness(
 
 def max_min_fair(served: np.ndarray, unsatisfied: np.ndarray) -> np.ndarray:
     """Water-fill the total of `served`: satisfied tenants want what they got, unsatisfied want more."""
-    total = float(served.sum())
-    demand = np.where(unsatisfied, np.inf, served)
-    fair = np.zeros_like(served)
+    return water_fill(float(served.sum()), np.where(unsatisfied, np.inf, served))
+
+
+def water_fill(total: float, demand: np.ndarray) -> np.ndarray:
+    """Max-min fair split of `total` among `demand`s (each gets min(demand, level))."""
+    fair = np.zeros(len(demand))
     remaining = total
-    open_ = np.ones(len(served), dtype=bool)
-    while open_.any() and remaining > 1e-12:
+    open_ = np.ones(len(demand), dtype=bool)
+    while open_.any() and remaining > 1e-12 * max(1.0, total):
         level = remaining / int(open_.sum())
         capped = open_ & (demand <= level)
         if not capped.any():

@@ -19,7 +19,8 @@ METRIC_NOTES = (
     "tok/s: (prompt + output) tokens of finished requests / (last finish - first arrival)",
     "TTFT: time to first token, seconds; TPOT: time per output token after the first, seconds",
     "svc diff: VTC's service difference (tokens/s), over 60 s windows after a 30 s warm-up",
-    "Jain: Jain's index of weighted service among backlogged tenants, mean over windows (1 = perfectly fair)",
+    "Jain: Jain's index of weighted service relative to weighted max-min fair share, mean over windows "
+    "(1 = perfectly fair)",
     "GPU busy: fraction of the span the engine computed; MFU: model FLOPs / (span x peak FLOP/s); "
     "KV use: mean fraction of KV blocks in use",
 )
