@@ -36,17 +36,17 @@ PLATFORMS = (("a100-80gb", "llama-2-7b"), ("a10g", "llama-2-7b"))
 DURATION_FACTOR = {"a10g": 3.0}  # the A10G serves ~8x fewer requests/s: longer traces, similar sample sizes
 WORKLOADS = ("overload", "poisson_short_long", "sharegpt", "servegen-multitenant")
 ABLATIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
-    ("equinox (all on)", {}, "vllm"),
-    ("- latency discount (f_min=1)", {"f_min": 1.0}, "vllm"),
-    ("- RFC (beta=0)", {"beta": 0.0, "alpha": 1.0}, "vllm"),
-    ("RFC weight beta=0.5 (DESIGN.md's default)", {"beta": 0.5, "alpha": 0.5}, "vllm"),
+    ("equinox (defaults)", {}, "vllm"),
     ("- proactive charging", {"proactive": False}, "vllm"),
     ("- adaptive batching", {"adaptive_batching": False}, "vllm"),
     ("- predicted KV admission", {"kv_admission": False}, "vllm"),
     ("- shortest prompt first", {"shortest_prompt_first": False}, "vllm"),
     ("- stall-free engine (slora)", {}, "slora"),
-    ("all off (= VTC)", {"alpha": 1.0, "beta": 0.0, "f_min": 1.0, "proactive": False, "adaptive_batching": False,
-                         "kv_admission": False, "shortest_prompt_first": False}, "vllm"),
+    ("+ latency discount (f_min=0.5)", {"f_min": 0.5}, "vllm"),
+    ("+ RFC (beta=0.1)", {"alpha": 0.9, "beta": 0.1}, "vllm"),
+    ("DESIGN.md's reading (alpha=beta=0.5, f_min=0.5)", {"alpha": 0.5, "beta": 0.5, "f_min": 0.5}, "vllm"),
+    ("all off (= VTC)", {"proactive": False, "adaptive_batching": False, "kv_admission": False,
+                         "shortest_prompt_first": False}, "vllm"),
 )
 
 
