@@ -101,6 +101,7 @@ class IterationScheduler:
         self._step_id = 0
         self._admit_seq = 0
         self._steps_since_admission = config.admission_interval_steps
+        self._next_decode_ctx = -1  # -1 unless every running request decodes next iteration
         self.num_preemptions = 0
 
     # Arrivals -----------------------------------------------------------------
@@ -312,7 +313,11 @@ class IterationScheduler:
         self, now: float, step_time: Callable[[BatchShape], float], stop_time: float, interval_s: float
     ) -> DecodeRun | None:
         """Plan identical decode iterations from `now` (only when nothing waits; see decode_run.py)."""
-        if self.policy.num_waiting or not self.running:
+        if self.policy.num_waiting or not self.running or self._next_decode_ctx < 0:
+            return None  # something waits, or a prefill is in flight
+        # Cheap look-ahead: if the very next iteration passes the stop, there is no run to fold.
+        first = now + step_time(BatchShape(0, 0, 0, len(self.running), self._next_decode_ctx))
+        if first > stop_time or int(first / interval_s) != int(now / interval_s):
             return None
         limits = self.policy.batch_limits(now, self.config.limits)
         return plan_decode_run(
@@ -326,6 +331,7 @@ class IterationScheduler:
         )
         if finished:
             self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
+        self._next_decode_ctx = sum(r.num_computed_tokens + 1 for r in self.running)
         self._step_id += k
         self._steps_since_admission += k
         report = run_report(run, self._step_id, per_tenant, self.kv.num_used, self.kv.num_blocks)
@@ -342,6 +348,8 @@ class IterationScheduler:
         usage: dict[str, list[int]] = {}
         outcome_first: list[Request] = []
         finished: list[Request] = []
+        decode_ctx = 0  # context the next iteration attends to, if every running request decodes
+        all_decode = len(output.scheduled) == len(self.running)
         for req, n in output.scheduled:
             spec = req.spec
             u = usage.get(spec.tenant)
@@ -358,7 +366,9 @@ class IterationScheduler:
             u[2] += computed
             u[3] += req.num_blocks
             if computed < num_tokens:
+                all_decode = False
                 continue  # a prefill chunk: no token sampled yet
+            decode_ctx += computed + 1
             num_done += 1
             req.num_output_tokens_done = num_done
             u[1] += 1
@@ -379,6 +389,8 @@ class IterationScheduler:
                 req.status = RequestStatus.FINISHED
                 req.finish_time = end
             self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
+            decode_ctx -= sum(r.num_computed_tokens + 1 for r in finished)
+        self._next_decode_ctx = decode_ctx if all_decode else -1
         per_tenant = {t: TenantUsage(u[0], u[1], u[2], u[3]) for t, u in usage.items()}
         report = StepReport(
             output.step_id, output.time, result.duration_s, output.batch, output.limits,

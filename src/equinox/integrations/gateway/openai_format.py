@@ -1,0 +1,156 @@
+"""OpenAI wire format: error bodies, request rewriting, streamed-chunk token counting, and aggregation.
+
+The gateway always streams from the backend (so it can meter tokens, measure TTFT and
+detect stalls); a client that asked for a single JSON response gets the chunks
+folded back into one `text_completion` or `chat.completion` object here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+SPOOFABLE_FIELDS = ("tenant", "tenant_id", "x_tenant", "equinox_tenant")
+
+
+def error_body(status: int, message: str, kind: str, param: str | None = None) -> bytes:
+    """An OpenAI-style error document."""
+    return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": status}}).encode()
+
+
+def sse(data: bytes | str) -> bytes:
+    """One server-sent event carrying `data`."""
+    if isinstance(data, str):
+        data = data.encode()
+    return b"data: " + data + b"\n\n"
+
+
+def upstream_body(payload: Mapping[str, Any], tenant: str, tenant_key: str, *, is_vllm: bool) -> dict[str, Any]:
+    """The body sent to a backend: tenant fields replaced by the authenticated tenant, always streamed."""
+    body = {k: v for k, v in payload.items() if k not in SPOOFABLE_FIELDS}
+    xargs = body.get("vllm_xargs")
+    xargs = dict(xargs) if isinstance(xargs, dict) else {}
+    xargs.pop(tenant_key, None)
+    if is_vllm:
+        xargs[tenant_key] = tenant
+    if xargs:
+        body["vllm_xargs"] = xargs
+    else:
+        body.pop("vllm_xargs", None)
+    body["stream"] = True
+    opts = body.get("stream_options")
+    opts = dict(opts) if isinstance(opts, dict) else {}
+    opts["include_usage"] = True
+    body["stream_options"] = opts
+    return body
+
+
+def wants_usage_chunk(payload: Mapping[str, Any]) -> bool:
+    """True when a streaming client asked for the final usage chunk itself."""
+    opts = payload.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+def count_chunk_tokens(chunk: Mapping[str, Any]) -> int:
+    """Output tokens a streamed chunk carries (one per choice with new text, content or tool call)."""
+    n = 0
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("text"):
+            n += 1
+            continue
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")
+                                        or delta.get("reasoning_content")):
+            n += 1
+    return n
+
+
+def is_usage_only(chunk: Mapping[str, Any]) -> bool:
+    """The final `include_usage` chunk: usage and no choices."""
+    return not chunk.get("choices") and bool(chunk.get("usage"))
+
+
+def has_finish(chunk: Mapping[str, Any]) -> bool:
+    """True when some choice in the chunk finished."""
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
+
+
+class Aggregator:
+    """Folds streamed chunks into one non-streaming response (completions or chat)."""
+
+    def __init__(self, is_chat: bool) -> None:
+        self.is_chat = is_chat
+        self.head: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, chunk: Mapping[str, Any]) -> None:
+        """Fold one chunk in."""
+        if not self.head:
+            self.head = {k: chunk.get(k) for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
+        if chunk.get("usage"):
+            self.usage = dict(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = int(choice.get("index", 0))
+            acc = self.choices.setdefault(index, {"index": index, "text": [], "role": "assistant", "tool_calls": {},
+                                                  "finish_reason": None, "logprobs": None, "stop_reason": None})
+            if choice.get("finish_reason"):
+                acc["finish_reason"] = choice["finish_reason"]
+            if choice.get("stop_reason") is not None:
+                acc["stop_reason"] = choice["stop_reason"]
+            if self.is_chat:
+                self._add_delta(acc, choice.get("delta") or {})
+            else:
+                acc["text"].append(choice.get("text") or "")
+            self._add_logprobs(acc, choice.get("logprobs"))
+
+    @staticmethod
+    def _add_delta(acc: dict[str, Any], delta: Mapping[str, Any]) -> None:
+        if delta.get("role"):
+            acc["role"] = delta["role"]
+        if delta.get("content"):
+            acc["text"].append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            slot = acc["tool_calls"].setdefault(int(call.get("index", 0)), {
+                "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+            if call.get("id"):
+                slot["id"] = call["id"]
+            fn = call.get("function") or {}
+            slot["function"]["name"] += fn.get("name") or ""
+            slot["function"]["arguments"] += fn.get("arguments") or ""
+
+    @staticmethod
+    def _add_logprobs(acc: dict[str, Any], logprobs: Any) -> None:
+        if not isinstance(logprobs, dict):
+            return
+        if acc["logprobs"] is None:
+            acc["logprobs"] = {}
+        for key, value in logprobs.items():
+            if isinstance(value, list):
+                acc["logprobs"].setdefault(key, []).extend(value)
+            else:
+                acc["logprobs"][key] = value
+
+    def response(self) -> dict[str, Any]:
+        """The aggregated response document."""
+        choices = []
+        for index in sorted(self.choices):
+            acc = self.choices[index]
+            text = "".join(acc["text"])
+            if self.is_chat:
+                message: dict[str, Any] = {"role": acc["role"], "content": text}
+                if acc["tool_calls"]:
+                    message["tool_calls"] = [acc["tool_calls"][i] for i in sorted(acc["tool_calls"])]
+                choices.append({"index": index, "message": message, "logprobs": acc["logprobs"],
+                                "finish_reason": acc["finish_reason"], "stop_reason": acc["stop_reason"]})
+            else:
+                choices.append({"index": index, "text": text, "logprobs": acc["logprobs"],
+                                "finish_reason": acc["finish_reason"], "stop_reason": acc["stop_reason"]})
+        doc = {**self.head, "object": "chat.completion" if self.is_chat else "text_completion", "choices": choices}
+        doc["usage"] = self.usage
+        return doc

@@ -1,0 +1,105 @@
+"""One streaming call to a backend, with the failure taxonomy the retry logic needs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from equinox.integrations.gateway.backends import Backend
+
+logger = logging.getLogger(__name__)
+
+
+class UpstreamFailure(Exception):
+    """The backend failed (refused, reset, 5xx, stalled, garbled): another backend may succeed."""
+
+
+class UpstreamRejected(Exception):
+    """The backend refused the request itself (4xx): the same on every backend, passed to the client."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"backend answered HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+class Upstream:
+    """A streamed POST to one backend; `next_chunk` yields (raw data line, parsed chunk) until [DONE]."""
+
+    def __init__(self, client: Any, backend: Backend, path: str, body: dict[str, Any], request_id: str) -> None:
+        self.client = client
+        self.backend = backend
+        self.path = path
+        self.body = body
+        self.request_id = request_id
+        self._cm: Any = None
+        self._lines: Any = None
+
+    async def open(self, timeout_s: float) -> None:
+        """Send the request and wait (at most `timeout_s`) for the response headers."""
+        import httpx
+
+        headers = {"content-type": "application/json", "x-request-id": self.request_id}
+        if self.backend.config.api_key:
+            headers["authorization"] = f"Bearer {self.backend.config.api_key}"
+        self._cm = self.client.stream("POST", self.backend.url + self.path, content=json.dumps(self.body),
+                                      headers=headers)
+        try:
+            response = await asyncio.wait_for(self._cm.__aenter__(), timeout_s)
+        except TimeoutError:
+            self._cm = None  # the cancelled __aenter__ cleaned up after itself
+            raise UpstreamFailure(f"no response headers within {timeout_s:g} s") from None
+        except httpx.HTTPError as exc:
+            self._cm = None
+            raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            try:
+                content = await asyncio.wait_for(response.aread(), timeout_s)
+            except (TimeoutError, httpx.HTTPError):
+                content = b""
+            status = response.status_code
+            if status >= 500 or status in (408, 429):
+                raise UpstreamFailure(f"HTTP {status}: {content[:200].decode(errors='replace')}")
+            raise UpstreamRejected(status, content)
+        self._lines = response.aiter_lines()
+
+    async def next_chunk(self, timeout_s: float | None = None) -> tuple[str, dict[str, Any]] | None:
+        """The next data event as (raw JSON text, parsed dict); None at [DONE] or end of stream."""
+        import httpx
+
+        while True:
+            try:
+                if timeout_s is None:
+                    line = await anext(self._lines)
+                else:
+                    line = await asyncio.wait_for(anext(self._lines), timeout_s)
+            except StopAsyncIteration:
+                return None
+            except TimeoutError:
+                raise UpstreamFailure(f"no token within {timeout_s:g} s (backend stalled)") from None
+            except httpx.HTTPError as exc:  # includes read timeouts (stall after the first token)
+                raise UpstreamFailure(f"{type(exc).__name__}: {exc or 'stream broken'}") from None
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return None
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise UpstreamFailure("backend sent an event that is not JSON") from None
+            if not isinstance(chunk, dict):
+                raise UpstreamFailure("backend sent an event that is not a JSON object")
+            if "error" in chunk and not chunk.get("choices"):
+                raise UpstreamFailure(f"backend error event: {str(chunk['error'])[:200]}")
+            return data, chunk
+
+    async def close(self) -> None:
+        """Close the connection (an unfinished stream is aborted: the engine sees the client leave)."""
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            with contextlib.suppress(Exception):
+                await cm.__aexit__(None, None, None)

@@ -1,0 +1,95 @@
+"""Faults and load through the gateway: a backend crashing mid-run, and hundreds of concurrent streams."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+from conftest import KEYS, MODEL, auth
+from servers import FakeProcess
+
+from equinox.bench.loadgen import BenchRequest, LoadOptions, run_load, synth_prompt
+from equinox.request import RequestSpec
+
+
+def _stream(url: str, tenant: str, results: list[tuple[int, str]]) -> None:
+    try:
+        r = httpx.post(url + "/v1/completions", headers=auth(tenant), timeout=30,
+                       json={"model": MODEL, "prompt": "one two three four", "max_tokens": 5, "stream": True})
+        results.append((r.status_code, r.text))
+    except httpx.HTTPError as exc:
+        results.append((0, repr(exc)))
+
+
+def test_backend_killed_mid_run_loses_no_accepted_request(gateway: Any) -> None:
+    slow = FakeProcess("--ttft-s", "0.8")
+    fast = FakeProcess("--ttft-s", "0.01")
+    try:
+        gw = gateway([slow.url, fast.url], backend_cooldown_s=30.0)
+        results: list[tuple[int, str]] = []
+        threads = [threading.Thread(target=_stream, args=(gw.url, ("alice", "bob")[i % 2], results))
+                   for i in range(30)]
+        for i, t in enumerate(threads):
+            t.start()
+            if i == 15:
+                time.sleep(0.2)
+                slow.kill()  # a crash: requests waiting for their first token there must move
+        for t in threads:
+            t.join(30)
+        assert len(results) == 30, "a request hung"
+        for status, text in results:
+            assert status == 200, text
+            assert '"error"' not in text and text.rstrip().endswith("data: [DONE]")
+        metrics = httpx.get(gw.url + "/metrics").text
+        prefix = 'equinox_gateway_retries_total{backend="b0"}'
+        retried = [line for line in metrics.splitlines() if line.startswith(prefix)]
+        assert retried and float(retried[0].split()[-1]) >= 1, "no request was in flight on the killed backend"
+        health = httpx.get(gw.url + "/health").json()
+        assert [b["healthy"] for b in health["backends"]] == [False, True]
+    finally:
+        slow.kill()
+        fast.kill()
+
+
+def test_hundreds_of_concurrent_streams_complete_without_errors(gateway: Any) -> None:
+    backend = FakeProcess("--ttft-s", "0.05", "--itl-s", "0.05")
+    try:
+        gw = gateway([backend.url], concurrency={"initial_window": 512}, backends_extra={"max_concurrency": 512})
+        num = 400
+        plan = [
+            BenchRequest(RequestSpec(f"r{i}", ("alice", "bob")[i % 2], i * 0.005, 16, 24, 24),
+                         ("alice", "bob")[i % 2], KEYS[("alice", "bob")[i % 2]], synth_prompt(16, i))
+            for i in range(num)
+        ]
+        peak = 0
+        st = gw.server.config.app.state.gateway
+
+        async def main() -> Any:
+            nonlocal peak
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, len(st.admission.running))
+                    await asyncio.sleep(0.05)
+
+            watcher = asyncio.create_task(watch())
+            try:
+                return await run_load(plan, LoadOptions(gw.url, MODEL, duration_s=5.0, drain_timeout_s=50.0))
+            finally:
+                watcher.cancel()
+
+        outcomes, _ = asyncio.run(main())
+        errors = [o.error for o in outcomes if o.error]
+        assert not errors, errors[:5]
+        assert len(outcomes) == num and all(o.num_output_tokens == 24 for o in outcomes)
+        assert peak >= 200, f"only {peak} streams were in flight at once"
+        deadline = time.monotonic() + 5.0  # the gateway settles its books just after the client's [DONE]
+        while st.admission.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not st.admission.running and st.policy.num_waiting == 0
+    finally:
+        backend.kill()
