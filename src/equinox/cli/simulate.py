@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from equinox.cli.progress import Progress
-from equinox.cli.table import render
+from equinox.cli.table import fmt, render
 from equinox.config import DEFAULT_WORKLOAD, RunConfig, load_config_file
 from equinox.errors import ConfigError
 from equinox.scheduling.iteration import ENGINE_MODES
@@ -145,8 +145,13 @@ def _title(result: Any) -> str:
 def _overall_line(result: Any) -> str:
     s = result.summary
     f, u, t = s.fairness, s.utilisation, s.throughput
-    return (f"throughput {t.tokens_per_s:,.0f} tok/s ({t.requests_per_s:.2f} req/s) | service difference "
-            f"max {f.service_diff_max:,.1f} mean {f.service_diff_mean:,.1f} | Jain {f.jain_mean:.3f} | "
+    if f.num_windows:
+        fairness = (f"service difference max {f.service_diff_max:,.1f} mean {f.service_diff_mean:,.1f} | "
+                    f"Jain {fmt(f.jain_mean)}")
+    else:
+        fairness = (f"fairness n/a (needs arrivals past {result.config.warmup_s + result.config.window_s:.0f} s: "
+                    "a 60 s window after the warm-up)")
+    return (f"throughput {t.tokens_per_s:,.0f} tok/s ({t.requests_per_s:.2f} req/s) | {fairness} | "
             f"GPU busy {u.busy_fraction:.1%} MFU {u.mfu:.1%} KV {u.kv_utilisation:.1%} | "
             f"preemptions {s.num_preemptions} | simulated in {result.wall_s:.1f} s")
 

@@ -12,12 +12,16 @@ never imports vLLM. It uses four seams of vLLM's V1 scheduler:
 - `update_from_output()` reports every iteration to the policy (`on_step` with
   per-tenant usage and the measured iteration time, `on_first_token`, `on_finish`);
 - `_free_request()` is the one funnel every finished or aborted request passes.
+
+`EQUINOX_VLLM_STEP_LOG=PATH` also writes every step's shape and timestamps to PATH (JSON
+lines, see `calibration.py`), which calibrates the simulator's cost model on this engine.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any
 
@@ -34,7 +38,7 @@ from equinox.integrations.vllm.queue import PolicyWaitingQueue, VllmRequestView
 from equinox.integrations.vllm.settings import PluginSettings, load_settings
 from equinox.request import RequestView
 from equinox.scheduling.policy import make_policy
-from equinox.types import BatchLimits
+from equinox.types import BatchLimits, StepReport
 
 logger = logging.getLogger("equinox.integrations.vllm")
 
@@ -86,6 +90,9 @@ class EquinoxSchedulerMixin:
         self._eqx_last_write = -math.inf
         self._eqx_last_log = self.eqx_clock()
         self._eqx_snapshot: dict[str, Any] | None = None
+        self._eqx_was_idle = True
+        self._eqx_schedule_times: dict[int, float] = {}
+        self._eqx_step_log = self._eqx_open_step_log()
         self._eqx_side_port = (
             SidePortServer(settings.metrics_port, lambda: render_prometheus(self._eqx_snapshot))
             if settings.metrics_port else None
@@ -95,6 +102,24 @@ class EquinoxSchedulerMixin:
             self.eqx_base_name, self.eqx_policy.name, settings.tenant_key, settings.default_tenant,
             lo, hi, settings.source,
         )
+
+    def _eqx_open_step_log(self) -> Any:
+        if not os.environ.get("EQUINOX_VLLM_STEP_LOG"):
+            return None
+        from equinox.integrations.vllm.calibration import StepLog
+
+        log = StepLog.from_env()
+        sched = self.vllm_config.scheduler_config
+        assert log is not None
+        log.config(
+            max_num_batched_tokens=int(self.max_num_scheduled_tokens), max_num_seqs=int(self.max_num_running_reqs),
+            block_size=int(self.block_size), num_kv_blocks=int(self.kv_cache_manager.block_pool.num_gpu_blocks) - 1,
+            enable_chunked_prefill=bool(getattr(sched, "enable_chunked_prefill", True)),
+            long_prefill_token_threshold=int(getattr(sched, "long_prefill_token_threshold", 0) or 0),
+            policy=self.eqx_policy.name, scheduler_base=self.eqx_base_name,
+        )
+        logger.info("Equinox step log: %s", log.path)
+        return log
 
     def _eqx_check_engine_mode(self) -> None:
         is_async_engine = bool(getattr(self.vllm_config.scheduler_config, "async_scheduling", False))
@@ -116,6 +141,8 @@ class EquinoxSchedulerMixin:
             stats.num_requests_received += 1
             if view.problem is not None:
                 stats.num_requests_malformed += 1
+            if self._eqx_step_log is not None:
+                self._eqx_step_log.request("arrival", view.request_id, view.tenant, view.arrival_time)
         super().add_request(request)  # type: ignore[misc]
         if queue.rejected:
             self._eqx_reject_pending()
@@ -158,6 +185,8 @@ class EquinoxSchedulerMixin:
                 self._eqx_step_id, self.eqx_clock(), self.eqx_limits, output.num_scheduled_tokens,
                 self.requests, queue.views,
             )
+            if self._eqx_step_log is not None:
+                self._eqx_schedule_times[id(output)] = now
         self.eqx_metrics.engine.overhead_s += (t1 - t0) + (time.perf_counter() - t2)
         return output
 
@@ -216,7 +245,10 @@ class EquinoxSchedulerMixin:
         deltas = {rid: int(req.num_output_tokens) - n for rid, (req, n) in outputs_before.items()}
         self._eqx_first_tokens(outputs_before, now)
         if pending is not None:
-            self._eqx_report_step(pending, start, deltas, outputs_before)
+            report = self._eqx_report_step(pending, start, deltas, outputs_before)
+            if self._eqx_step_log is not None:
+                schedule_time = self._eqx_schedule_times.pop(id(scheduler_output), pending.scheduled_time)
+                self._eqx_step_log.step(report, schedule_time, now, self._eqx_last_update_time, self._eqx_was_idle)
         self._eqx_last_update_time = now
         self._eqx_flush_finished(now)
         if self._eqx_rejected_outputs:
@@ -225,6 +257,7 @@ class EquinoxSchedulerMixin:
             compat.append_finished_outputs(engine_outputs, self._eqx_rejected_outputs)
             self._eqx_rejected_outputs = []
         idle = not self.has_unfinished_requests()  # type: ignore[attr-defined]
+        self._eqx_was_idle = idle
         self._eqx_publish(now, force=idle)
         self.eqx_metrics.engine.overhead_s += (t1 - t0) + (time.perf_counter() - t2)
         return engine_outputs
@@ -237,6 +270,8 @@ class EquinoxSchedulerMixin:
                 if view is None or view.first_token_time is not None:
                     continue
                 view.first_token_time = now
+                if self._eqx_step_log is not None:
+                    self._eqx_step_log.request("first_token", rid, view.tenant, now)
                 stats = self.eqx_metrics.tenant(view.tenant)
                 stats.ttft_sum_s += now - view.arrival_time
                 stats.num_ttft += 1
@@ -244,7 +279,7 @@ class EquinoxSchedulerMixin:
 
     def _eqx_report_step(
         self, pending: PendingStep, start: float, deltas: dict[str, int], reqs: dict[str, tuple[Any, int]],
-    ) -> None:
+    ) -> StepReport:
         # Under async scheduling the step overlapped with the previous one: count from whichever is later.
         step_start = max(pending.scheduled_time, self._eqx_last_update_time)
         prompt_lengths = {rid: int(req.num_prompt_tokens) for rid, (req, _) in reqs.items()}
@@ -264,6 +299,7 @@ class EquinoxSchedulerMixin:
         engine.last_step_duration_s = report.duration_s
         engine.num_kv_blocks_used = report.num_kv_blocks_used
         engine.num_kv_blocks_total = report.num_kv_blocks_total
+        return report
 
     # Requests out ----------------------------------------------------------------------
     def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -329,5 +365,7 @@ class EquinoxSchedulerMixin:
             self._eqx_publish(self.eqx_clock(), force=True)
             if self._eqx_side_port is not None:
                 self._eqx_side_port.close()
+            if self._eqx_step_log is not None:
+                self._eqx_step_log.close()
         finally:
             super().shutdown()  # type: ignore[misc]
