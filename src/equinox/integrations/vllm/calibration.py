@@ -1,0 +1,297 @@
+"""Calibrate the simulator on a real vLLM engine: a per-step log, a measurement sweep, a fitted cost model.
+
+`EQUINOX_VLLM_STEP_LOG=PATH` makes the Equinox scheduler append one JSON line per engine
+iteration (batch shape and timestamps), one per request arrival and first token, and a
+header with the scheduler limits vLLM actually runs with. `calibrate()` drives a running
+server through a sweep of batch shapes plus a few sequential probes, reads the log back
+and fits `equinox.sim.cost_models.calibrated` (iteration time as a linear function of the
+batch shape) plus the API server's per-request latency outside the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from equinox.integrations.vllm.loadgen import WORDS, PlannedRequest, RequestResult, run_plan, send_completion
+from equinox.request import RequestSpec
+from equinox.scheduling.interface import PolicyConfig
+from equinox.scheduling.iteration import EngineConfig
+from equinox.sim.cost_models.calibrated import CalibratedCostModel, Calibration, fit_calibration
+from equinox.types import BatchShape, StepReport
+
+logger = logging.getLogger(__name__)
+
+ENV_STEP_LOG = "EQUINOX_VLLM_STEP_LOG"
+PROBE_PREFIX = "probe-"
+_BATCH_FIELDS = (
+    "num_prefill_tokens", "num_prefill_seqs", "prefill_attention_pairs", "num_decode_seqs", "decode_context_tokens",
+)
+
+
+class StepLog:
+    """Appends JSON lines about the engine's iterations and requests to a file (line-buffered)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: IO[str] | None = open(self.path, "a", buffering=1)  # closed in close()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StepLog | None:
+        """The log named by EQUINOX_VLLM_STEP_LOG, or None when unset."""
+        path = (os.environ if environ is None else environ).get(ENV_STEP_LOG)
+        return cls(path) if path else None
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as exc:  # the log must never take the engine down
+            logger.warning("cannot write the Equinox step log %s (%s); logging stopped", self.path, exc)
+            self.close()
+
+    def config(self, **fields: Any) -> None:
+        """The scheduler limits in force (written once, at start-up)."""
+        self._write({"event": "config", **fields})
+
+    def step(self, report: StepReport, schedule_time: float, end_time: float, prev_end_time: float,
+             was_idle: bool) -> None:
+        """One iteration: shape, model time, and the times needed to recover the full engine cycle."""
+        b = report.batch
+        self._write({
+            "event": "step", "step_id": report.step_id, "schedule_time": schedule_time,
+            "start_time": report.start_time, "duration_s": report.duration_s, "end_time": end_time,
+            "prev_end_time": prev_end_time, "was_idle": was_idle,
+            **{f: getattr(b, f) for f in _BATCH_FIELDS}, "num_kv_blocks_used": report.num_kv_blocks_used,
+        })
+
+    def request(self, event: str, request_id: str, tenant: str, time: float) -> None:
+        """A request event ("arrival", "first_token") at engine time `time` (time.monotonic)."""
+        self._write({"event": event, "request_id": request_id, "tenant": tenant, "time": time})
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_step_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a step log (a torn last line, from a killed engine, is skipped)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def engine_config(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The last config header of a step log (the engine that wrote the records after it)."""
+    headers = [r for r in records if r.get("event") == "config"]
+    if not headers:
+        raise ValueError("the step log has no config header: was the server started with the Equinox scheduler?")
+    return {k: v for k, v in headers[-1].items() if k != "event"}
+
+
+def step_samples(records: Sequence[Mapping[str, Any]]) -> tuple[list[BatchShape], list[float]]:
+    """(batch, seconds) per iteration: update end to update end while busy, else schedule to update end.
+
+    Back-to-back iterations are timed over the whole engine cycle (scheduling, the model,
+    output processing, queued input handling), which is what one simulator iteration stands for.
+    """
+    batches, durations = [], []
+    for r in records:
+        if r.get("event") != "step":
+            continue
+        start = r["schedule_time"] if r["was_idle"] else r["prev_end_time"]
+        batches.append(BatchShape(**{f: int(r[f]) for f in _BATCH_FIELDS}))
+        durations.append(float(r["end_time"]) - float(start))
+    return batches, durations
+
+
+@dataclass(frozen=True)
+class ApiLatency:
+    """Per-request latency outside the engine: client send to engine arrival, engine first token to client."""
+
+    in_s: float
+    out_s: float
+    num_probes: int
+
+
+def api_latency(records: Sequence[Mapping[str, Any]], probes: Sequence[RequestResult]) -> ApiLatency:
+    """Median API-path latencies of probe requests (tenant `probe-<i>`, one at a time on an idle engine)."""
+    times: dict[tuple[str, str], float] = {}
+    for r in records:
+        if r.get("event") in ("arrival", "first_token") and str(r["tenant"]).startswith(PROBE_PREFIX):
+            times.setdefault((r["event"], r["tenant"]), float(r["time"]))
+    ins, outs = [], []
+    for p in probes:
+        arrival, first = times.get(("arrival", str(p.tenant))), times.get(("first_token", str(p.tenant)))
+        if p.is_ok and p.token_times and arrival is not None and first is not None:
+            ins.append(arrival - p.send_time)
+            outs.append(p.token_times[0] - first)
+    if not ins:
+        raise ValueError("no probe request was matched in the step log (same machine and clock needed)")
+    return ApiLatency(statistics.median(ins), statistics.median(outs), len(ins))
+
+
+def words_prompt(num_words: int, seed: int = 0) -> str:
+    """A prompt of `num_words` common words (about one token each with the tiny tokenizer)."""
+    return " ".join(WORDS[(seed * 7 + 5 * j + j // len(WORDS)) % len(WORDS)] for j in range(num_words))
+
+
+def sweep_plan(
+    prompt_words: Sequence[int] = (32, 256, 640), batch_sizes: Sequence[int] = (1, 2, 4, 8, 24),
+    max_tokens: int = 48, stagger_s: float = 0.005, group_gap_s: float = 0.6,
+) -> list[PlannedRequest]:
+    """Groups of streamed requests (every prompt length x group size), a few ms apart to mix prefill and decode.
+
+    Streamed like a real workload, so the API server's share of the CPU is part of what is measured.
+    """
+    plan, start, i = [], 0.0, 0
+    for words in prompt_words:
+        for n in batch_sizes:
+            for k in range(n):
+                plan.append(PlannedRequest("calibrate", start + k * stagger_s, words_prompt(words, i), max_tokens))
+                i += 1
+            start += group_gap_s + n * stagger_s
+    return plan
+
+
+def run_probes(base_url: str, model: str, num_probes: int = 6, prompt_words: int = 48) -> list[RequestResult]:
+    """Sequential streamed requests on an idle engine, each as its own tenant `probe-<i>`."""
+    plan = [PlannedRequest(f"{PROBE_PREFIX}{i}", 0.0, words_prompt(prompt_words, i), 4) for i in range(num_probes)]
+    return [send_completion(base_url, model, p) for p in plan]
+
+
+def calibrate(base_url: str, model: str, step_log: str | Path, *, plan: Sequence[PlannedRequest] | None = None,
+              num_probes: int = 6, name: str = "vllm-cpu") -> Calibration:
+    """Drive a server started with EQUINOX_VLLM_STEP_LOG=`step_log` and fit its cost model and API latency."""
+    results = run_plan(base_url, model, sweep_plan() if plan is None else plan, timeout_s=300)
+    failed = [r for r in results if not r.is_ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} calibration requests failed, e.g. {failed[0].error}")
+    probes = run_probes(base_url, model, num_probes)
+    records = read_step_log(step_log)
+    first_sweep = min(r.send_time for r in results)
+    batches, durations = step_samples([r for r in records if r.get("event") != "step"
+                                       or r["schedule_time"] >= first_sweep])
+    api = api_latency(records, probes)
+    meta = {"engine": engine_config(records), "api_in_s": api.in_s, "api_out_s": api.out_s,
+            "num_api_probes": api.num_probes, "source": "vLLM step log (EQUINOX_VLLM_STEP_LOG)"}
+    calib = fit_calibration(batches, durations, name=name, metadata=meta)
+    idle = idle_step_extra_s([r for r in records if r.get("event") != "step" or r["schedule_time"] >= first_sweep],
+                             calib)
+    return Calibration(calib.overhead_s, calib.coefficients, name, {**calib.metadata, "idle_step_extra_s": idle})
+
+
+def engine_ttfts(records: Sequence[Mapping[str, Any]], since: float = -math.inf) -> dict[str, list[float]]:
+    """Per tenant, each request's TTFT as the scheduler saw it (arrival at the engine to first token)."""
+    arrivals = {r["request_id"]: r for r in records if r.get("event") == "arrival" and float(r["time"]) >= since}
+    out: dict[str, list[float]] = {}
+    for r in records:
+        a = arrivals.get(r.get("request_id")) if r.get("event") == "first_token" else None
+        if a is not None:
+            out.setdefault(str(a["tenant"]), []).append(float(r["time"]) - float(a["time"]))
+    return out
+
+
+def idle_step_extra_s(records: Sequence[Mapping[str, Any]], calibration: Calibration) -> float:
+    """How much longer than predicted the first iteration after an idle engine takes (median, >= 0)."""
+    extra = [float(r["end_time"]) - float(r["schedule_time"]) - calibration.predict(b)
+             for r, b in zip((r for r in records if r.get("event") == "step"), step_samples(records)[0], strict=True)
+             if r["was_idle"]]
+    return max(statistics.median(extra), 0.0) if extra else 0.0
+
+
+def engine_from_config(config: Mapping[str, Any]) -> EngineConfig:
+    """The simulator's engine settings matching a step log's config header."""
+    return EngineConfig(
+        mode="vllm", max_num_batched_tokens=int(config["max_num_batched_tokens"]),
+        max_num_seqs=int(config["max_num_seqs"]), block_size=int(config["block_size"]),
+        num_kv_blocks=int(config["num_kv_blocks"]), enable_chunked_prefill=bool(config["enable_chunked_prefill"]),
+    )
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """One request as the client sent it: tenant, send time (s from the start), token counts."""
+
+    tenant: str
+    send_time: float
+    num_prompt_tokens: int
+    num_output_tokens: int
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """What the simulator predicts the client would see for one request."""
+
+    tenant: str
+    send_time: float
+    num_output_tokens: int
+    ttft_s: float
+    e2e_s: float
+    engine_ttft_s: float  # engine arrival to first token, as the scheduler sees it
+
+    @property
+    def finish_time(self) -> float:
+        """When the client received the last token (s from the start)."""
+        return self.send_time + self.e2e_s
+
+
+def replay_requests(results: Sequence[RequestResult]) -> list[ReplayRequest]:
+    """The completed requests of a real run, as the simulator should replay them."""
+    ok = [r for r in results if r.is_ok]
+    t0 = min((r.send_time for r in ok), default=0.0)
+    return [ReplayRequest(str(r.tenant), r.send_time - t0, r.num_prompt_tokens, r.num_output_tokens) for r in ok]
+
+
+def simulate_replay(
+    requests: Sequence[ReplayRequest], calibration: Calibration, policy: str, policy_config: PolicyConfig,
+    engine: EngineConfig,
+) -> list[ReplayOutcome]:
+    """Run `requests` through the simulator with the calibrated cost model and the API-path latencies.
+
+    A request reaches the engine `api_in_s` after it is sent and its tokens reach the client
+    `api_out_s` after the engine produced them; one that finds the engine idle also pays the
+    measured first-iteration-after-idle extra.
+    """
+    from equinox.metrics.collector import Collector
+    from equinox.scheduling.iteration import IterationScheduler
+    from equinox.scheduling.policy import make_policy
+    from equinox.sim.backend import CostModelBackend
+    from equinox.sim.loop import Simulator
+
+    meta = calibration.metadata
+    in_s, out_s = float(meta.get("api_in_s", 0.0)), float(meta.get("api_out_s", 0.0))
+    idle_s = float(meta.get("idle_step_extra_s", 0.0))
+    order = sorted(range(len(requests)), key=lambda i: requests[i].send_time)
+    specs = [RequestSpec(f"r{i:06d}", requests[i].tenant, requests[i].send_time + in_s,
+                         requests[i].num_prompt_tokens, requests[i].num_output_tokens) for i in order]
+    scheduler = IterationScheduler(engine, make_policy(policy, policy_config))
+    collector = Collector(1.0)
+    Simulator(specs, scheduler, CostModelBackend(CalibratedCostModel(calibration)), collector,
+              num_requests_hint=len(specs)).run()
+    by_id = {rec.request_id: rec for rec in collector.records}
+    out = []
+    for spec, i in zip(specs, order, strict=True):
+        rec = by_id[spec.request_id]
+        if rec.first_token_time is None or rec.finish_time is None:
+            raise RuntimeError(f"simulated request {spec.request_id} did not finish")
+        extra = idle_s if rec.first_scheduled_time == rec.arrival_time else 0.0
+        send = requests[i].send_time
+        out.append(ReplayOutcome(spec.tenant, send, rec.num_output_tokens,
+                                 rec.first_token_time + extra + out_s - send, rec.finish_time + extra + out_s - send,
+                                 rec.first_token_time + extra - spec.arrival_time))
+    return out
