@@ -17,10 +17,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from equinox.metrics.collector import SERIES_COLUMNS, RequestRecord
+from equinox.metrics.collector import SERIES_COLUMNS, RequestRecord, TimeSeries
+from equinox.metrics.summary import RunSummary
 from equinox.sim.run import RunResult
 
 REQUEST_COLUMNS = (
@@ -58,9 +60,7 @@ def request_row(r: RequestRecord) -> list[str]:
 
 
 def write_run_dir(result: RunResult, path: str | Path) -> Path:
-    """Write `result` as a run directory at `path` (created if needed)."""
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write a simulated run as a run directory at `path` (created if needed)."""
     wl = result.workload
     config = {
         "kind": "simulated",
@@ -79,16 +79,37 @@ def write_run_dir(result: RunResult, path: str | Path) -> Path:
         "engine": {**result.engine.__dict__, "is_chunked": result.engine.is_chunked},
         "cost_model": result.cost_model_name,
     }
-    (out / "config.json").write_text(json.dumps(_json_safe(config), indent=2, sort_keys=True) + "\n")
-    summary = result.summary.as_dict()
-    summary["stats"] = dict(result.stats.__dict__)
-    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
-    records = sorted(result.records, key=lambda r: (r.arrival_time, r.request_id))
+    cfg = result.config
+    return write_run_files(
+        path, config=config, summary=result.summary, stats=dict(result.stats.__dict__), records=result.records,
+        series=result.series, weights={**wl.tenant_weights, **cfg.tenant_weights},
+        prompt_weight=cfg.prompt_weight, output_weight=cfg.output_weight,
+    )
+
+
+def write_run_files(
+    path: str | Path,
+    *,
+    config: Mapping[str, Any],
+    summary: RunSummary,
+    stats: Mapping[str, Any],
+    records: Sequence[RequestRecord],
+    series: TimeSeries,
+    weights: Mapping[str, float],
+    prompt_weight: float,
+    output_weight: float,
+) -> Path:
+    """Write the seven files of a run directory (shared by simulated and live runs)."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(_json_safe(dict(config)), indent=2, sort_keys=True) + "\n")
+    doc = summary.as_dict()
+    doc["stats"] = dict(stats)
+    (out / "summary.json").write_text(json.dumps(_json_safe(doc), indent=2, sort_keys=True) + "\n")
     with open(out / "requests.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(REQUEST_COLUMNS)
-        w.writerows(request_row(r) for r in records)
-    series = result.series
+        w.writerows(request_row(r) for r in sorted(records, key=lambda r: (r.arrival_time, r.request_id)))
     dt = series.interval_s
     with open(out / "steps.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -96,16 +117,13 @@ def write_run_dir(result: RunResult, path: str | Path) -> Path:
         cols = [series.columns[c] for c in SERIES_COLUMNS]
         for i in range(len(series)):
             w.writerow((_num(i * dt), *(_num(float(c[i])) for c in cols)))
-    cfg = result.config
     with open(out / "service.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("time", "tenant", "prompt_tokens", "output_tokens", "weighted_service"))
-        weights = {**wl.tenant_weights, **cfg.tenant_weights}
         for tenant in sorted(series.service):
             wt = float(weights.get(tenant, 1.0))
             for i, (p, o) in sorted(series.service[tenant].items()):
-                svc = (cfg.prompt_weight * p + cfg.output_weight * o) / wt
-                w.writerow((_num(i * dt), tenant, p, o, _num(svc)))
+                w.writerow((_num(i * dt), tenant, p, o, _num((prompt_weight * p + output_weight * o) / wt)))
     with open(out / "counters.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("time", "kind", "tenant", "value"))
@@ -113,7 +131,7 @@ def write_run_dir(result: RunResult, path: str | Path) -> Path:
             for kind, values in sorted(series.counters[i].items()):
                 for tenant, value in sorted(values.items()):
                     w.writerow((_num(i * dt), kind, tenant, _num(value)))
-    fair = result.summary.fairness
+    fair = summary.fairness
     with open(out / "fairness_windows.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("window_start", "service_diff"))

@@ -14,16 +14,14 @@ The files are the simulator's (see `equinox.rundir`), so `equinox report` and
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from equinox.bench.loadgen import Outcome
-from equinox.metrics.collector import SERIES_COLUMNS, RequestRecord, TimeSeries
+from equinox.metrics.collector import RequestRecord, TimeSeries
 from equinox.metrics.summary import RunSummary, summarise
 
 
@@ -113,65 +111,14 @@ def live_summary(records: Sequence[RequestRecord], series: TimeSeries, *, weight
     return summary
 
 
-def _num(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    return repr(round(x, 9)) if isinstance(x, float) else str(x)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def write_live_run_dir(path: str | Path, *, config: Mapping[str, Any], summary: RunSummary,
                        stats: Mapping[str, Any], records: Sequence[RequestRecord], series: TimeSeries,
                        weights: Mapping[str, float], prompt_weight: float, output_weight: float) -> Path:
     """Write the seven run-directory files of `equinox.rundir` for a live run."""
-    from equinox.rundir import REQUEST_COLUMNS, request_row
+    from equinox.rundir import write_run_files
 
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(_json_safe(dict(config)), indent=2, sort_keys=True) + "\n")
-    doc = summary.as_dict()
-    doc["stats"] = dict(stats)
-    (out / "summary.json").write_text(json.dumps(_json_safe(doc), indent=2, sort_keys=True) + "\n")
-    with open(out / "requests.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(REQUEST_COLUMNS)
-        w.writerows(request_row(r) for r in sorted(records, key=lambda r: (r.arrival_time, r.request_id)))
-    dt = series.interval_s
-    with open(out / "steps.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(("time", *SERIES_COLUMNS))
-        cols = [series.columns[c] for c in SERIES_COLUMNS]
-        for i in range(len(series)):
-            w.writerow((_num(i * dt), *(_num(float(c[i])) for c in cols)))
-    with open(out / "service.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(("time", "tenant", "prompt_tokens", "output_tokens", "weighted_service"))
-        for tenant in sorted(series.service):
-            wt = float(weights.get(tenant, 1.0))
-            for i, (p, o) in sorted(series.service[tenant].items()):
-                w.writerow((_num(i * dt), tenant, p, o, _num((prompt_weight * p + output_weight * o) / wt)))
-    with open(out / "counters.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(("time", "kind", "tenant", "value"))
-        for i in sorted(series.counters):
-            for kind, values in sorted(series.counters[i].items()):
-                for tenant, value in sorted(values.items()):
-                    w.writerow((_num(i * dt), kind, tenant, _num(value)))
-    fair = summary.fairness
-    with open(out / "fairness_windows.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(("window_start", "service_diff"))
-        w.writerows((_num(t), _num(d)) for t, d in zip(fair.window_starts, fair.service_diff, strict=True))
-    return out
+    return write_run_files(path, config=config, summary=summary, stats=stats, records=records, series=series,
+                           weights=weights, prompt_weight=prompt_weight, output_weight=output_weight)
 
 
 def parse_fairness_counters(text: str) -> dict[str, dict[str, float]]:
