@@ -78,18 +78,19 @@ def evaluate(workload_name: str, gpu: str, model: str, duration: float) -> dict[
     def charge(req: RequestView) -> None:
         if req.request_id not in pol._admitted:
             p = pol.mope.predict_output(req.tenant, req.num_prompt_tokens, req.max_tokens)
-            ttft = pol._predicted_ttft(req)
+            ttft = pol.predict_ttft(req)
             pending[req.request_id] = (p.mean, p.quantile, ema.get(req.tenant, 256.0), ttft + req.arrival_time)
         inner_charge(req)
 
     def step(report: StepReport) -> None:
-        b = report.batch
-        iter_base.append((believed.iteration_time(b), report.duration_s))
-        iter_mope.append((pol.mope.predict_iteration_s(b), report.duration_s))
-        iter_online.append((online.predict(b), report.duration_s))
-        actual_mfu = dep.flops(b) / (report.duration_s * dep.peak_flops)
+        b = report.mean_batch  # folded decode runs are scored per iteration
+        d = report.duration_s / report.num_steps
+        iter_base.append((believed.iteration_time(b), d))
+        iter_mope.append((pol.mope.predict_iteration_s(b), d))
+        iter_online.append((online.predict(b), d))
+        actual_mfu = dep.flops(b) / (d * dep.peak_flops)
         mfu_pairs.append((pol.mope.predict_mfu(b), actual_mfu))
-        online.observe(b, report.duration_s)
+        online.observe(b, d)
         inner_step(report)
 
     def first(req: RequestView, now: float) -> None:

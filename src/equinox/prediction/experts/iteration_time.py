@@ -1,10 +1,12 @@
 """Iteration-time expert: a base model corrected online by observed/predicted ratio per regime.
 
 The base is the platform's cost model when one is bound (the simulator, or a GPU with
-a profile); otherwise a linear model fitted online by recursive least squares on the
-engine's own measured iterations (vLLM, the gateway). Either way an exponential
-moving average of observed/predicted per regime (prefill-heavy, decode-heavy)
-corrects systematic error, as DESIGN.md describes.
+a profile); otherwise a linear model fitted online by decayed, ridge-regularised least
+squares on the engine's own measured iterations (vLLM, the gateway). Either way an
+exponential moving average of observed/predicted per regime corrects systematic
+error, as DESIGN.md describes. A regime is the iteration's phase (prefill-heavy or
+decode-heavy) and its size (tokens, in powers of two), because a cost model's error
+depends on batch size: overheads dominate small batches, bandwidth or compute large ones.
 """
 
 from __future__ import annotations
@@ -22,34 +24,83 @@ def features(batch: BatchShape) -> Features:
             (batch.decode_context_tokens + batch.prefill_attention_pairs / 256.0) / 1e5)
 
 
-class OnlineLinearModel:
-    """Recursive least squares with forgetting over `features(batch)`; deterministic."""
+def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting; None when singular."""
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
+        if abs(m[pivot][col]) < 1e-18:
+            return None
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(col + 1, n):
+            f = m[r][col] / m[col][col]
+            for c in range(col, n + 1):
+                m[r][c] -= f * m[col][c]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][c] * x[c] for c in range(r + 1, n))) / m[r][r]
+    return x
 
-    def __init__(self, forgetting: float = 0.999, prior: Features = (5e-3, 0.1, 0.05, 0.01)) -> None:
+
+class OnlineLinearModel:
+    """Least squares over `features(batch)` with exponential forgetting and a ridge towards a prior.
+
+    Keeps the decayed normal equations (X^T X, X^T y) and re-solves lazily, which stays
+    stable where recursive least squares with forgetting winds up its covariance (very
+    large or rarely varying features). Coefficients are kept non-negative: more work
+    never makes an iteration faster. Deterministic.
+    """
+
+    def __init__(self, forgetting: float = 0.999, ridge: float = 1e-3,
+                 prior: Features = (5e-3, 0.1, 0.05, 0.01)) -> None:
         self.forgetting = forgetting
-        self.theta = list(prior)
+        self.ridge = ridge
+        self.prior = list(prior)
         n = len(prior)
-        self._p = [[(1e2 if i == j else 0.0) for j in range(n)] for i in range(n)]
+        self._xtx = [[0.0] * n for _ in range(n)]
+        self._xty = [0.0] * n
+        self.theta = list(prior)
+        self._dirty = False
         self.num_observations = 0
 
     def predict(self, batch: BatchShape) -> float:
         """Predicted seconds (floored at a microsecond)."""
+        if self._dirty:
+            self._refit()
         x = features(batch)
         return max(1e-6, sum(t * v for t, v in zip(self.theta, x, strict=True)))
 
     def observe(self, batch: BatchShape, duration_s: float) -> None:
-        """One RLS update."""
+        """Fold one measured iteration into the decayed normal equations."""
         x = features(batch)
-        p = self._p
-        n = len(x)
-        px = [sum(p[i][j] * x[j] for j in range(n)) for i in range(n)]
-        denom = self.forgetting + sum(x[i] * px[i] for i in range(n))
-        gain = [v / denom for v in px]
-        err = duration_s - sum(t * v for t, v in zip(self.theta, x, strict=True))
-        self.theta = [t + g * err for t, g in zip(self.theta, gain, strict=True)]
         lam = self.forgetting
-        self._p = [[(p[i][j] - gain[i] * px[j]) / lam for j in range(n)] for i in range(n)]
+        n = len(x)
+        for i in range(n):
+            row = self._xtx[i]
+            for j in range(n):
+                row[j] = lam * row[j] + x[i] * x[j]
+            self._xty[i] = lam * self._xty[i] + x[i] * duration_s
+        self._dirty = True
         self.num_observations += 1
+
+    def _refit(self) -> None:
+        n = len(self.prior)
+        a = [[self._xtx[i][j] + (self.ridge if i == j else 0.0) for j in range(n)] for i in range(n)]
+        b = [self._xty[i] + self.ridge * self.prior[i] for i in range(n)]
+        active = list(range(n))
+        theta = [0.0] * n
+        while active:  # drop negative coefficients and re-solve (tiny active-set NNLS)
+            sol = _solve([[a[i][j] for j in active] for i in active], [b[i] for i in active])
+            if sol is None:
+                break
+            if all(v >= 0 for v in sol):
+                for k, i in enumerate(active):
+                    theta[i] = sol[k]
+                break
+            active = [i for k, i in enumerate(active) if sol[k] > 0]
+        self.theta = theta
+        self._dirty = False
 
 
 class IterationTimeExpert:
@@ -59,13 +110,14 @@ class IterationTimeExpert:
         self._base = base
         self._online = OnlineLinearModel() if base is None else None
         self._ema = ema
-        self.ratio = {"prefill": 1.0, "decode": 1.0}
+        self.ratio: dict[tuple[str, int], float] = {}
         self.num_observations = 0
 
     @staticmethod
-    def regime(batch: BatchShape) -> str:
-        """`prefill` when prefill tokens dominate the iteration's tokens, else `decode`."""
-        return "prefill" if batch.num_prefill_tokens > batch.num_decode_seqs else "decode"
+    def regime(batch: BatchShape) -> tuple[str, int]:
+        """(`prefill` or `decode`, size bucket): which correction applies to this batch."""
+        phase = "prefill" if batch.num_prefill_tokens > batch.num_decode_seqs else "decode"
+        return phase, batch.num_tokens.bit_length()
 
     def base(self, batch: BatchShape) -> float:
         """The uncorrected prediction."""
@@ -76,7 +128,7 @@ class IterationTimeExpert:
 
     def predict(self, batch: BatchShape) -> float:
         """Corrected prediction in seconds."""
-        return self.base(batch) * self.ratio[self.regime(batch)]
+        return self.base(batch) * self.ratio.get(self.regime(batch), 1.0)
 
     def observe(self, batch: BatchShape, duration_s: float) -> None:
         """Fold in one measured iteration."""
@@ -87,5 +139,6 @@ class IterationTimeExpert:
         if self._online is not None:
             self._online.observe(batch, duration_s)
         if predicted > 0:
-            r = self.regime(batch)
-            self.ratio[r] += self._ema * (duration_s / predicted - self.ratio[r])
+            key = self.regime(batch)
+            r = self.ratio.get(key, 1.0)
+            self.ratio[key] = r + self._ema * (duration_s / predicted - r)

@@ -226,17 +226,16 @@ class EquinoxPolicy(CounterPolicy):
             return
         p = self.params
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
-        d = self.discount(self._predicted_ttft(request))
+        d = 1.0 if p.f_min >= 1.0 else self.discount(self.predict_ttft(request))
         self._tenant_discount[request.tenant] = d
         out = pred.mean if p.proactive else 0.0
         amount = self._ufc_amount(request, out, d)
         self._admitted[rid] = _Admitted(request, amount, pred.mean, pred.quantile, d)
         self.charge(request.tenant, amount)
 
-    def _predicted_ttft(self, request: RequestView) -> float:
+    def predict_ttft(self, request: RequestView) -> float:
+        """MoPE's TTFT for `request` if admitted now: time waited plus its predicted prefill."""
         waited = max(0.0, self._now - request.arrival_time)
-        if self.params.f_min >= 1.0:
-            return waited  # discount is off: skip the prefill prediction
         last = self._last_batch
         budget = self._budget or 2048
         return waited + self.mope.ttft.prefill_s(
