@@ -73,8 +73,6 @@ class RunConfig:
         for tenant, weight in self.tenant_weights.items():
             if not weight > 0:
                 raise ConfigError(f"weight of tenant {tenant!r} must be > 0, got {weight!r}")
-        if self.policy == "rpm" and self.rpm_limit is None:
-            raise ConfigError("policy 'rpm' needs --rpm-limit (requests per minute per tenant)")
 
     def engine_config(self, derived_kv_blocks: int) -> EngineConfig:
         """The mechanism settings, with KV capacity derived from hardware unless given."""
