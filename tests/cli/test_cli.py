@@ -200,3 +200,16 @@ def test_entry_point_subprocess(tmp_path: Path) -> None:
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert good.returncode == 0, good.stderr
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_compare_existing_run_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for policy in ("fcfs", "vtc"):
+        code, _, _ = run_cli(["simulate", "-p", policy, "--duration", "20", "--no-progress",
+                              "-o", str(tmp_path / policy)], capsys)
+        assert code == 0
+    code, out, _ = run_cli(["compare", "--runs", str(tmp_path / "fcfs"), str(tmp_path / "vtc")], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert any(line.startswith("fcfs ") for line in lines) and any(line.startswith("vtc ") for line in lines)
+    code, _, err = run_cli(["compare", "--runs", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, "not a run directory", "summary.json")

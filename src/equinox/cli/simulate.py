@@ -177,6 +177,8 @@ def _run_one(config: RunConfig, out: str) -> dict[str, Any]:
 
 def run_compare(args: argparse.Namespace) -> int:
     """`equinox compare`: several policies on the same workload, one table."""
+    if args.runs:
+        return run_compare_dirs(args.runs)
     base = config_from_args(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
@@ -210,6 +212,14 @@ def run_compare(args: argparse.Namespace) -> int:
                     progress(i + 1, len(configs))
     if progress:
         progress.done()
+    print_compare_table(rows, rows[0]["title"].split("|", 1)[1].strip())
+    (root / "compare.json").write_text(json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"run directories: {root}/<policy>; table: {root / 'compare.json'}")
+    return 0
+
+
+def print_compare_table(rows: list[dict[str, Any]], title: str) -> None:
+    """One row per run: throughput, latency, fairness, utilisation, per-tenant TTFT (up to four tenants)."""
     tenants = list(dict.fromkeys(t for r in rows for t in r["tenant_ttft"]))
     show_tenants = tenants if len(tenants) <= 4 else []
     headers = ["policy", "tok/s", "ttft_mean_s", "ttft_p90_s", "tpot_mean_s", "svc_diff_max",
@@ -220,14 +230,50 @@ def run_compare(args: argparse.Namespace) -> int:
         table.append([r["policy"], r["tokens_per_s"], r["ttft_mean"], r["ttft_p90"], r["tpot_mean"], r["sd_max"],
                       r["sd_mean"], r["jain"], r["busy"], r["mfu"], r["preemptions"], r["rejected"]]
                      + [r["tenant_ttft"].get(t) for t in show_tenants])
-    print(render(headers, table, title=rows[0]["title"].split("|", 1)[1].strip()))
+    print(render(headers, table, title=title))
     print()
     print("ttft: time to first token (s); tpot: time per output token after the first (s); svc_diff: VTC's "
           "service difference (tokens/s, 60 s windows after 30 s warm-up); jain: Jain's index of weighted "
           "service relative to max-min fair share (mean over windows); gpu_busy: fraction of time the engine "
           "computes; mfu: model-FLOPs utilisation over the run.")
-    (root / "compare.json").write_text(json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
-    print(f"run directories: {root}/<policy>; table: {root / 'compare.json'}")
+
+
+def _num_or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def row_from_run_dir(path: Path) -> dict[str, Any]:
+    """The comparison row of an existing run directory (simulated or live)."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+        config = json.loads((path / "config.json").read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: not a run directory ({Path(exc.filename).name} is missing)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: broken run directory file: {exc}") from None
+    try:
+        lat, fair, util, thr = (summary[k] for k in ("latency", "fairness", "utilisation", "throughput"))
+        policy = str(config.get("config", {}).get("policy", path.name))
+        kind = config.get("kind", "simulated")
+        return {
+            "policy": policy if kind == "simulated" else f"{policy} ({kind})",
+            "title": f"{path.name} | {config.get('workload', {}).get('name', '?')}",
+            "tokens_per_s": _num_or_nan(thr.get("tokens_per_s")), "ttft_mean": _num_or_nan(lat["ttft"]["mean"]),
+            "ttft_p90": _num_or_nan(lat["ttft"]["p90"]), "tpot_mean": _num_or_nan(lat["tpot"]["mean"]),
+            "sd_max": _num_or_nan(fair.get("service_diff_max")), "sd_mean": _num_or_nan(fair.get("service_diff_mean")),
+            "jain": _num_or_nan(fair.get("jain_mean")), "busy": _num_or_nan(util.get("busy_fraction")),
+            "mfu": _num_or_nan(util.get("mfu")), "preemptions": summary.get("num_preemptions", 0),
+            "rejected": thr.get("num_rejected", 0),
+            "tenant_ttft": {t["tenant"]: _num_or_nan(t["latency"]["ttft"]["mean"]) for t in summary.get("tenants", [])},
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}/summary.json: missing or malformed field {exc}") from None
+
+
+def run_compare_dirs(paths: list[str]) -> int:
+    """`equinox compare --runs DIR...`: the same table from existing run directories (simulated or live)."""
+    rows = [row_from_run_dir(Path(p)) for p in paths]
+    print_compare_table(rows, "runs: " + ", ".join(Path(p).name for p in paths))
     return 0
 
 
@@ -284,6 +330,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("compare", help="several policies on the same workload, side by side")
     p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default {DEFAULT_POLICIES})")
     p.add_argument("-j", "--jobs", type=int, help="parallel runs (default: cores)")
+    p.add_argument("--runs", nargs="+", metavar="RUN_DIR",
+                   help="compare existing run directories (simulated or live, e.g. from `equinox bench`) instead")
     add_run_options(p)
     p.set_defaults(func=run_compare)
     p = sub.add_parser("list", help="list policies, GPUs, models, cost models and workloads")
