@@ -86,6 +86,8 @@ class EquinoxPolicy(CounterPolicy):
         self._last_batch = BatchShape()
         self._sum_ufc = 0.0
         self._sum_rfc = 0.0
+        self._now = 0.0  # the latest time the host told us (schedule, admission or step end)
+        self._budget = 0  # the token budget of the current iteration (0: not known yet)
 
     # Platform ------------------------------------------------------------------
     def bind_platform(self, *, deployment: Any, cost_model: Any, engine: Any) -> None:
@@ -267,9 +269,6 @@ class EquinoxPolicy(CounterPolicy):
         self.charge(request.tenant, actual - entry.charged_ufc)
 
     # Per-iteration accounting -------------------------------------------------------
-    _now = 0.0
-    _budget = 0
-
     def on_step(self, report: StepReport) -> None:
         """Feed MoPE; charge RFC shares; charge UFC per token when not proactive."""
         self.mope.observe_step(report)
