@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from typing import Any
 
 from equinox.errors import ConfigError
 from equinox.scheduling.iteration import EngineConfig
+from equinox.tomlfile import read_toml
 
 DEFAULT_WORKLOAD = "overload"
 
@@ -108,14 +108,7 @@ class RunConfig:
 def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
     """Read a TOML run config; unknown keys are an error naming the key."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config file: {exc}") from None
+    data = read_toml(p)
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:

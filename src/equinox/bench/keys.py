@@ -13,12 +13,12 @@ tenants (in order of first appearance) take the file's tenants in file order.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from equinox.errors import ConfigError
+from equinox.tomlfile import read_toml
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,7 @@ def load_tenant_keys(path: str | Path | None) -> TenantKeys:
     if path is None:
         return TenantKeys({})
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: tenants file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    data = read_toml(p, "tenants file")
     unknown = sorted(set(data) - {"tenants", "weights"})
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {', '.join(unknown)}; known: tenants, weights")

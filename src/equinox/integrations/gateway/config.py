@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import math
 import secrets
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from equinox.errors import ConfigError
 from equinox.scheduling.interface import PolicyConfig
+from equinox.tomlfile import read_toml
 
 HASH_PREFIX = "sha256:"
 
@@ -289,12 +289,4 @@ def _check_policy(cfg: GatewayConfig, source: str) -> None:
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway TOML file."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: gateway config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read gateway config: {exc}") from None
-    return config_from_dict(data, str(p))
+    return config_from_dict(read_toml(p, "gateway config file"), str(p))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 from equinox.errors import ConfigError
 from equinox.request import DEFAULT_TENANT
 from equinox.scheduling.interface import PolicyConfig
+from equinox.tomlfile import read_toml
 
 ENV_CONFIG = "EQUINOX_VLLM_CONFIG"
 ENV_POLICY = "EQUINOX_VLLM_POLICY"
@@ -184,12 +184,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> PluginSettings:
     if path:
         p = Path(path)
         source = str(p)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: config file not found (named by {ENV_CONFIG})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        data = read_toml(p, hint=f"named by {ENV_CONFIG}")
     if env.get(ENV_POLICY):
         data["policy"] = env[ENV_POLICY]
     metrics = dict(data.get("metrics", {})) if isinstance(data.get("metrics", {}), dict) else data["metrics"]
