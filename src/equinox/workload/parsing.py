@@ -146,6 +146,14 @@ def parse_seconds(value: Any, *, path: str, line: int, field: str, scale: float 
     return x
 
 
+def parse_tenant(value: Any, *, path: str, line: int, field: str) -> str:
+    """A tenant name from a column: a non-empty string (surrounding blanks dropped)."""
+    tenant = "" if value is None else str(value).strip()
+    if not tenant:
+        raise WorkloadError("expected a tenant name, got an empty value", path=path, line=line, field=field)
+    return tenant
+
+
 def parse_weight(value: Any, *, path: str, line: int, field: str) -> float:
     """A tenant weight: a finite number > 0."""
     x = parse_seconds(value, path=path, line=line, field=field)

@@ -14,7 +14,15 @@ from pathlib import Path
 from equinox.errors import WorkloadError
 from equinox.workload.build import LoadOptions
 from equinox.workload.formats.base import TraceFormat
-from equinox.workload.parsing import Columns, LoadReport, RawRecord, iter_csv_rows, parse_count_fast, parse_seconds
+from equinox.workload.parsing import (
+    Columns,
+    LoadReport,
+    RawRecord,
+    iter_csv_rows,
+    parse_count_fast,
+    parse_seconds,
+    parse_tenant,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -90,11 +98,7 @@ def _read(path: Path, opts: LoadOptions, report: LoadReport) -> Iterator[RawReco
                 t = parse_seconds(raw_t, path=p, line=line, field="arrived_at")
             else:
                 t = ts(raw_t, path=p, line=line)
-            tenant = None
-            if tcol:
-                tenant = (cols.get(row, tcol) or "").strip()
-                if not tenant:
-                    raise WorkloadError("expected a tenant name, got an empty value", path=p, line=line, field=tcol)
+            tenant = parse_tenant(cols.get(row, tcol), path=p, line=line, field=tcol) if tcol else None
             yield RawRecord(
                 line,
                 t,

@@ -16,7 +16,15 @@ from pathlib import Path
 from equinox.errors import WorkloadError
 from equinox.workload.build import LoadOptions
 from equinox.workload.formats.base import TraceFormat
-from equinox.workload.parsing import Columns, LoadReport, RawRecord, iter_csv_rows, parse_count_fast, parse_seconds
+from equinox.workload.parsing import (
+    Columns,
+    LoadReport,
+    RawRecord,
+    iter_csv_rows,
+    parse_count_fast,
+    parse_seconds,
+    parse_tenant,
+)
 
 
 @dataclass(frozen=True)
@@ -66,10 +74,8 @@ def make_reader(layout: CsvLayout):  # type: ignore[no-untyped-def]
                     continue
                 tenant = None
                 if tenant_key:
-                    tenant = (cols.get(row, tenant_key) or "").strip()
-                    if not tenant:
-                        raise WorkloadError("expected a tenant name, got an empty value", path=p, line=line,
-                                            field=names.get(tenant_key, tenant_key))
+                    tenant = parse_tenant(cols.get(row, tenant_key), path=p, line=line,
+                                          field=names.get(tenant_key, tenant_key))
                 yield RawRecord(
                     line,
                     t,

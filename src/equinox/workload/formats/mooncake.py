@@ -19,6 +19,7 @@ from equinox.workload.parsing import (
     parse_count_fast,
     parse_hashes,
     parse_seconds,
+    parse_tenant,
 )
 
 KNOWN = {"timestamp", "input_length", "output_length", "hash_ids"}
@@ -38,12 +39,7 @@ def _read(path: Path, opts: LoadOptions, report: LoadReport) -> Iterator[RawReco
             if "timestamp" not in obj:
                 raise WorkloadError("missing field (expected milliseconds since trace start)", path=p, line=line,
                                     field="timestamp")
-            tenant = None
-            if tcol:
-                value = obj.get(tcol)
-                if value in (None, ""):
-                    raise WorkloadError("expected a tenant name", path=p, line=line, field=tcol)
-                tenant = str(value)
+            tenant = parse_tenant(obj.get(tcol), path=p, line=line, field=tcol) if tcol else None
             yield RawRecord(
                 line,
                 parse_seconds(obj["timestamp"], path=p, line=line, field="timestamp", scale=1e-3),

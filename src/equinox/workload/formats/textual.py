@@ -19,7 +19,7 @@ from typing import Any
 from equinox.errors import WorkloadError
 from equinox.workload.build import LoadOptions
 from equinox.workload.formats.base import TraceFormat
-from equinox.workload.parsing import LoadReport, RawRecord, iter_jsonl_objects, parse_count, parse_seconds
+from equinox.workload.parsing import LoadReport, RawRecord, iter_jsonl_objects, parse_count, parse_seconds, parse_tenant
 from equinox.workload.tokens import make_token_counter
 
 CHUNK = 1 << 20
@@ -130,12 +130,7 @@ def _read_sharegpt(path: Path, opts: LoadOptions, report: LoadReport) -> Iterato
                 num_short += 1
                 continue
             t = obj.get("tstamp")
-            tenant = None
-            if tcol:
-                value = obj.get(tcol)
-                if value in (None, ""):
-                    raise WorkloadError("expected a tenant name", path=p, line=line, field=tcol)
-                tenant = str(value)
+            tenant = parse_tenant(obj.get(tcol), path=p, line=line, field=tcol) if tcol else None
             rid = obj.get("id", obj.get("conversation_id"))
             yield RawRecord(
                 line,
@@ -176,12 +171,7 @@ def _read_vllm(path: Path, opts: LoadOptions, report: LoadReport) -> Iterator[Ra
                 if not warned_default:
                     report.warn(f"rows without output_tokens get {VLLM_DEFAULT_OUTPUT} (vLLM's default)")
                     warned_default = True
-            tenant = None
-            if tcol:
-                value = obj.get(tcol)
-                if value in (None, ""):
-                    raise WorkloadError("expected a tenant name", path=p, line=line, field=tcol)
-                tenant = str(value)
+            tenant = parse_tenant(obj.get(tcol), path=p, line=line, field=tcol) if tcol else None
             at = obj.get("arrival_time")
             num_out = parse_count(out, path=p, line=line, field="output_tokens")
             yield RawRecord(
