@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -141,11 +142,14 @@ class Deployment:
 
     def flops(self, batch: BatchShape) -> float:
         """Model FLOPs of one iteration: dense matmuls plus attention score/value products."""
-        m = self.model
-        dense = 2.0 * m.num_matmul_params * batch.num_tokens
-        pairs = batch.prefill_attention_pairs + batch.decode_context_tokens
-        attention = 4.0 * m.num_layers * m.num_heads * m.head_dim * pairs
-        return dense + attention
+        per_token, per_pair = _flop_constants(self.model)
+        return per_token * batch.num_tokens + per_pair * (batch.prefill_attention_pairs + batch.decode_context_tokens)
+
+
+@functools.lru_cache(maxsize=64)
+def _flop_constants(model: ModelSpec) -> tuple[float, float]:
+    """FLOPs per token through the matmuls and per attended (query, key) pair (cached: per-step path)."""
+    return 2.0 * model.num_matmul_params, 4.0 * model.num_layers * model.num_heads * model.head_dim
 
 
 def make_deployment(
