@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from equinox.integrations.vllm.calibration import ENV_STEP_LOG
 from equinox.integrations.vllm.launcher import ServeSpec, VllmServer, free_port
 from equinox.integrations.vllm.loadgen import PlannedRequest, send_completion
 
@@ -52,6 +53,7 @@ class ServerPool:
         self.key: tuple[object, ...] | None = None
         self.server: VllmServer | None = None
         self.metrics_file: Path | None = None
+        self.step_log: Path | None = None
 
     def get(self, policy: str, config: str = "", extra_args: tuple[str, ...] = (),
             scheduler_cls: str = "equinox.integrations.vllm.EquinoxScheduler") -> VllmServer:
@@ -64,10 +66,11 @@ class ServerPool:
         config_file = self.workdir / f"{name}.toml"
         config_file.write_text(config)
         self.metrics_file = self.workdir / f"{name}-metrics.json"
+        self.step_log = self.workdir / f"{name}-steps.jsonl"
         spec = ServeSpec(
             model=str(self.model), policy=policy, config_file=str(config_file), metrics_file=str(self.metrics_file),
             port=free_port(), scheduler_cls=scheduler_cls, python=str(self.python),
-            extra_args=(*BASE_ARGS, *extra_args), env=SERVER_ENV,
+            extra_args=(*BASE_ARGS, *extra_args), env={**SERVER_ENV, ENV_STEP_LOG: str(self.step_log)},
         )
         server = VllmServer(spec, self.workdir / f"{name}.log").start()
         self.server, self.key = server, key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from equinox.errors import ConfigError
 from equinox.integrations.vllm.calibration import (
     StepLog,
     api_latency,
+    contention,
     engine_ttfts,
     read_step_log,
     replay_requests,
@@ -31,7 +33,7 @@ from equinox.sim.cost_models.calibrated import (
     load_calibration,
     save_calibration,
 )
-from equinox.types import BatchLimits, BatchShape, StepReport
+from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
 
 REPO = Path(__file__).resolve().parents[3]
 TRUE = Calibration(0.0012, {"num_prefill_tokens": 5e-6, "num_decode_seqs": 8e-5, "decode_context_tokens": 2e-8,
@@ -124,6 +126,46 @@ def test_step_log_from_env_is_off_by_default(tmp_path: Path) -> None:
     log = StepLog.from_env({"EQUINOX_VLLM_STEP_LOG": str(tmp_path / "s.jsonl")})
     assert log is not None
     log.close()
+
+
+def test_contention_window_is_measured_on_the_engine_clock(tmp_path: Path) -> None:
+    log = StepLog(tmp_path / "steps.jsonl")
+
+    def step(step_id: int, end: float, tenants: dict[str, TenantUsage]) -> None:
+        rep = StepReport(step_id, end - 0.01, 0.01, BatchShape(0, 0, 0, 1, 1), BatchLimits(512, 8), tenants, 1, 100)
+        log.step(rep, schedule_time=end - 0.01, end_time=end, prev_end_time=end - 0.01, was_idle=False)
+
+    log.request("arrival", "h0", "heavy", 0.0)
+    log.request("arrival", "h1", "heavy", 0.0)
+    step(1, 1.0, {"heavy": TenantUsage(100, 1)})  # before light arrives: outside the window
+    log.request("first_token", "h0", "heavy", 1.0)
+    log.request("arrival", "l1", "light", 1.5)
+    log.request("arrival", "l2", "light", 1.6)
+    log.request("first_token", "h1", "heavy", 1.8)  # started while both light requests waited
+    step(2, 2.0, {"heavy": TenantUsage(0, 3), "light": TenantUsage(20, 1)})
+    log.request("first_token", "l1", "light", 2.0)
+    step(3, 3.0, {"heavy": TenantUsage(0, 2), "light": TenantUsage(10, 2)})
+    log.request("first_token", "l2", "light", 3.0)
+    log.request("finish", "l1", "light", 3.0)
+    log.request("abort", "l2", "light", 3.0)
+    step(4, 4.0, {"heavy": TenantUsage(0, 50)})  # after light left: outside
+    log.close()
+    records = read_step_log(tmp_path / "steps.jsonl")
+    light = contention(records, "light")
+    assert (light.start, light.end) == (1.5, 3.0)
+    assert light.ttfts_s == pytest.approx([0.5, 1.4])
+    assert light.mean_ttft_s == pytest.approx(0.95) and light.max_ttft_s == pytest.approx(1.4)
+    assert light.served == {"heavy": 5.0, "light": 33.0}
+    assert light.shares()["light"] == pytest.approx(33 / 38)
+    assert light.queued_ahead == [1, 1]  # h1 arrived before both and had no first token yet
+    assert light.overtaken_by == [1, 1] and light.overtaken_fraction == 1.0
+    alone = [{"event": e, "request_id": "a", "tenant": "light", "time": t}
+             for e, t in (("arrival", 0.0), ("first_token", 0.1), ("finish", 0.2))]
+    assert math.isnan(contention(alone, "light").overtaken_fraction)  # nobody was queued ahead
+    with pytest.raises(ValueError, match="sent no request"):
+        contention(records, "nobody")
+    with pytest.raises(ValueError, match="never ended"):
+        contention(records[:-3], "light")  # the finish/abort lines and step 4 cut off
 
 
 # Replay in the simulator ---------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Calibrate the simulator on a real vLLM engine: a per-step log, a measurement sweep, a fitted cost model.
 
 `EQUINOX_VLLM_STEP_LOG=PATH` makes the Equinox scheduler append one JSON line per engine
-iteration (batch shape and timestamps), one per request arrival and first token, and a
-header with the scheduler limits vLLM actually runs with. `calibrate()` drives a running
+iteration (batch shape, tokens per tenant, timestamps), one per request arrival, first token
+and end, and a header with the scheduler limits vLLM actually runs with. `calibrate()` drives a running
 server through a sweep of batch shapes plus a few sequential probes, reads the log back
 and fits `equinox.sim.cost_models.calibrated` (iteration time as a linear function of the
 batch shape) plus the API server's per-request latency outside the engine.
@@ -71,10 +71,11 @@ class StepLog:
             "start_time": report.start_time, "duration_s": report.duration_s, "end_time": end_time,
             "prev_end_time": prev_end_time, "was_idle": was_idle,
             **{f: getattr(b, f) for f in _BATCH_FIELDS}, "num_kv_blocks_used": report.num_kv_blocks_used,
+            "tenants": {t: [u.num_prefill_tokens, u.num_output_tokens] for t, u in report.per_tenant.items()},
         })
 
     def request(self, event: str, request_id: str, tenant: str, time: float) -> None:
-        """A request event ("arrival", "first_token") at engine time `time` (time.monotonic)."""
+        """A request event ("arrival", "first_token", "finish", "abort") at engine time `time` (time.monotonic)."""
         self._write({"event": event, "request_id": request_id, "tenant": tenant, "time": time})
 
     def close(self) -> None:
@@ -93,6 +94,94 @@ def read_step_log(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+@dataclass(frozen=True)
+class Contention:
+    """What the engine did while one tenant had requests inside it (from a step log)."""
+
+    tenant: str
+    start: float  # engine time of the tenant's first arrival
+    end: float  # engine time its last request ended
+    ttfts_s: list[float]  # engine arrival to first token, per request
+    served: dict[str, float]  # prompt + output tokens per tenant computed in [start, end]
+    queued_ahead: list[int]  # per request: other tenants' requests waiting (arrived, no first token) at its arrival
+    overtaken_by: list[int]  # per request: other tenants' requests that started while it waited
+
+    @property
+    def overtaken_fraction(self) -> float:
+        """Of the other tenants' requests queued ahead, the fraction that started first (FCFS: 1)."""
+        ahead = sum(self.queued_ahead)
+        return sum(self.overtaken_by) / ahead if ahead else math.nan
+
+    @property
+    def mean_ttft_s(self) -> float:
+        """Mean engine-side TTFT of the tenant's requests."""
+        return statistics.fmean(self.ttfts_s) if self.ttfts_s else math.nan
+
+    @property
+    def max_ttft_s(self) -> float:
+        """Worst engine-side TTFT of the tenant's requests."""
+        return max(self.ttfts_s, default=math.nan)
+
+    def shares(self) -> dict[str, float]:
+        """Each tenant's share of the tokens computed in the window."""
+        total = sum(self.served.values()) or 1.0
+        return {t: v / total for t, v in self.served.items()}
+
+
+def contention(records: Sequence[Mapping[str, Any]], tenant: str) -> Contention:
+    """Engine-side TTFT of `tenant`, every tenant's service while `tenant` had requests in the
+    engine, and how many other tenants' queued requests started before each of its own.
+
+    A request counts as started at its first token (a prompt that fits one iteration's budget
+    gets it at the end of its admission step); one that started in the same iteration counts
+    as having gone first. Measured entirely on the engine's clock, so a client or API server
+    starved of CPU (they share the machine with the engine) cannot distort it. Needs a step log written with
+    per-tenant tokens and request ends (this version of the plug-in).
+    """
+    arrivals: dict[str, float] = {}
+    firsts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    other_arrivals: dict[str, float] = {}
+    other_firsts: dict[str, float] = {}
+    for r in records:
+        event = r.get("event")
+        if event not in ("arrival", "first_token", "finish", "abort"):
+            continue
+        rid, time = r["request_id"], float(r["time"])
+        if r.get("tenant") != tenant:
+            if event == "arrival":
+                other_arrivals[rid] = time
+            elif event == "first_token":
+                other_firsts[rid] = time
+        elif event == "arrival":
+            arrivals[rid] = time
+        elif event == "first_token":
+            firsts[rid] = time
+        else:
+            ends[rid] = time
+    if not arrivals:
+        raise ValueError(f"tenant {tenant!r} sent no request in this step log")
+    if set(ends) != set(arrivals):
+        raise ValueError(f"{len(set(arrivals) - set(ends))} request(s) of tenant {tenant!r} never ended in the log")
+    start, end = min(arrivals.values()), max(ends.values())
+    served: dict[str, float] = {}
+    for r in records:
+        if r.get("event") != "step" or not start < float(r["end_time"]) <= end:
+            continue
+        if "tenants" not in r:
+            raise ValueError("the step log has no per-tenant tokens: it was written by an older plug-in")
+        for t, (prefill, output) in r["tenants"].items():
+            served[t] = served.get(t, 0.0) + prefill + output
+    ttfts = [firsts[rid] - arrivals[rid] for rid in arrivals if rid in firsts]
+    queued_ahead, overtaken_by = [], []
+    for rid, arrived in arrivals.items():
+        first = firsts.get(rid, end)
+        queued_ahead.append(sum(1 for o, a in other_arrivals.items()
+                                if a <= arrived and other_firsts.get(o, math.inf) > arrived))
+        overtaken_by.append(sum(1 for t in other_firsts.values() if arrived < t <= first))
+    return Contention(tenant, start, end, ttfts, served, queued_ahead, overtaken_by)
 
 
 def engine_config(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -161,45 +161,6 @@ def run_plan(
                                                   error="did not finish") for r, p in zip(results, plan, strict=True)]
 
 
-class ContentionProbe:
-    """Server-side service per tenant while `focus` had requests outstanding.
-
-    `read_served()` returns cumulative served tokens per tenant (e.g. from the Equinox
-    metrics snapshot); it is read when the first `focus` request is sent and when the
-    last one ends, so the client's own scheduling delays do not distort the figures.
-    """
-
-    def __init__(self, focus: str, num_focus: int, read_served: Callable[[], dict[str, float]]) -> None:
-        self.focus = focus
-        self.num_left = num_focus
-        self.read_served = read_served
-        self.start: dict[str, float] | None = None
-        self.end: dict[str, float] | None = None
-        self._lock = threading.Lock()
-
-    def on_send(self, req: PlannedRequest) -> None:
-        """Record the counters at the focus tenant's first request."""
-        with self._lock:
-            if req.tenant == self.focus and self.start is None:
-                self.start = self.read_served()
-
-    def on_result(self, result: RequestResult) -> None:
-        """Record the counters when the focus tenant's last request has ended."""
-        with self._lock:
-            if result.tenant == self.focus:
-                self.num_left -= 1
-                if self.num_left == 0:
-                    self.end = self.read_served()
-
-    def shares(self) -> dict[str, float]:
-        """Each tenant's share of the tokens served in the window."""
-        if self.start is None or self.end is None:
-            return {}
-        delta = {t: self.end.get(t, 0.0) - self.start.get(t, 0.0) for t in self.end}
-        total = sum(delta.values()) or 1.0
-        return {t: d / total for t, d in delta.items()}
-
-
 @dataclass(frozen=True)
 class TenantSummary:
     """Per-tenant figures of one run."""

@@ -320,10 +320,13 @@ class EquinoxSchedulerMixin:
             if view is None:
                 continue
             stats = self.eqx_metrics.tenant(view.tenant)
-            if getattr(request.status, "name", "") in _ABORT_STATUSES:
+            is_abort = getattr(request.status, "name", "") in _ABORT_STATUSES
+            if is_abort:
                 stats.num_requests_aborted += 1
             else:
                 stats.num_requests_finished += 1
+            if self._eqx_step_log is not None:
+                self._eqx_step_log.request("abort" if is_abort else "finish", view.request_id, view.tenant, now)
             if view.admit_seq >= 0:  # never-admitted requests were handled by policy.abort
                 self.eqx_policy.on_finish(view, now)
 
