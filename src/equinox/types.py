@@ -63,7 +63,7 @@ class StepReport:
     duration_s: float
     batch: BatchShape
     limits: BatchLimits
-    per_tenant: dict[str, TenantUsage]
+    per_tenant: dict[str, TenantUsage]  # tenants that used the iteration, in name order (simulator)
     num_kv_blocks_used: int
     num_kv_blocks_total: int
     num_steps: int = 1  # >1 when the simulator folded identical decode iterations (batch holds their sums)

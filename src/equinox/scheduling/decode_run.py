@@ -185,7 +185,7 @@ def apply_decode_run(
     if num_added:
         allocate(num_added)  # after the frees: the plan checked every intermediate step fits
     finished.sort(key=lambda r: (r.finish_time, r.admit_seq))
-    per_tenant = {t: TenantUsage(0, u[0], u[1], u[2]) for t, u in usage.items()}
+    per_tenant = {t: TenantUsage(0, *usage[t]) for t in sorted(usage)}  # canonical order: tenant name
     return finished, per_tenant, k
 
 

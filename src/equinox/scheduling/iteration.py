@@ -155,21 +155,26 @@ class IterationScheduler:
         limits = self.policy.batch_limits(now, self.config.limits)
         if self.config.mode == "slora":
             scheduled, preempted = self._schedule_slora(now, limits)
+            shape = self._shape(scheduled)
         else:
-            scheduled, preempted = self._schedule_hybrid(now, limits)
+            scheduled, preempted, shape = self._schedule_hybrid(now, limits)
         self._step_id += 1
-        return SchedulerOutput(self._step_id, now, tuple(scheduled), self._shape(scheduled), limits, tuple(preempted))
+        return SchedulerOutput(self._step_id, now, tuple(scheduled), shape, limits, tuple(preempted))
 
-    def _schedule_hybrid(self, now: float, limits: BatchLimits) -> tuple[list[tuple[Request, int]], list[Request]]:
+    def _schedule_hybrid(
+        self, now: float, limits: BatchLimits
+    ) -> tuple[list[tuple[Request, int]], list[Request], BatchShape]:
         budget = limits.max_num_batched_tokens
         scheduled: list[tuple[Request, int]] = []
         preempted: list[Request] = []
         running = RequestStatus.RUNNING
         block_size = self.kv.block_size
         # Decode-first: running decodes never wait behind a prefill (stall-free). One pass
-        # schedules the decodes and collects the unfinished prefills in running order.
-        # (Hot loop: `is_decoding` and `num_tokens_to_compute` are inlined.)
+        # schedules the decodes and collects the unfinished prefills in running order; the
+        # batch shape is summed on the way (as `_shape` would). (Hot loop: `is_decoding` and
+        # `num_tokens_to_compute` are inlined.)
         prefills: list[Request] = []
+        d_ctx = 0
         for req in list(self.running):
             if budget <= 0:
                 break  # the prefill pass would not run either
@@ -184,8 +189,11 @@ class IterationScheduler:
             if req.num_blocks * block_size <= computed and not self._grow(req, computed + 1, scheduled, preempted, now):
                 continue  # req itself was preempted
             scheduled.append((req, 1))
+            d_ctx += computed + 1
             budget -= 1
+        d_seqs = len(scheduled)
         chunked = self.config.is_chunked
+        p_tokens = pairs = 0
         for req in prefills:
             if budget <= 0:
                 break
@@ -195,13 +203,22 @@ class IterationScheduler:
             if not chunked and n > budget:
                 continue
             n = min(n, budget)
-            if not self._grow(req, req.num_computed_tokens + n, scheduled, preempted, now):
+            k = req.num_computed_tokens
+            if not self._grow(req, k + n, scheduled, preempted, now):
                 continue  # req itself was preempted
             scheduled.append((req, n))
+            p_tokens += n
+            pairs += n * k + n * (n + 1) // 2
             budget -= n
+        num_before = len(scheduled)
         if not preempted:
             self._admit(now, limits, budget, scheduled)
-        return scheduled, preempted
+            for req, n in scheduled[num_before:]:  # admitted: prefills from their computed tokens
+                k = req.num_computed_tokens
+                p_tokens += n
+                pairs += n * k + n * (n + 1) // 2
+        shape = BatchShape(p_tokens, len(scheduled) - d_seqs, pairs, d_seqs, d_ctx)
+        return scheduled, preempted, shape
 
     def _grow(
         self, req: Request, num_tokens: int, scheduled: list[tuple[Request, int]], preempted: list[Request], now: float
@@ -391,7 +408,7 @@ class IterationScheduler:
             self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
             decode_ctx -= sum(r.num_computed_tokens + 1 for r in finished)
         self._next_decode_ctx = decode_ctx if all_decode else -1
-        per_tenant = {t: TenantUsage(u[0], u[1], u[2], u[3]) for t, u in usage.items()}
+        per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}  # canonical order: tenant name
         report = StepReport(
             output.step_id, output.time, result.duration_s, output.batch, output.limits,
             per_tenant, self.kv.num_used, self.kv.num_blocks,
