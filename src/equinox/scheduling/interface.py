@@ -107,6 +107,12 @@ class Policy(ABC):
         """Limits for the next iteration; default: the engine's configured limits."""
         return default
 
+    @property
+    def reads_running_progress(self) -> bool:
+        """True if the policy reads running requests' progress (computed/output tokens) when
+        asked about admission; the simulator then brings them up to date before admitting."""
+        return False
+
     def kv_reservation_tokens(self, request: RequestView) -> int:
         """Tokens of KV to find free before admitting `request`; default: its prompt."""
         return request.num_prompt_tokens + 1

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from equinox.errors import ConfigError
 from equinox.request import Request, RequestStatus
+from equinox.scheduling.cohort import DecodeCohort
 from equinox.scheduling.decode_run import DecodeRun, apply_decode_run, plan_decode_run, run_report
 from equinox.scheduling.interface import Policy
 from equinox.sim.kv_cache import BlockPool
@@ -66,7 +67,11 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerOutput:
-    """One iteration's plan: which requests compute how many new tokens."""
+    """One iteration's plan: which requests compute how many new tokens.
+
+    With a decode cohort (the simulator's fast path), its `num_cohort` members each decode
+    one token too but are not listed in `scheduled`; `batch` counts them.
+    """
 
     step_id: int
     time: float
@@ -74,11 +79,12 @@ class SchedulerOutput:
     batch: BatchShape
     limits: BatchLimits
     preempted: tuple[Request, ...] = ()
+    num_cohort: int = 0
 
     @property
     def is_empty(self) -> bool:
         """True when nothing is scheduled."""
-        return not self.scheduled
+        return not self.scheduled and not self.num_cohort
 
 
 @dataclass(slots=True)
@@ -103,6 +109,28 @@ class IterationScheduler:
         self._steps_since_admission = config.admission_interval_steps
         self._next_decode_ctx = -1  # -1 unless every running request decodes next iteration
         self.num_preemptions = 0
+        # Lazy decoding (use_cohort): decoding running requests live in the cohort, the
+        # others (prefilling) in `_pending`, both in running order.
+        self._cohort: DecodeCohort | None = None
+        self._pending: list[Request] = []
+
+    def use_cohort(self) -> None:
+        """Advance decoding requests lazily from now on (vllm mode; see scheduling/cohort.py).
+
+        Running requests' counts are then only up to date after `sync()`, and the
+        `scheduled` of each SchedulerOutput omits the cohort: for backends that only read
+        the batch shape (the simulator's cost models).
+        """
+        if self.config.mode != "vllm" or self._cohort is not None:
+            return
+        if self.running:
+            raise RuntimeError("use_cohort() must be called before any request runs")
+        self._cohort = DecodeCohort(self.kv)
+
+    def sync(self) -> None:
+        """Bring every running request's fields up to date (a no-op without a cohort)."""
+        if self._cohort is not None:
+            self._cohort.refresh_all()
 
     # Arrivals -----------------------------------------------------------------
     def add_request(self, request: Request, now: float) -> str | None:
@@ -153,13 +181,65 @@ class IterationScheduler:
     def schedule(self, now: float) -> SchedulerOutput:
         """Plan the next iteration at time `now`."""
         limits = self.policy.batch_limits(now, self.config.limits)
+        num_cohort = 0
         if self.config.mode == "slora":
             scheduled, preempted = self._schedule_slora(now, limits)
             shape = self._shape(scheduled)
+        elif self._cohort is not None:
+            scheduled, preempted, shape, num_cohort = self._schedule_lazy(now, limits, self._cohort)
         else:
             scheduled, preempted, shape = self._schedule_hybrid(now, limits)
         self._step_id += 1
-        return SchedulerOutput(self._step_id, now, tuple(scheduled), shape, limits, tuple(preempted))
+        return SchedulerOutput(self._step_id, now, tuple(scheduled), shape, limits, tuple(preempted), num_cohort)
+
+    def _schedule_lazy(
+        self, now: float, limits: BatchLimits, cohort: DecodeCohort
+    ) -> tuple[list[tuple[Request, int]], list[Request], BatchShape, int]:
+        """`_schedule_hybrid` with the decodes taken from the cohort in O(tenants).
+
+        Falls back to the explicit path (disbanding the cohort) when the decodes would not
+        all fit: a budget below the cohort's size, or too few free blocks (preemption).
+        """
+        budget = limits.max_num_batched_tokens
+        if cohort.size and (budget < cohort.size or not cohort.allocate_next()):
+            cohort.disband()
+            self._pending = list(self.running)
+            return (*self._schedule_hybrid(now, limits), 0)
+        num_cohort = cohort.size
+        d_ctx = cohort.ctx
+        budget -= num_cohort
+        scheduled: list[tuple[Request, int]] = []
+        preempted: list[Request] = []
+        running = RequestStatus.RUNNING
+        chunked = self.config.is_chunked
+        p_tokens = pairs = 0
+        for req in list(self._pending):  # all prefilling: every decoding request is in the cohort
+            if budget <= 0:
+                break
+            if req.status is not running:
+                continue  # preempted earlier in this pass
+            n = req.num_tokens_to_compute
+            if not chunked and n > budget:
+                continue
+            n = min(n, budget)
+            k = req.num_computed_tokens
+            if not self._grow(req, k + n, scheduled, preempted, now):
+                continue
+            scheduled.append((req, n))
+            p_tokens += n
+            pairs += n * k + n * (n + 1) // 2
+            budget -= n
+        num_before = len(scheduled)
+        if not preempted:
+            if self.policy.reads_running_progress and self.policy.num_waiting:
+                cohort.refresh_all()
+            self._admit(now, limits, budget, scheduled)
+            for req, n in scheduled[num_before:]:
+                k = req.num_computed_tokens
+                p_tokens += n
+                pairs += n * k + n * (n + 1) // 2
+        shape = BatchShape(p_tokens, len(scheduled), pairs, num_cohort, d_ctx)
+        return scheduled, preempted, shape, num_cohort
 
     def _schedule_hybrid(
         self, now: float, limits: BatchLimits
@@ -225,14 +305,15 @@ class IterationScheduler:
     ) -> bool:
         """Give `req` blocks for `num_tokens`, preempting others if needed; False if req was preempted.
 
-        Victims are running requests not yet `scheduled` in this iteration (req included).
+        Victims are running requests not yet `scheduled` in this iteration (req included);
+        cohort members are scheduled (they decode first).
         """
         need = self.kv.blocks_for(num_tokens) - req.num_blocks
         done: set[int] | None = None
         while need > self.kv.num_free:
             if done is None:
                 done = {id(r) for r, _ in scheduled}
-            candidates = [r for r in self.running if id(r) not in done]
+            candidates = [r for r in self.running if id(r) not in done and r.cohort_token < 0]
             victim = self.policy.choose_victim(candidates, now)
             self._preempt(victim, now)  # type: ignore[arg-type]
             preempted.append(victim)  # type: ignore[arg-type]
@@ -251,6 +332,8 @@ class IterationScheduler:
         req.num_preemptions += 1
         req.status = RequestStatus.PREEMPTED
         self.running.remove(req)
+        if self._cohort is not None:
+            self._pending.remove(req)
         self.num_preemptions += 1
         self.policy.requeue(req, now)
 
@@ -293,6 +376,8 @@ class IterationScheduler:
             if req.first_scheduled_time is None:
                 req.first_scheduled_time = now
             self.running.append(req)
+            if self._cohort is not None:
+                self._pending.append(req)
             scheduled.append((req, n))
             budget -= n
 
@@ -337,18 +422,30 @@ class IterationScheduler:
         if first > stop_time or int(first / interval_s) != int(now / interval_s):
             return None
         limits = self.policy.batch_limits(now, self.config.limits)
+        if self._cohort is not None:
+            if self._pending:
+                return None
+            return self._cohort.plan_run(limits, now, step_time, stop_time, interval_s)
         return plan_decode_run(
             self.running, self.kv.num_free, self.config.block_size, limits, now, step_time, stop_time, interval_s
         )
 
     def apply_decode_run(self, run: DecodeRun) -> StepOutcome:
         """Fold a planned run back, as `update_from_result` does for one iteration."""
-        finished, per_tenant, k = apply_decode_run(
-            run, self.running, self.config.block_size, self.kv.allocate, self.kv.free
-        )
+        if self._cohort is not None:
+            finished, usage = self._cohort.apply_run(run)
+            per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}
+            k = run.num_steps
+        else:
+            finished, per_tenant, k = apply_decode_run(
+                run, self.running, self.config.block_size, self.kv.allocate, self.kv.free
+            )
         if finished:
             self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
-        self._next_decode_ctx = sum(r.num_computed_tokens + 1 for r in self.running)
+        if self._cohort is not None:
+            self._next_decode_ctx = self._cohort.ctx  # every running request is a member
+        else:
+            self._next_decode_ctx = sum(r.num_computed_tokens + 1 for r in self.running)
         self._step_id += k
         self._steps_since_admission += k
         report = run_report(run, self._step_id, per_tenant, self.kv.num_used, self.kv.num_blocks)
@@ -364,9 +461,11 @@ class IterationScheduler:
         end = output.time + result.duration_s
         usage: dict[str, list[int]] = {}
         outcome_first: list[Request] = []
-        finished: list[Request] = []
+        cohort = self._cohort
+        # The cohort's decodes come first, as in scheduling order; finished members leave it.
+        finished: list[Request] = [] if cohort is None else cohort.advance(end, usage)
         decode_ctx = 0  # context the next iteration attends to, if every running request decodes
-        all_decode = len(output.scheduled) == len(self.running)
+        all_decode = output.num_cohort + len(output.scheduled) == len(self.running)
         for req, n in output.scheduled:
             spec = req.spec
             u = usage.get(spec.tenant)
@@ -401,12 +500,22 @@ class IterationScheduler:
                 finished.append(req)
         if finished:
             for req in finished:
+                if req.status is RequestStatus.FINISHED:
+                    continue  # a cohort member: already done
                 self.kv.free(req.num_blocks)
                 req.num_blocks = 0
                 req.status = RequestStatus.FINISHED
                 req.finish_time = end
+                decode_ctx -= req.num_computed_tokens + 1
             self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
-            decode_ctx -= sum(r.num_computed_tokens + 1 for r in finished)
+        if cohort is not None:
+            # Every running request that decodes next joins: the invariant `_schedule_lazy` needs.
+            pending = self._pending
+            for req in pending:
+                if req.status is RequestStatus.RUNNING and req.is_decoding:
+                    cohort.join(req)
+            self._pending = [r for r in pending if r.status is RequestStatus.RUNNING and r.cohort_token < 0]
+            decode_ctx = cohort.ctx
         self._next_decode_ctx = decode_ctx if all_decode else -1
         per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}  # canonical order: tenant name
         report = StepReport(

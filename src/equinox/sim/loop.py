@@ -35,6 +35,11 @@ class Simulator:
     Events live in a heap keyed on (time, kind rank, sequence). Only the next arrival
     is in the heap at any time (arrivals are streamed in order), so the heap stays tiny
     and a million-request trace costs no more memory than its records.
+
+    Two exact fast paths apply when the backend can time a batch shape (`time_of`):
+    `fast_forward` folds runs of decode-only iterations into one event (decode_run.py),
+    and `lazy_decode` keeps decoding requests in a cohort advanced in O(tenants) per
+    iteration (cohort.py). Either off gives the same results, only slower.
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class Simulator:
         progress: ProgressFn | None = None,
         num_requests_hint: int = 0,
         fast_forward: bool = True,
+        lazy_decode: bool = True,
     ) -> None:
         self.scheduler = scheduler
         self.backend = backend
@@ -62,6 +68,8 @@ class Simulator:
         self._in_flight: SchedulerOutput | DecodeRun | None = None
         # Folding identical decode iterations needs a backend that can time a batch without running it.
         self._time_of = getattr(backend, "time_of", None) if fast_forward else None
+        if self._time_of is not None and lazy_decode:
+            scheduler.use_cohort()  # a backend that times batch shapes needs no per-request list
         self._num_arrivals = self._num_finished = self._num_rejected = self._num_steps = 0
         self._last_arrival_time = 0.0
 
@@ -88,6 +96,7 @@ class Simulator:
                 next_time = events.peek_time()
                 if next_time is None or next_time > time:
                     self._start_step()
+        self.scheduler.sync()
         self._flush_unfinished()
         return SimStats(
             self._num_arrivals, self._num_finished, self._num_rejected, self._num_steps, self.now, truncated

@@ -343,6 +343,11 @@ class EquinoxPolicy(CounterPolicy):
         self._budget = budget
         return BatchLimits(budget, default.max_num_seqs)
 
+    @property
+    def reads_running_progress(self) -> bool:
+        """Predicted-KV admission reads every running request's progress."""
+        return bool(self.params.kv_admission)
+
     def kv_reservation_tokens(self, request: RequestView) -> int:
         """Free KV needed now so the predicted peak of future usage fits (LightLLM-style).
 

@@ -1,0 +1,300 @@
+"""The decode cohort: running requests in steady decode, advanced lazily (simulator fast path).
+
+In a busy engine most running requests are decoding. Every iteration each of them gains
+one output token and one token of KV, and nothing else about it changes until it needs a
+new KV block or finishes. Touching each of them every iteration makes an iteration cost
+O(running requests); a million-request replay then spends most of its time there.
+
+The cohort keeps them lazily. A global counter `epoch` counts iterations; each member
+records the epoch its counts were last brought up to date (`Request.cohort_base`).
+Per-tenant aggregates (members, context, blocks) give the batch shape and every tenant's
+usage in O(tenants). Block needs and completions are indexed by the epoch they fall in.
+A member's largest inter-token gap is a suffix maximum over the iterations' gaps, kept
+on a monotonic stack. A member's fields are brought up to date when it finishes, when
+the scheduler disbands the cohort (an iteration that needs the explicit path:
+preemption, a token budget smaller than the cohort), when a policy reads running
+requests (`Policy.reads_running_progress`), and at the end of a simulation. Runs of
+decode-only iterations (decode_run.py) are planned and applied on the cohort too.
+
+The results are the same, to the bit, as advancing every request every iteration:
+`tests/scheduling/test_cohort.py` compares whole simulations both ways.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+
+from equinox.request import Request, RequestStatus
+from equinox.scheduling.decode_run import DecodeRun
+from equinox.sim.kv_cache import BlockPool
+from equinox.types import BatchLimits, BatchShape
+
+# A reference to a member as it was when indexed: stale once the request left (or rejoined).
+Entry = tuple[Request, int]
+
+
+class DecodeCohort:
+    """Decoding running requests whose per-iteration progress is implicit (see module doc)."""
+
+    def __init__(self, kv: BlockPool) -> None:
+        self.kv = kv
+        self.block_size = kv.block_size
+        self.epoch = 0  # iterations applied so far
+        self.size = 0
+        self.ctx = 0  # sum over members of (computed tokens + 1): what the next decode attends to
+        self.last_end = 0.0  # when the last applied iteration ended (every member's last token)
+        self.tenants: dict[str, list[int]] = {}  # tenant -> [members, context (as `ctx`), KV blocks]
+        self._finish_at: dict[int, list[Entry]] = {}  # epoch of the last token -> members
+        self._need_at: dict[int, list[Entry]] = {}  # epoch whose decode needs a new block -> members
+        self._members: dict[int, Request] = {}  # token -> request
+        self._next_token = 0
+        self._gap_epochs: list[int] = []  # monotonic stack: epochs with strictly decreasing gaps
+        self._gaps: list[float] = []
+        # Joiners whose last token is older than the last iteration (not scheduled in it, or
+        # a recompute with one token left): their first gap is their own, not the cohort's.
+        self._late_joiners: list[Entry] = []
+
+    # Membership ---------------------------------------------------------------------
+    def join(self, req: Request) -> None:
+        """Add a running request that decodes from the next iteration on."""
+        token = self._next_token
+        self._next_token += 1
+        req.cohort_token = token
+        req.cohort_base = self.epoch
+        self._members[token] = req
+        computed = req.num_computed_tokens
+        finish = self.epoch + req.num_target_tokens - req.num_output_tokens_done
+        self._finish_at.setdefault(finish, []).append((req, token))
+        need = self.epoch + 1 + req.num_blocks * self.block_size - computed
+        if need <= finish:
+            self._need_at.setdefault(need, []).append((req, token))
+        agg = self.tenants.get(req.spec.tenant)
+        if agg is None:
+            agg = self.tenants[req.spec.tenant] = [0, 0, 0]
+        agg[0] += 1
+        agg[1] += computed + 1
+        agg[2] += req.num_blocks
+        self.size += 1
+        self.ctx += computed + 1
+        if req.last_token_time != self.last_end:
+            self._late_joiners.append((req, token))
+
+    def _leave(self, req: Request) -> None:
+        """Drop a member whose fields are up to date."""
+        del self._members[req.cohort_token]
+        req.cohort_token = -1
+        tenant = req.spec.tenant
+        agg = self.tenants[tenant]
+        agg[0] -= 1
+        if agg[0] == 0:
+            del self.tenants[tenant]
+        else:
+            agg[1] -= req.num_computed_tokens + 1
+            agg[2] -= req.num_blocks
+        self.size -= 1
+        self.ctx -= req.num_computed_tokens + 1
+
+    def _refresh(self, req: Request) -> None:
+        """Bring a member's counts, last token time and largest gap up to the current epoch."""
+        steps = self.epoch - req.cohort_base
+        if steps <= 0:
+            return
+        req.num_computed_tokens += steps
+        req.num_output_tokens_done += steps
+        req.last_token_time = self.last_end
+        gap = self._gaps[bisect_left(self._gap_epochs, req.cohort_base + 1)]
+        if gap > req.max_itl_s:
+            req.max_itl_s = gap
+        req.cohort_base = self.epoch
+
+    def refresh_all(self) -> None:
+        """Bring every member up to date (they stay members)."""
+        for req in self._members.values():
+            self._refresh(req)
+
+    def disband(self) -> list[Request]:
+        """Bring every member up to date and empty the cohort; returns the former members."""
+        self.refresh_all()
+        members = list(self._members.values())
+        for req in members:
+            req.cohort_token = -1
+        self._members.clear()
+        self.tenants.clear()
+        self._finish_at.clear()
+        self._need_at.clear()
+        self._gap_epochs.clear()
+        self._gaps.clear()
+        self._late_joiners.clear()
+        self.size = self.ctx = 0
+        return members
+
+    # One iteration --------------------------------------------------------------------
+    def allocate_next(self) -> bool:
+        """Give the members that need one a block for the next iteration; False (nothing done) if KV is short."""
+        entries = self._need_at.get(self.epoch + 1)
+        if not entries:
+            return True
+        needy = [req for req, token in entries if req.cohort_token == token]
+        if len(needy) > self.kv.num_free:
+            return False
+        del self._need_at[self.epoch + 1]
+        self._allocate(needy, self.epoch + 1)
+        return True
+
+    def _allocate(self, needy: list[Request], epoch: int) -> None:
+        self.kv.allocate(len(needy))
+        tenants = self.tenants
+        block_size = self.block_size
+        for req in needy:
+            req.num_blocks += 1
+            tenants[req.spec.tenant][2] += 1
+            nxt = epoch + block_size
+            if nxt <= self._finish_epoch(req):
+                self._need_at.setdefault(nxt, []).append((req, req.cohort_token))
+
+    def _finish_epoch(self, req: Request) -> int:
+        return req.cohort_base + req.num_target_tokens - req.num_output_tokens_done
+
+    def advance(self, end: float, usage: dict[str, list[int]]) -> list[Request]:
+        """Apply one iteration that ended at `end` in which every member decoded.
+
+        Adds each tenant's [prefill, output, context, blocks] to `usage`; returns the
+        members that produced their last token (up to date, no longer members, KV
+        freed), in admission order.
+        """
+        epoch = self.epoch = self.epoch + 1
+        gap = end - self.last_end
+        self.last_end = end
+        if not self.size:
+            return []
+        epochs, gaps = self._gap_epochs, self._gaps
+        while gaps and gaps[-1] <= gap:
+            gaps.pop()
+            epochs.pop()
+        epochs.append(epoch)
+        gaps.append(gap)
+        if self._late_joiners:
+            # Their own gap is at least the cohort's (their last token is older): the suffix
+            # maximum may include the cohort's gap for this iteration without harm.
+            for req, token in self._late_joiners:
+                if req.cohort_token == token and req.last_token_time is not None:
+                    own = end - req.last_token_time
+                    if own > req.max_itl_s:
+                        req.max_itl_s = own
+            self._late_joiners.clear()
+        for tenant, agg in self.tenants.items():
+            n = agg[0]
+            u = usage.get(tenant)
+            if u is None:
+                usage[tenant] = [0, n, agg[1], agg[2]]
+            else:
+                u[1] += n
+                u[2] += agg[1]
+                u[3] += agg[2]
+            agg[1] += n
+        self.ctx += self.size
+        return self._finish(epoch)
+
+    def _finish(self, epoch: int) -> list[Request]:
+        entries = self._finish_at.pop(epoch, None)
+        if not entries:
+            return []
+        finished = [req for req, token in entries if req.cohort_token == token]
+        finished.sort(key=lambda r: r.admit_seq)
+        for req in finished:
+            self._refresh(req)
+            self._leave(req)
+            self.kv.free(req.num_blocks)
+            req.num_blocks = 0
+            req.status = RequestStatus.FINISHED
+            req.finish_time = req.last_token_time
+        return finished
+
+    # Runs of decode-only iterations ---------------------------------------------------
+    def plan_run(
+        self, limits: BatchLimits, now: float, step_time: Callable[[BatchShape], float], stop_time: float,
+        interval_s: float, max_steps: int = 100_000,
+    ) -> DecodeRun | None:
+        """Plan decode-only iterations from `now` when every running request is a member.
+
+        Mirrors `decode_run.plan_decode_run` step for step (same stops, same sums), reading
+        the epoch-indexed needs and completions instead of every request.
+        """
+        n = self.size
+        if n == 0 or n > limits.max_num_batched_tokens or n > limits.max_num_seqs:
+            return None
+        block_size = self.block_size
+        total_blocks_used = self.kv.num_used  # every block in use belongs to a member
+        free = self.kv.num_free
+        extra_need: dict[int, list[Request]] = {}  # epoch -> members needing a block again within the run
+        kv_block_s = 0.0
+        ends: list[float] = []
+        t = now
+        active = n
+        ctx = self.ctx
+        sum_seqs = sum_ctx = 0
+        first_interval = int(now / interval_s)
+        epoch = self.epoch
+        while epoch - self.epoch < max_steps and active:
+            epoch += 1
+            entries = self._need_at.get(epoch, ())
+            needy = [req for req, token in entries if req.cohort_token == token]
+            needy.extend(extra_need.pop(epoch, ()))
+            need = len(needy)
+            if need > free:
+                break
+            d = step_time(BatchShape(0, 0, 0, active, ctx))
+            end = t + d
+            if end > stop_time or int(end / interval_s) != first_interval:
+                break
+            free -= need
+            for req in needy:
+                nxt = epoch + block_size
+                if nxt <= self._finish_epoch(req):
+                    extra_need.setdefault(nxt, []).append(req)
+            t = end
+            ends.append(end)
+            sum_seqs += active
+            sum_ctx += ctx
+            ctx += active
+            total_blocks_used += need
+            for req, token in self._finish_at.get(epoch, ()):
+                if req.cohort_token != token:
+                    continue
+                active -= 1
+                ctx -= req.num_computed_tokens + (epoch - req.cohort_base) + 1
+                released = req.num_blocks + self._blocks_added(req, epoch)
+                free += released
+                total_blocks_used -= released
+            kv_block_s += d * total_blocks_used
+        if not ends:
+            return None
+        return DecodeRun(now, ends, [], limits, BatchShape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
+
+    def _blocks_added(self, req: Request, epoch: int) -> int:
+        """Blocks a member gains from now through the iteration at `epoch`."""
+        first_need = req.cohort_base + 1 + req.num_blocks * self.block_size - req.num_computed_tokens
+        if epoch < first_need:
+            return 0
+        return 1 + (epoch - first_need) // self.block_size
+
+    def apply_run(self, run: DecodeRun) -> tuple[list[Request], dict[str, list[int]]]:
+        """Apply a run from `plan_run`: finished members (by finish time, then admission) and usage.
+
+        Usage per tenant is [0, output tokens, context tokens, blocks held at the end] as
+        `decode_run.apply_decode_run` reports it.
+        """
+        usage: dict[str, list[int]] = {}
+        finished: list[Request] = []
+        for end in run.step_ends:
+            entries = self._need_at.pop(self.epoch + 1, None)
+            if entries:
+                needy = [req for req, token in entries if req.cohort_token == token]
+                if needy:
+                    self._allocate(needy, self.epoch + 1)
+            finished.extend(self.advance(end, usage))
+        for tenant, u in usage.items():
+            agg = self.tenants.get(tenant)
+            u[3] = agg[2] if agg is not None else 0
+        return finished, usage
