@@ -119,6 +119,7 @@ class Request:
     # counts above are as of iteration `cohort_base` and advance implicitly by one per iteration.
     cohort_token: int = -1
     cohort_base: int = 0
+    cohort_finish: int = 0  # the iteration that produces its last token
 
     def __post_init__(self) -> None:
         self.num_target_tokens = self.spec.num_generated_tokens

@@ -1,12 +1,18 @@
-"""Values that cross the scheduler/engine seam: batch shapes, scheduler outputs, step results."""
+"""Values that cross the scheduler/engine seam: batch shapes, scheduler outputs, step results.
+
+The per-iteration values (BatchShape, TenantUsage, StepReport, StepResult) are NamedTuples:
+as immutable as frozen dataclasses, but built in C. A million-request simulation builds
+tens of millions of them, and a frozen dataclass's `__init__` (one `object.__setattr__`
+per field) was the largest single cost in the simulator's profile.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class BatchShape:
+class BatchShape(NamedTuple):
     """What an iteration computes, as a cost model needs it.
 
     `prefill_attention_pairs` counts causal (query, key) pairs of the prefill chunks:
@@ -44,8 +50,7 @@ class BatchLimits:
     max_num_seqs: int
 
 
-@dataclass(frozen=True, slots=True)
-class TenantUsage:
+class TenantUsage(NamedTuple):
     """What one tenant used in one iteration (output tokens include the first token a prefill samples)."""
 
     num_prefill_tokens: int = 0
@@ -54,8 +59,7 @@ class TenantUsage:
     num_kv_blocks: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class StepReport:
+class StepReport(NamedTuple):
     """One finished iteration (or a folded run of decode iterations), as policies and predictors see it."""
 
     step_id: int
@@ -80,8 +84,7 @@ class StepReport:
                           round(b.num_decode_seqs / k), round(b.decode_context_tokens / k))
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
+class StepResult(NamedTuple):
     """What an engine reports after executing one iteration."""
 
     duration_s: float

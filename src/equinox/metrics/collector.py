@@ -102,6 +102,10 @@ class Collector:
         self._flops_of = flops_of
         self._last_counter_index = -1
         self.num_preemptions = 0
+        cols = self.series.columns  # the lists grow in place, so references stay valid
+        self._step_columns = tuple(cols[c] for c in (
+            "num_steps", "num_seqs", "num_tokens", "num_prefill_tokens", "num_decode_seqs", "token_budget",
+            "max_num_seqs", "num_waiting", "num_running", "flops"))
 
     def on_step(self, report: StepReport, num_waiting: int, num_running: int, num_preempted: int) -> None:
         """Fold one iteration into the time series."""
@@ -133,17 +137,19 @@ class Collector:
         num_decode_seqs = b.num_decode_seqs
         num_prefill_tokens = b.num_prefill_tokens
         num_steps = report.num_steps
-        cols["num_steps"][i_end] += num_steps
-        cols["num_seqs"][i_end] += b.num_prefill_seqs + num_decode_seqs
-        cols["num_tokens"][i_end] += num_prefill_tokens + num_decode_seqs
-        cols["num_prefill_tokens"][i_end] += num_prefill_tokens
-        cols["num_decode_seqs"][i_end] += num_decode_seqs
-        cols["token_budget"][i_end] += limits.max_num_batched_tokens * num_steps
-        cols["max_num_seqs"][i_end] += limits.max_num_seqs * num_steps
-        cols["num_waiting"][i_end] = num_waiting
-        cols["num_running"][i_end] = num_running
+        (c_steps, c_seqs, c_tokens, c_prefill, c_decode, c_budget, c_max_seqs, c_waiting, c_running,
+         c_flops) = self._step_columns
+        c_steps[i_end] += num_steps
+        c_seqs[i_end] += b.num_prefill_seqs + num_decode_seqs
+        c_tokens[i_end] += num_prefill_tokens + num_decode_seqs
+        c_prefill[i_end] += num_prefill_tokens
+        c_decode[i_end] += num_decode_seqs
+        c_budget[i_end] += limits.max_num_batched_tokens * num_steps
+        c_max_seqs[i_end] += limits.max_num_seqs * num_steps
+        c_waiting[i_end] = num_waiting
+        c_running[i_end] = num_running
         if self._flops_of is not None:
-            cols["flops"][i_end] += self._flops_of(report)
+            c_flops[i_end] += self._flops_of(report)
         service = s.service
         for tenant, usage in report.per_tenant.items():
             per = service.get(tenant)

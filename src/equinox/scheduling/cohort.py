@@ -64,7 +64,7 @@ class DecodeCohort:
         req.cohort_base = self.epoch
         self._members[token] = req
         computed = req.num_computed_tokens
-        finish = self.epoch + req.num_target_tokens - req.num_output_tokens_done
+        finish = req.cohort_finish = self.epoch + req.num_target_tokens - req.num_output_tokens_done
         self._finish_at.setdefault(finish, []).append((req, token))
         need = self.epoch + 1 + req.num_blocks * self.block_size - computed
         if need <= finish:
@@ -150,11 +150,8 @@ class DecodeCohort:
             req.num_blocks += 1
             tenants[req.spec.tenant][2] += 1
             nxt = epoch + block_size
-            if nxt <= self._finish_epoch(req):
+            if nxt <= req.cohort_finish:
                 self._need_at.setdefault(nxt, []).append((req, req.cohort_token))
-
-    def _finish_epoch(self, req: Request) -> int:
-        return req.cohort_base + req.num_target_tokens - req.num_output_tokens_done
 
     def advance(self, end: float, usage: dict[str, list[int]]) -> list[Request]:
         """Apply one iteration that ended at `end` in which every member decoded.
@@ -163,11 +160,29 @@ class DecodeCohort:
         members that produced their last token (up to date, no longer members, KV
         freed), in admission order.
         """
+        epoch = self._step(end)
+        if not self.size:
+            return []
+        for tenant, agg in self.tenants.items():
+            n = agg[0]
+            u = usage.get(tenant)
+            if u is None:
+                usage[tenant] = [0, n, agg[1], agg[2]]
+            else:
+                u[1] += n
+                u[2] += agg[1]
+                u[3] += agg[2]
+            agg[1] += n
+        self.ctx += self.size
+        return self._finish(epoch)
+
+    def _step(self, end: float) -> int:
+        """Count one more iteration, ending at `end`, and record its gap."""
         epoch = self.epoch = self.epoch + 1
         gap = end - self.last_end
         self.last_end = end
         if not self.size:
-            return []
+            return epoch
         epochs, gaps = self._gap_epochs, self._gaps
         while gaps and gaps[-1] <= gap:
             gaps.pop()
@@ -183,18 +198,7 @@ class DecodeCohort:
                     if own > req.max_itl_s:
                         req.max_itl_s = own
             self._late_joiners.clear()
-        for tenant, agg in self.tenants.items():
-            n = agg[0]
-            u = usage.get(tenant)
-            if u is None:
-                usage[tenant] = [0, n, agg[1], agg[2]]
-            else:
-                u[1] += n
-                u[2] += agg[1]
-                u[3] += agg[2]
-            agg[1] += n
-        self.ctx += self.size
-        return self._finish(epoch)
+        return epoch
 
     def _finish(self, epoch: int) -> list[Request]:
         entries = self._finish_at.pop(epoch, None)
@@ -238,9 +242,11 @@ class DecodeCohort:
         epoch = self.epoch
         while epoch - self.epoch < max_steps and active:
             epoch += 1
-            entries = self._need_at.get(epoch, ())
-            needy = [req for req, token in entries if req.cohort_token == token]
-            needy.extend(extra_need.pop(epoch, ()))
+            entries = self._need_at.get(epoch)
+            needy = [req for req, token in entries if req.cohort_token == token] if entries else []
+            extra = extra_need.pop(epoch, None)
+            if extra:
+                needy.extend(extra)
             need = len(needy)
             if need > free:
                 break
@@ -249,9 +255,9 @@ class DecodeCohort:
             if end > stop_time or int(end / interval_s) != first_interval:
                 break
             free -= need
+            nxt = epoch + block_size
             for req in needy:
-                nxt = epoch + block_size
-                if nxt <= self._finish_epoch(req):
+                if nxt <= req.cohort_finish:
                     extra_need.setdefault(nxt, []).append(req)
             t = end
             ends.append(end)
@@ -259,7 +265,7 @@ class DecodeCohort:
             sum_ctx += ctx
             ctx += active
             total_blocks_used += need
-            for req, token in self._finish_at.get(epoch, ()):
+            for req, token in self._finish_at.get(epoch) or ():
                 if req.cohort_token != token:
                     continue
                 active -= 1
@@ -283,9 +289,13 @@ class DecodeCohort:
         """Apply a run from `plan_run`: finished members (by finish time, then admission) and usage.
 
         Usage per tenant is [0, output tokens, context tokens, blocks held at the end] as
-        `decode_run.apply_decode_run` reports it.
+        `decode_run.apply_decode_run` reports it. A tenant's usage only changes shape when
+        one of its members leaves, so it is summed in closed form between those iterations.
         """
         usage: dict[str, list[int]] = {}
+        settled: dict[str, int] = {}  # tenant -> iteration its usage is summed through
+        tenants = self.tenants
+        start = self.epoch
         finished: list[Request] = []
         for end in run.step_ends:
             entries = self._need_at.pop(self.epoch + 1, None)
@@ -293,8 +303,31 @@ class DecodeCohort:
                 needy = [req for req, token in entries if req.cohort_token == token]
                 if needy:
                     self._allocate(needy, self.epoch + 1)
-            finished.extend(self.advance(end, usage))
+            epoch = self._step(end)
+            self.ctx += self.size
+            if epoch in self._finish_at:
+                for req, token in self._finish_at[epoch]:
+                    if req.cohort_token == token:
+                        self._settle(req.spec.tenant, epoch, settled.get(req.spec.tenant, start), usage)
+                        settled[req.spec.tenant] = epoch
+                finished.extend(self._finish(epoch))
+        for tenant in tenants:
+            self._settle(tenant, self.epoch, settled.get(tenant, start), usage)
         for tenant, u in usage.items():
-            agg = self.tenants.get(tenant)
+            agg = tenants.get(tenant)
             u[3] = agg[2] if agg is not None else 0
         return finished, usage
+
+    def _settle(self, tenant: str, epoch: int, since: int, usage: dict[str, list[int]]) -> None:
+        """Add `tenant`'s usage over iterations (since, epoch] (its members unchanged) to `usage`."""
+        steps = epoch - since
+        if steps <= 0:
+            return
+        agg = self.tenants[tenant]
+        n, ctx = agg[0], agg[1]
+        u = usage.get(tenant)
+        if u is None:
+            u = usage[tenant] = [0, 0, 0, 0]
+        u[1] += n * steps
+        u[2] += steps * ctx + n * steps * (steps - 1) // 2
+        agg[1] = ctx + n * steps

@@ -131,11 +131,20 @@ class VtcPolicy(CounterPolicy):
         self.charge(request.tenant, cfg.prompt_weight * request.num_prompt_tokens / cfg.weight(request.tenant))
 
     def on_step(self, report: StepReport) -> None:
-        """Charge every generated token."""
+        """Charge every generated token (called every iteration: `charge` inlined, amounts are >= 0)."""
         cfg = self.config
+        w_q = cfg.output_weight
+        if w_q < 0:  # a negative charge must refresh the heap: the general path
+            for tenant, usage in report.per_tenant.items():
+                if usage.num_output_tokens:
+                    self.charge(tenant, w_q * usage.num_output_tokens / cfg.weight(tenant))
+            return
+        weights = cfg.tenant_weights
+        counter = self._counter
         for tenant, usage in report.per_tenant.items():
-            if usage.num_output_tokens:
-                self.charge(tenant, cfg.output_weight * usage.num_output_tokens / cfg.weight(tenant))
+            n = usage.num_output_tokens
+            if n:
+                counter[tenant] = counter.get(tenant, 0.0) + w_q * n / float(weights.get(tenant, 1.0))
 
     def on_finish(self, request: RequestView, now: float) -> None:
         """Forget the request."""
