@@ -107,3 +107,40 @@ def test_cohort_matches_eager_on_random_workloads(seed: int, policy: str, blocks
     specs = workload(seed, 120, rate, 3)
     engine = EngineConfig(num_kv_blocks=blocks, max_num_batched_tokens=budget, max_num_seqs=48)
     assert_identical(simulate(specs, policy, engine, True), simulate(specs, policy, engine, False))
+
+
+def test_runs_end_with_the_iteration_that_crosses_an_arrival() -> None:
+    """The decode iteration in flight when a request arrives joins the run before it."""
+    specs = workload(11, 200, 4.0, 3)
+    dep = make_deployment("a100-80gb", "llama-2-7b")
+    results = []
+    for fast in (True, False):
+        sched = IterationScheduler(EngineConfig(num_kv_blocks=5000), make_policy("vtc"))
+        crossings = 0
+        inner = sched.apply_crossing_step
+
+        def counting(run, inner=inner):  # type: ignore[no-untyped-def]
+            nonlocal crossings
+            crossings += 1
+            return inner(run)
+
+        sched.apply_crossing_step = counting  # type: ignore[method-assign]
+        coll = Collector(0.5, lambda r: dep.flops(r.batch))
+        Simulator(specs, sched, CostModelBackend(build_cost_model("roofline", dep)), coll, fast_forward=fast).run()
+        results.append((coll.records, coll.series.columns, coll.series.service, crossings))
+    (fast_records, fast_cols, fast_service, fast_crossings), (slow_records, slow_cols, slow_service, _) = results
+    assert fast_crossings > 50
+    assert fast_records == slow_records and fast_service == slow_service
+    for col in ("num_steps", "num_seqs", "num_tokens", "num_decode_seqs", "num_waiting", "num_running"):
+        assert fast_cols[col] == slow_cols[col], col
+
+
+def test_no_crossing_when_the_policy_adapts_its_batch_limits() -> None:
+    # Equinox's adaptive batching sets each iteration's limits from what it has just learnt,
+    # so the crossing iteration cannot be planned before the run's reports reach it.
+    specs = workload(11, 120, 4.0, 3)
+    dep = make_deployment("a100-80gb", "llama-2-7b")
+    sched = IterationScheduler(EngineConfig(num_kv_blocks=5000), make_policy("equinox"))
+    sched.apply_crossing_step = lambda run: pytest.fail("crossed")  # type: ignore[method-assign]
+    stats = Simulator(specs, sched, CostModelBackend(build_cost_model("roofline", dep)), Collector()).run()
+    assert stats.num_finished == len(specs)

@@ -22,6 +22,7 @@ The results are the same, to the bit, as advancing every request every iteration
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Callable
 
@@ -218,13 +219,17 @@ class DecodeCohort:
     # Runs of decode-only iterations ---------------------------------------------------
     def plan_run(
         self, limits: BatchLimits, now: float, step_time: Callable[[BatchShape], float], stop_time: float,
-        interval_s: float, max_steps: int = 100_000,
+        interval_s: float, max_steps: int = 100_000, visible_time: float = math.inf,
     ) -> DecodeRun | None:
         """Plan decode-only iterations from `now` when every running request is a member.
 
         Mirrors `decode_run.plan_decode_run` step for step (same stops, same sums), reading
-        the epoch-indexed needs and completions instead of every request.
+        the epoch-indexed needs and completions instead of every request. With a
+        `visible_time` (the next arrival) the run stops there instead of at `stop_time`, and
+        the iteration that starts before it and ends after it is planned as the run's
+        crossing iteration: with nothing waiting when it starts, it too decodes every member.
         """
+        cross: tuple[float, float, BatchShape] | None = None
         n = self.size
         if n == 0 or n > limits.max_num_batched_tokens or n > limits.max_num_seqs:
             return None
@@ -252,7 +257,13 @@ class DecodeCohort:
                 break
             d = step_time(BatchShape(0, 0, 0, active, ctx))
             end = t + d
-            if end > stop_time or int(end / interval_s) != first_interval:
+            if end > stop_time:
+                break
+            if end > visible_time:
+                if ends and t < visible_time:
+                    cross = (end, d, BatchShape(0, 0, 0, active, ctx))
+                break
+            if int(end / interval_s) != first_interval:
                 break
             free -= need
             nxt = epoch + block_size
@@ -276,7 +287,10 @@ class DecodeCohort:
             kv_block_s += d * total_blocks_used
         if not ends:
             return None
-        return DecodeRun(now, ends, [], limits, BatchShape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
+        run = DecodeRun(now, ends, [], limits, BatchShape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
+        if cross is not None:
+            run.cross_end, run.cross_duration_s, run.cross_batch = cross
+        return run
 
     def _blocks_added(self, req: Request, epoch: int) -> int:
         """Blocks a member gains from now through the iteration at `epoch`."""

@@ -35,16 +35,28 @@ class DecodeRun:
     limits: BatchLimits
     batch: BatchShape  # sums over the run's iterations
     kv_block_seconds: float  # sum over iterations of blocks in use after it x its duration
+    # One more decode iteration that starts before the next arrival and ends after it (cohort
+    # runs only). It is reported on its own, as the iteration it stands for would be: the
+    # run's iterations fold in when the arrival comes, this one when it ends.
+    cross_end: float | None = None
+    cross_duration_s: float = 0.0
+    cross_batch: BatchShape | None = None
+    is_folded: bool = False  # the run's own iterations were applied (the crossing one may remain)
 
     @property
     def num_steps(self) -> int:
-        """Iterations in the run."""
+        """Iterations in the run (without a crossing one)."""
         return len(self.step_ends)
 
     @property
     def end_time(self) -> float:
-        """When the last iteration ends."""
+        """When the run's last iteration ends (without a crossing one)."""
         return self.step_ends[-1]
+
+    @property
+    def event_time(self) -> float:
+        """When the engine is next free: the crossing iteration's end, else the run's."""
+        return self.cross_end if self.cross_end is not None else self.step_ends[-1]
 
 
 def plan_decode_run(

@@ -412,22 +412,32 @@ class IterationScheduler:
 
     # Folded decode runs (simulator fast path) ---------------------------------------
     def plan_decode_run(
-        self, now: float, step_time: Callable[[BatchShape], float], stop_time: float, interval_s: float
+        self, now: float, step_time: Callable[[BatchShape], float], stop_time: float, interval_s: float,
+        visible_time: float | None = None,
     ) -> DecodeRun | None:
-        """Plan identical decode iterations from `now` (only when nothing waits; see decode_run.py)."""
+        """Plan identical decode iterations from `now` (only when nothing waits; see decode_run.py).
+
+        `stop_time` is the next event; with `visible_time` (the next arrival, which then is not
+        part of `stop_time`) a cohort run may end with the iteration that crosses it, when the
+        policy's batch limits do not depend on what it learns (the iteration is then planned
+        before the run's reports reach the policy).
+        """
         if self.policy.num_waiting or not self.running or self._next_decode_ctx < 0:
             return None  # something waits, or a prefill is in flight
+        first_stop = stop_time if visible_time is None else min(stop_time, visible_time)
         # Cheap look-ahead: if the very next iteration passes the stop, there is no run to fold.
         first = now + step_time(BatchShape(0, 0, 0, len(self.running), self._next_decode_ctx))
-        if first > stop_time or int(first / interval_s) != int(now / interval_s):
+        if first > first_stop or int(first / interval_s) != int(now / interval_s):
             return None
         limits = self.policy.batch_limits(now, self.config.limits)
         if self._cohort is not None:
             if self._pending:
                 return None
-            return self._cohort.plan_run(limits, now, step_time, stop_time, interval_s)
+            if visible_time is not None and type(self.policy).batch_limits is Policy.batch_limits:
+                return self._cohort.plan_run(limits, now, step_time, stop_time, interval_s, visible_time=visible_time)
+            return self._cohort.plan_run(limits, now, step_time, first_stop, interval_s)
         return plan_decode_run(
-            self.running, self.kv.num_free, self.config.block_size, limits, now, step_time, stop_time, interval_s
+            self.running, self.kv.num_free, self.config.block_size, limits, now, step_time, first_stop, interval_s
         )
 
     def apply_decode_run(self, run: DecodeRun) -> StepOutcome:
@@ -448,11 +458,34 @@ class IterationScheduler:
             self._next_decode_ctx = sum(r.num_computed_tokens + 1 for r in self.running)
         self._step_id += k
         self._steps_since_admission += k
+        run.is_folded = True
         report = run_report(run, self._step_id, per_tenant, self.kv.num_used, self.kv.num_blocks)
         policy = self.policy
         policy.on_step(report)
         for req in finished:
             policy.on_finish(req, req.finish_time)  # type: ignore[arg-type]
+        return StepOutcome(report, [], finished)
+
+    def apply_crossing_step(self, run: DecodeRun) -> StepOutcome:
+        """Fold a run's crossing iteration back (after the run), exactly as a scheduled one."""
+        cohort = self._cohort
+        if cohort is None or run.cross_end is None or run.cross_batch is None or not run.is_folded:
+            raise RuntimeError("apply_crossing_step needs a folded cohort run with a crossing iteration")
+        if not cohort.allocate_next():
+            raise RuntimeError("KV blocks planned for the crossing iteration are gone")
+        self._step_id += 1
+        usage: dict[str, list[int]] = {}
+        finished = cohort.advance(run.cross_end, usage)
+        if finished:
+            self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
+        self._next_decode_ctx = cohort.ctx  # every running request is a member
+        per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}
+        report = StepReport(self._step_id, run.end_time, run.cross_duration_s, run.cross_batch, run.limits,
+                            per_tenant, self.kv.num_used, self.kv.num_blocks)
+        policy = self.policy
+        policy.on_step(report)
+        for req in finished:
+            policy.on_finish(req, run.cross_end)
         return StepOutcome(report, [], finished)
 
     # Results ------------------------------------------------------------------
