@@ -187,3 +187,16 @@ def test_distserve_encodes_published_coefficients() -> None:
     # Published: prefill_ms = 18.1025 + 0.101912 * 512 + 7.12226e-06 * 512^2 for one 512-token prompt.
     expected = (18.10254647486372 + 0.1019122572698738 * 512 + 7.122264314252114e-06 * 512**2) / 1e3
     assert model.iteration_time(BatchShape(512, 1, 512 * 513 // 2)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("name", "key"), _claimed())
+def test_decode_time_shortcut_equals_iteration_time_bit_for_bit(name: str, key: tuple[str, str, int]) -> None:
+    gpu, model, tp = key
+    cost = build_cost_model(name, make_deployment(gpu, model, tp))
+    decode_time = getattr(cost, "decode_time", None)
+    if decode_time is None:
+        pytest.skip(f"{name} has no decode-time shortcut")
+    for seqs in (1, 2, 7, 64, 255, 256, 1000):
+        for ctx in (seqs, 1000 * seqs + 17, 4096 * seqs):
+            assert decode_time(seqs, ctx) == cost.iteration_time(BatchShape(0, 0, 0, seqs, ctx))
+    assert decode_time(0, 0) == cost.iteration_time(BatchShape()) == 0.0

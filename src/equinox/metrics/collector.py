@@ -102,6 +102,8 @@ class Collector:
         self._flops_of = flops_of
         self._last_counter_index = -1
         self.num_preemptions = 0
+        self._cells_index = -1
+        self._cells: dict[str, list[int]] = {}  # tenant -> service cell of interval `_cells_index`
         cols = self.series.columns  # the lists grow in place, so references stay valid
         self._step_columns = tuple(cols[c] for c in (
             "num_steps", "num_seqs", "num_tokens", "num_prefill_tokens", "num_decode_seqs", "token_budget",
@@ -126,12 +128,16 @@ class Collector:
             num_kv_blocks_used = report.kv_block_seconds / report.duration_s
         t = start
         i = int(t / interval)
-        while t < end:
-            edge = min(end, (i + 1) * interval)
-            busy[i] += edge - t
-            kv_block_s[i] += (edge - t) * num_kv_blocks_used
-            t = edge
-            i += 1
+        if i == i_end:  # the usual case: the step lies inside one interval
+            busy[i] += end - t
+            kv_block_s[i] += (end - t) * num_kv_blocks_used
+        else:
+            while t < end:
+                edge = min(end, (i + 1) * interval)
+                busy[i] += edge - t
+                kv_block_s[i] += (edge - t) * num_kv_blocks_used
+                t = edge
+                i += 1
         b = report.batch
         limits = report.limits
         num_decode_seqs = b.num_decode_seqs
@@ -150,17 +156,22 @@ class Collector:
         c_running[i_end] = num_running
         if self._flops_of is not None:
             c_flops[i_end] += self._flops_of(report)
-        service = s.service
+        if i_end != self._cells_index:  # steps end in time order, so this interval's cells are reused
+            self._cells_index = i_end
+            self._cells = {}
+        cells = self._cells
         for tenant, usage in report.per_tenant.items():
-            per = service.get(tenant)
-            if per is None:
-                per = service[tenant] = {}
-            cell = per.get(i_end)
+            cell = cells.get(tenant)
             if cell is None:
-                per[i_end] = [usage.num_prefill_tokens, usage.num_output_tokens]
-            else:
-                cell[0] += usage.num_prefill_tokens
-                cell[1] += usage.num_output_tokens
+                per = s.service.get(tenant)
+                if per is None:
+                    per = s.service[tenant] = {}
+                cell = per.get(i_end)
+                if cell is None:
+                    cell = per[i_end] = [0, 0]
+                cells[tenant] = cell
+            cell[0] += usage.num_prefill_tokens
+            cell[1] += usage.num_output_tokens
         self.num_preemptions += num_preempted
 
     def sample_counters(self, now: float, counters: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:

@@ -220,6 +220,7 @@ class DecodeCohort:
     def plan_run(
         self, limits: BatchLimits, now: float, step_time: Callable[[BatchShape], float], stop_time: float,
         interval_s: float, max_steps: int = 100_000, visible_time: float = math.inf,
+        decode_time: Callable[[int, int], float] | None = None,
     ) -> DecodeRun | None:
         """Plan decode-only iterations from `now` when every running request is a member.
 
@@ -228,7 +229,13 @@ class DecodeCohort:
         `visible_time` (the next arrival) the run stops there instead of at `stop_time`, and
         the iteration that starts before it and ends after it is planned as the run's
         crossing iteration: with nothing waiting when it starts, it too decodes every member.
+        `decode_time(sequences, context)`, when given, must equal `step_time` of that
+        decode-only batch (a cost model's shortcut).
         """
+        if decode_time is None:
+            def decode_time(num_seqs: int, context_tokens: int) -> float:
+                return step_time(BatchShape(0, 0, 0, num_seqs, context_tokens))
+
         cross: tuple[float, float, BatchShape] | None = None
         n = self.size
         if n == 0 or n > limits.max_num_batched_tokens or n > limits.max_num_seqs:
@@ -245,9 +252,12 @@ class DecodeCohort:
         sum_seqs = sum_ctx = 0
         first_interval = int(now / interval_s)
         epoch = self.epoch
-        while epoch - self.epoch < max_steps and active:
+        last_epoch = epoch + max_steps
+        need_at, finish_at = self._need_at, self._finish_at
+        needs: dict[int, list[Request]] = {}  # epoch -> members given a block then (for apply_run)
+        while epoch < last_epoch and active:
             epoch += 1
-            entries = self._need_at.get(epoch)
+            entries = need_at.get(epoch)
             needy = [req for req, token in entries if req.cohort_token == token] if entries else []
             extra = extra_need.pop(epoch, None)
             if extra:
@@ -255,7 +265,7 @@ class DecodeCohort:
             need = len(needy)
             if need > free:
                 break
-            d = step_time(BatchShape(0, 0, 0, active, ctx))
+            d = decode_time(active, ctx)
             end = t + d
             if end > stop_time:
                 break
@@ -265,39 +275,39 @@ class DecodeCohort:
                 break
             if int(end / interval_s) != first_interval:
                 break
-            free -= need
-            nxt = epoch + block_size
-            for req in needy:
-                if nxt <= req.cohort_finish:
-                    extra_need.setdefault(nxt, []).append(req)
+            if need:
+                free -= need
+                needs[epoch] = needy
+                nxt = epoch + block_size
+                for req in needy:
+                    if nxt <= req.cohort_finish:
+                        extra_need.setdefault(nxt, []).append(req)
             t = end
             ends.append(end)
             sum_seqs += active
             sum_ctx += ctx
             ctx += active
             total_blocks_used += need
-            for req, token in self._finish_at.get(epoch) or ():
+            for req, token in finish_at.get(epoch) or ():
                 if req.cohort_token != token:
                     continue
                 active -= 1
                 ctx -= req.num_computed_tokens + (epoch - req.cohort_base) + 1
-                released = req.num_blocks + self._blocks_added(req, epoch)
+                # Its blocks now: those it held plus those it gained since (see `_blocks_added`).
+                first_need = req.cohort_base + 1 + req.num_blocks * block_size - req.num_computed_tokens
+                released = req.num_blocks
+                if epoch >= first_need:
+                    released += 1 + (epoch - first_need) // block_size
                 free += released
                 total_blocks_used -= released
             kv_block_s += d * total_blocks_used
         if not ends:
             return None
         run = DecodeRun(now, ends, [], limits, BatchShape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
+        run.cohort_needs = needs
         if cross is not None:
             run.cross_end, run.cross_duration_s, run.cross_batch = cross
         return run
-
-    def _blocks_added(self, req: Request, epoch: int) -> int:
-        """Blocks a member gains from now through the iteration at `epoch`."""
-        first_need = req.cohort_base + 1 + req.num_blocks * self.block_size - req.num_computed_tokens
-        if epoch < first_need:
-            return 0
-        return 1 + (epoch - first_need) // self.block_size
 
     def apply_run(self, run: DecodeRun) -> tuple[list[Request], dict[str, list[int]]]:
         """Apply a run from `plan_run`: finished members (by finish time, then admission) and usage.
@@ -311,12 +321,14 @@ class DecodeCohort:
         tenants = self.tenants
         start = self.epoch
         finished: list[Request] = []
+        needs = run.cohort_needs
+        need_at = self._need_at
         for end in run.step_ends:
-            entries = self._need_at.pop(self.epoch + 1, None)
-            if entries:
-                needy = [req for req, token in entries if req.cohort_token == token]
-                if needy:
-                    self._allocate(needy, self.epoch + 1)
+            nxt = self.epoch + 1
+            need_at.pop(nxt, None)  # the plan listed the live entries (and needs arising in the run)
+            needy = needs.get(nxt)
+            if needy:
+                self._allocate(needy, nxt)
             epoch = self._step(end)
             self.ctx += self.size
             if epoch in self._finish_at:

@@ -19,7 +19,7 @@ are additive, so its counters end where step-by-step execution leaves them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from equinox.request import Request, RequestStatus
 from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
@@ -42,6 +42,7 @@ class DecodeRun:
     cross_duration_s: float = 0.0
     cross_batch: BatchShape | None = None
     is_folded: bool = False  # the run's own iterations were applied (the crossing one may remain)
+    cohort_needs: dict[int, list[Request]] = field(default_factory=dict)  # cohort runs: new blocks by iteration
 
     @property
     def num_steps(self) -> int:

@@ -413,14 +413,15 @@ class IterationScheduler:
     # Folded decode runs (simulator fast path) ---------------------------------------
     def plan_decode_run(
         self, now: float, step_time: Callable[[BatchShape], float], stop_time: float, interval_s: float,
-        visible_time: float | None = None,
+        visible_time: float | None = None, decode_time: Callable[[int, int], float] | None = None,
     ) -> DecodeRun | None:
         """Plan identical decode iterations from `now` (only when nothing waits; see decode_run.py).
 
         `stop_time` is the next event; with `visible_time` (the next arrival, which then is not
         part of `stop_time`) a cohort run may end with the iteration that crosses it, when the
         policy's batch limits do not depend on what it learns (the iteration is then planned
-        before the run's reports reach the policy).
+        before the run's reports reach the policy). `decode_time(sequences, context)` is an
+        optional exact shortcut for `step_time` of a decode-only batch.
         """
         if self.policy.num_waiting or not self.running or self._next_decode_ctx < 0:
             return None  # something waits, or a prefill is in flight
@@ -434,8 +435,9 @@ class IterationScheduler:
             if self._pending:
                 return None
             if visible_time is not None and type(self.policy).batch_limits is Policy.batch_limits:
-                return self._cohort.plan_run(limits, now, step_time, stop_time, interval_s, visible_time=visible_time)
-            return self._cohort.plan_run(limits, now, step_time, first_stop, interval_s)
+                return self._cohort.plan_run(limits, now, step_time, stop_time, interval_s,
+                                             visible_time=visible_time, decode_time=decode_time)
+            return self._cohort.plan_run(limits, now, step_time, first_stop, interval_s, decode_time=decode_time)
         return plan_decode_run(
             self.running, self.kv.num_free, self.config.block_size, limits, now, step_time, first_stop, interval_s
         )

@@ -29,6 +29,21 @@ class CostModelBackend:
         """Time the batch with the cost model."""
         return StepResult(self.time_of(output.batch))
 
+    def decode_time_of(self) -> Callable[[int, int], float] | None:
+        """A faster `time_of` for decode-only batches (sequences, context tokens), if the model has one."""
+        fast = getattr(self.cost_model, "decode_time", None)
+        if fast is None:
+            return None
+        name = self.cost_model.name
+
+        def decode_time(num_seqs: int, context_tokens: int) -> float:
+            duration: float = fast(num_seqs, context_tokens)
+            if not duration > 0.0:
+                raise BackendError(f"cost model {name!r} returned a non-positive iteration time {duration!r}")
+            return duration
+
+        return decode_time
+
     def time_of(self, batch: BatchShape) -> float:
         """Seconds an iteration of `batch` takes (lets the simulator fold identical decode iterations)."""
         duration = self.cost_model.iteration_time(batch)

@@ -69,8 +69,11 @@ class Simulator:
         self._in_flight: SchedulerOutput | DecodeRun | None = None
         # Folding identical decode iterations needs a backend that can time a batch without running it.
         self._time_of = getattr(backend, "time_of", None) if fast_forward else None
+        self._decode_time = None
         if self._time_of is not None and lazy_decode:
             scheduler.use_cohort()  # a backend that times batch shapes needs no per-request list
+            decode_time_of = getattr(backend, "decode_time_of", None)
+            self._decode_time = decode_time_of() if decode_time_of is not None else None
         self._num_arrivals = self._num_finished = self._num_rejected = self._num_steps = 0
         self._last_arrival_time = 0.0
         self._next_arrival_time = math.inf
@@ -154,7 +157,8 @@ class Simulator:
         if self._time_of is not None:
             stop = math.inf if self.until is None else self.until
             run = scheduler.plan_decode_run(
-                self.now, self._time_of, stop, self.collector.series.interval_s, visible_time=self._next_arrival_time
+                self.now, self._time_of, stop, self.collector.series.interval_s,
+                visible_time=self._next_arrival_time, decode_time=self._decode_time,
             )
             if run is not None:
                 self._in_flight = run

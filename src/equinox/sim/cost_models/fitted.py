@@ -22,7 +22,7 @@ from equinox.types import BatchShape
 class TableCostModel:
     """Overhead + piecewise-linear token cost + attention and per-sequence terms (seconds)."""
 
-    __slots__ = ("_ctx_s", "_linear", "_overhead_s", "_pair_s", "_seq_s", "deployment", "name")
+    __slots__ = ("_ctx_s", "_decode_base", "_linear", "_overhead_s", "_pair_s", "_seq_s", "deployment", "name")
 
     def __init__(
         self,
@@ -44,6 +44,7 @@ class TableCostModel:
         self._pair_s = pair_s
         self._ctx_s = ctx_s
         self._seq_s = seq_s
+        self._decode_base: dict[int, float] = {}  # batch size -> the terms of a decode-only batch before context
 
     def iteration_time(self, batch: BatchShape) -> float:
         """Seconds for one iteration of `batch` (0 for an empty batch)."""
@@ -57,6 +58,19 @@ class TableCostModel:
             + self._ctx_s * batch.decode_context_tokens
             + self._seq_s * batch.num_prefill_seqs
         )
+
+    def decode_time(self, num_seqs: int, context_tokens: int) -> float:
+        """`iteration_time` of a decode-only batch, bit for bit, without building a BatchShape.
+
+        The simulator calls it for every iteration of a decode run; the terms that depend
+        only on the batch size are cached, summed in the same order as `iteration_time`.
+        """
+        if num_seqs <= 0:
+            return 0.0
+        base = self._decode_base.get(num_seqs)
+        if base is None:
+            base = self._decode_base[num_seqs] = self._overhead_s + self._linear(num_seqs) + self._pair_s * 0
+        return base + self._ctx_s * context_tokens + self._seq_s * 0
 
     def linear_time_s(self, num_tokens: int) -> float:
         """The token-proportional part L(num_tokens) alone."""
