@@ -189,14 +189,16 @@ def test_distserve_encodes_published_coefficients() -> None:
     assert model.iteration_time(BatchShape(512, 1, 512 * 513 // 2)) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("name", "key"), _claimed())
-def test_decode_time_shortcut_equals_iteration_time_bit_for_bit(name: str, key: tuple[str, str, int]) -> None:
-    gpu, model, tp = key
-    cost = build_cost_model(name, make_deployment(gpu, model, tp))
-    decode_time = getattr(cost, "decode_time", None)
-    if decode_time is None:
-        pytest.skip(f"{name} has no decode-time shortcut")
-    for seqs in (1, 2, 7, 64, 255, 256, 1000):
-        for ctx in (seqs, 1000 * seqs + 17, 4096 * seqs):
-            assert decode_time(seqs, ctx) == cost.iteration_time(BatchShape(0, 0, 0, seqs, ctx))
-    assert decode_time(0, 0) == cost.iteration_time(BatchShape()) == 0.0
+def test_decode_time_shortcut_equals_iteration_time_bit_for_bit() -> None:
+    checked = 0
+    for name, (gpu, model, tp) in _claimed():
+        cost = build_cost_model(name, make_deployment(gpu, model, tp))
+        decode_time = getattr(cost, "decode_time", None)
+        if decode_time is None:
+            continue  # the simulator then times decode batches through iteration_time
+        checked += 1
+        for seqs in (1, 2, 7, 64, 255, 256, 1000):
+            for ctx in (seqs, 1000 * seqs + 17, 4096 * seqs):
+                assert decode_time(seqs, ctx) == cost.iteration_time(BatchShape(0, 0, 0, seqs, ctx)), (name, gpu)
+        assert decode_time(0, 0) == cost.iteration_time(BatchShape()) == 0.0
+    assert checked >= 10
