@@ -67,6 +67,7 @@ class ServerPool:
         config_file.write_text(config)
         self.metrics_file = self.workdir / f"{name}-metrics.json"
         self.step_log = self.workdir / f"{name}-steps.jsonl"
+        self.step_log.unlink(missing_ok=True)  # one log per server start
         spec = ServeSpec(
             model=str(self.model), policy=policy, config_file=str(config_file), metrics_file=str(self.metrics_file),
             port=free_port(), scheduler_cls=scheduler_cls, python=str(self.python),

@@ -39,28 +39,65 @@ tenant_weights = { heavy = 1.0, light = 1.0 }
 write_interval_s = 0.05
 """
 FLOOD_ARGS = ("--max-num-seqs", "4")
-NUM_HEAVY, NUM_LIGHT, LIGHT_START_S, PROMPT_WORDS, MAX_TOKENS = 64, 4, 0.5, 100, 128
+NUM_HEAVY, NUM_LIGHT, LIGHT_START_S, PROMPT_WORDS, MAX_TOKENS = 96, 4, 0.5, 100, 128
 
 _flood_cache: dict[str, dict[str, Any]] = {}
 
 
+MIN_QUEUED = 8  # heavy requests that must be queued ahead of the light ones for a verdict
+
+
 def run_flood(servers: Any, policy: str) -> dict[str, Any]:
-    """Run the flood workload once per policy (cached for the session)."""
+    """Run the flood workload once per policy (cached for the session).
+
+    The light requests are sent once the engine reports heavy requests waiting. If the
+    API server (starved of CPU) still delivers them after the flood has drained, the run
+    says nothing about the scheduler: it is repeated on a fresh server (at most three runs).
+    """
     if policy in _flood_cache:
         return _flood_cache[policy]
+    for attempt in range(3):
+        if attempt:
+            servers.close()
+        out = flood_once(servers, policy)
+        if sum(out["light"].queued_ahead) >= MIN_QUEUED:
+            break
+    _flood_cache[policy] = out
+    return out
+
+
+def flood_once(servers: Any, policy: str) -> dict[str, Any]:
+    """One flood on the pool's server for `policy`."""
     server = servers.get(policy, FLOOD_CONFIG, FLOOD_ARGS)
+    metrics_file = servers.metrics_file
+
+    def hold_light_until_queued(req: PlannedRequest) -> None:
+        if req.tenant == "light":
+            wait_for_waiting(metrics_file, "heavy", 16)
+
     plan = flood_plan(NUM_HEAVY, NUM_LIGHT, LIGHT_START_S, PROMPT_WORDS, MAX_TOKENS, jitter_tokens=16)
-    results = run_plan(server.base_url, str(servers.model), plan, timeout_s=240)
-    snapshot = wait_idle_snapshot(servers.metrics_file)  # idle: every request's end is logged
+    results = run_plan(server.base_url, str(servers.model), plan, timeout_s=240, on_send=hold_light_until_queued)
+    snapshot = wait_idle_snapshot(metrics_file)  # idle: every request's end is logged
     light = contention(read_step_log(servers.step_log), "light")
     out = {"plan": plan, "results": results, "light": light, "shares": light.shares(), "snapshot": snapshot}
-    _flood_cache[policy] = out
     client = summarize(results, "light")["light"]
     print(f"\n[{policy}] light engine TTFT mean {light.mean_ttft_s:.3f}s max {light.max_ttft_s:.3f}s "
           f"(client {client.mean_ttft_s:.3f}s); overtaken by {sum(light.overtaken_by)} of "
           f"{sum(light.queued_ahead)} heavy queued ahead; light share {out['shares'].get('light', 0):.3f} "
           f"over {light.end - light.start:.2f}s")
     return out
+
+
+def wait_for_waiting(metrics_file: Path, tenant: str, num_waiting: int, timeout_s: float = 30.0) -> None:
+    """Block until the scheduler's snapshot shows `num_waiting` requests of `tenant` waiting."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tenants = (read_snapshot(metrics_file) or {}).get("tenants", {})
+        if tenants.get(tenant, {}).get("num_waiting", 0) >= num_waiting:
+            return
+        time.sleep(0.02)
 
 
 def wait_idle_snapshot(metrics_file: Path, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -111,7 +148,8 @@ def test_light_tenant_is_isolated_from_a_flood(servers: Any, policy: str) -> Non
     # API server spreads the light arrivals over the flood varies with CPU contention.
     for run in (fcfs, fair):
         assert len(run["light"].ttfts_s) == NUM_LIGHT
-        assert sum(run["light"].queued_ahead) >= 8, "the flood was not queued when the light tenant arrived"
+        queued = sum(run["light"].queued_ahead)
+        assert queued >= MIN_QUEUED, "three times, the flood had drained before the light requests reached the engine"
     assert fcfs["light"].overtaken_fraction > 0.9
     assert fair["light"].overtaken_fraction < 0.2
     assert fair["light"].mean_ttft_s < fcfs["light"].mean_ttft_s
