@@ -225,3 +225,13 @@ class TestVtcPredict:
         r2.num_output_tokens_done = 80
         p.on_finish(r2, 4.0)
         assert p.predicted_output(req("a2", "a")) == 40 + 0.5 * (80 - 40)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"output_weight": -1.0}, "output_weight must be a number >= 0"),
+    ({"prompt_weight": float("nan")}, "prompt_weight must be a number >= 0"),
+    ({"tenant_weights": {"a": 0.0}}, "weight of tenant 'a' must be > 0"),
+])
+def test_policy_config_rejects_impossible_weights(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PolicyConfig(**kwargs)  # type: ignore[arg-type]

@@ -114,11 +114,10 @@ class DecodeCohort:
         for req in self._members.values():
             self._refresh(req)
 
-    def disband(self) -> list[Request]:
-        """Bring every member up to date and empty the cohort; returns the former members."""
+    def disband(self) -> None:
+        """Bring every member up to date and empty the cohort."""
         self.refresh_all()
-        members = list(self._members.values())
-        for req in members:
+        for req in self._members.values():
             req.cohort_token = -1
         self._members.clear()
         self.tenants.clear()
@@ -128,7 +127,6 @@ class DecodeCohort:
         self._gaps.clear()
         self._late_joiners.clear()
         self.size = self.ctx = 0
-        return members
 
     # One iteration --------------------------------------------------------------------
     def allocate_next(self) -> bool:

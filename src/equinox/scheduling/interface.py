@@ -17,10 +17,12 @@ and in the gateway. The mechanism (an iteration scheduler, vLLM, the gateway) ca
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from equinox.errors import ConfigError
 from equinox.request import RequestView
 from equinox.types import BatchLimits, StepReport
 
@@ -35,6 +37,15 @@ class PolicyConfig:
     rpm_limit: float | None = None  # requests per minute per tenant (policy `rpm`)
     rpm_limits: Mapping[str, float] = field(default_factory=dict)
     params: Mapping[str, object] = field(default_factory=dict)  # policy-specific knobs
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_weight", "output_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        for tenant, weight in self.tenant_weights.items():
+            if not weight > 0:
+                raise ConfigError(f"weight of tenant {tenant!r} must be > 0, got {weight!r}")
 
     def weight(self, tenant: str) -> float:
         """A tenant's weight (1.0 unless configured)."""

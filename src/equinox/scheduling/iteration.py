@@ -206,39 +206,13 @@ class IterationScheduler:
             self._pending = list(self.running)
             return (*self._schedule_hybrid(now, limits), 0)
         num_cohort = cohort.size
-        d_ctx = cohort.ctx
-        budget -= num_cohort
         scheduled: list[tuple[Request, int]] = []
         preempted: list[Request] = []
-        running = RequestStatus.RUNNING
-        chunked = self.config.is_chunked
-        p_tokens = pairs = 0
-        for req in list(self._pending):  # all prefilling: every decoding request is in the cohort
-            if budget <= 0:
-                break
-            if req.status is not running:
-                continue  # preempted earlier in this pass
-            n = req.num_tokens_to_compute
-            if not chunked and n > budget:
-                continue
-            n = min(n, budget)
-            k = req.num_computed_tokens
-            if not self._grow(req, k + n, scheduled, preempted, now):
-                continue
-            scheduled.append((req, n))
-            p_tokens += n
-            pairs += n * k + n * (n + 1) // 2
-            budget -= n
-        num_before = len(scheduled)
-        if not preempted:
-            if self.policy.reads_running_progress and self.policy.num_waiting:
-                cohort.refresh_all()
-            self._admit(now, limits, budget, scheduled)
-            for req, n in scheduled[num_before:]:
-                k = req.num_computed_tokens
-                p_tokens += n
-                pairs += n * k + n * (n + 1) // 2
-        shape = BatchShape(p_tokens, len(scheduled), pairs, num_cohort, d_ctx)
+        # Every decoding request is in the cohort: the others are all prefilling.
+        p_tokens, pairs = self._prefill_and_admit(
+            list(self._pending), budget - num_cohort, limits, scheduled, preempted, now
+        )
+        shape = BatchShape(p_tokens, len(scheduled), pairs, num_cohort, cohort.ctx)
         return scheduled, preempted, shape, num_cohort
 
     def _schedule_hybrid(
@@ -272,33 +246,40 @@ class IterationScheduler:
             d_ctx += computed + 1
             budget -= 1
         d_seqs = len(scheduled)
+        p_tokens, pairs = self._prefill_and_admit(prefills, budget, limits, scheduled, preempted, now)
+        shape = BatchShape(p_tokens, len(scheduled) - d_seqs, pairs, d_seqs, d_ctx)
+        return scheduled, preempted, shape
+
+    def _prefill_and_admit(
+        self, prefills: list[Request], budget: int, limits: BatchLimits, scheduled: list[tuple[Request, int]],
+        preempted: list[Request], now: float,
+    ) -> tuple[int, int]:
+        """After the decodes: unfinished prefills in running order, then admissions (if nothing
+        was preempted). Returns the prefill tokens and attention pairs they add to the batch."""
+        running = RequestStatus.RUNNING
         chunked = self.config.is_chunked
-        p_tokens = pairs = 0
+        num_before = len(scheduled)
         for req in prefills:
             if budget <= 0:
                 break
             if req.status is not running:
-                continue
+                continue  # preempted earlier in this pass
             n = req.num_tokens_to_compute
             if not chunked and n > budget:
                 continue
             n = min(n, budget)
-            k = req.num_computed_tokens
-            if not self._grow(req, k + n, scheduled, preempted, now):
+            if not self._grow(req, req.num_computed_tokens + n, scheduled, preempted, now):
                 continue  # req itself was preempted
             scheduled.append((req, n))
-            p_tokens += n
-            pairs += n * k + n * (n + 1) // 2
             budget -= n
-        num_before = len(scheduled)
         if not preempted:
             self._admit(now, limits, budget, scheduled)
-            for req, n in scheduled[num_before:]:  # admitted: prefills from their computed tokens
-                k = req.num_computed_tokens
-                p_tokens += n
-                pairs += n * k + n * (n + 1) // 2
-        shape = BatchShape(p_tokens, len(scheduled) - d_seqs, pairs, d_seqs, d_ctx)
-        return scheduled, preempted, shape
+        p_tokens = pairs = 0
+        for req, n in scheduled[num_before:]:  # chunks of n after k cached tokens (scheduling leaves k as is)
+            k = req.num_computed_tokens
+            p_tokens += n
+            pairs += n * k + n * (n + 1) // 2
+        return p_tokens, pairs
 
     def _grow(
         self, req: Request, num_tokens: int, scheduled: list[tuple[Request, int]], preempted: list[Request], now: float
@@ -346,6 +327,8 @@ class IterationScheduler:
         reserve_all: bool = False,
     ) -> None:
         """Admit waiting requests in the policy's order until the head does not fit (no skipping)."""
+        if self._cohort is not None and self.policy.reads_running_progress and self.policy.num_waiting:
+            self._cohort.refresh_all()  # the policy reads running requests' progress when it admits
         kv = self.kv
         chunked = self.config.is_chunked
         while budget > 0 and len(self.running) < limits.max_num_seqs:
@@ -462,11 +445,7 @@ class IterationScheduler:
         self._steps_since_admission += k
         run.is_folded = True
         report = run_report(run, self._step_id, per_tenant, self.kv.num_used, self.kv.num_blocks)
-        policy = self.policy
-        policy.on_step(report)
-        for req in finished:
-            policy.on_finish(req, req.finish_time)  # type: ignore[arg-type]
-        return StepOutcome(report, [], finished)
+        return self._tell_policy(report, [], finished)
 
     def apply_crossing_step(self, run: DecodeRun) -> StepOutcome:
         """Fold a run's crossing iteration back (after the run), exactly as a scheduled one."""
@@ -484,11 +463,17 @@ class IterationScheduler:
         per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}
         report = StepReport(self._step_id, run.end_time, run.cross_duration_s, run.cross_batch, run.limits,
                             per_tenant, self.kv.num_used, self.kv.num_blocks)
+        return self._tell_policy(report, [], finished)
+
+    def _tell_policy(self, report: StepReport, first_tokens: list[Request], finished: list[Request]) -> StepOutcome:
+        """Report an applied iteration (or run) to the policy: the step, first tokens, completions."""
         policy = self.policy
         policy.on_step(report)
+        for req in first_tokens:
+            policy.on_first_token(req, req.first_token_time)  # type: ignore[arg-type]
         for req in finished:
-            policy.on_finish(req, run.cross_end)
-        return StepOutcome(report, [], finished)
+            policy.on_finish(req, req.finish_time)  # type: ignore[arg-type]
+        return StepOutcome(report, first_tokens, finished)
 
     # Results ------------------------------------------------------------------
     def update_from_result(self, output: SchedulerOutput, result: StepResult) -> StepOutcome:
@@ -557,10 +542,4 @@ class IterationScheduler:
             output.step_id, output.time, result.duration_s, output.batch, output.limits,
             per_tenant, self.kv.num_used, self.kv.num_blocks,
         )
-        policy = self.policy
-        policy.on_step(report)
-        for req in outcome_first:
-            policy.on_first_token(req, end)
-        for req in finished:
-            policy.on_finish(req, end)
-        return StepOutcome(report, outcome_first, finished)
+        return self._tell_policy(report, outcome_first, finished)

@@ -131,14 +131,10 @@ class VtcPolicy(CounterPolicy):
         self.charge(request.tenant, cfg.prompt_weight * request.num_prompt_tokens / cfg.weight(request.tenant))
 
     def on_step(self, report: StepReport) -> None:
-        """Charge every generated token (called every iteration: `charge` inlined, amounts are >= 0)."""
+        """Charge every generated token (called every iteration: `charge` inlined; PolicyConfig
+        keeps the amounts >= 0, so no heap entry needs refreshing)."""
         cfg = self.config
         w_q = cfg.output_weight
-        if w_q < 0:  # a negative charge must refresh the heap: the general path
-            for tenant, usage in report.per_tenant.items():
-                if usage.num_output_tokens:
-                    self.charge(tenant, w_q * usage.num_output_tokens / cfg.weight(tenant))
-            return
         weights = cfg.tenant_weights
         counter = self._counter
         for tenant, usage in report.per_tenant.items():
