@@ -13,18 +13,86 @@ and in the gateway. The mechanism (an iteration scheduler, vLLM, the gateway) ca
 - `choose_victim` when KV memory runs out,
 - `batch_limits` and `kv_reservation_tokens` (adaptive batching and predicted-length
   KV admission; the defaults leave the mechanism's settings unchanged).
+
+Three parts of the contract serve every host alike (issues "Engines that tell the truth",
+"Holistic fairness", "Hardening", "Scale-out on Ray"):
+
+- `waiting()` lists the waiting requests in the policy's order: the order in which
+  successive `peek`/`pop` calls would admit them if nothing else happened (vLLM iterates
+  and indexes its waiting queue; the gateway and dashboards list it).
+- `set_platform(platform)`: the host says what hardware the policy schedules on (a
+  `Platform`: cost constants, an optional iteration-time model). The simulator derives it
+  from its deployment and cost model, the vLLM plug-in from the engine's model config and
+  measured step times, the gateway from configuration. A policy that never gets one uses
+  `Platform.proxy()` (token proxies), so the Resource Fairness Counter means the same
+  thing in every host that knows the same platform.
+- `export_state()` / `restore_state(state)`: the policy's accounting (counters, lift
+  floors, what its predictors learned) as a JSON-safe mapping, so a restarted gateway, a
+  counter actor or a replica resumes a heavy tenant's debt instead of zeroing it. Waiting
+  requests are not part of the state (hosts own them). `scheduling/state.py` wraps it in
+  one versioned snapshot format shared by every host.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from equinox.errors import ConfigError
 from equinox.request import RequestView
-from equinox.types import BatchLimits, StepReport
+from equinox.types import BatchLimits, BatchShape, StepReport
+
+
+@dataclass(frozen=True)
+class Platform:
+    """The hardware a policy schedules on, as every host can describe it.
+
+    Cost constants are seconds per unit of work at peak: a prefill token's compute
+    (`2N / F`), a context token's KV read in decode (`kv_bytes / B`) and one read of the
+    weights (`weight_bytes / B`); `tokens_per_s = F / 2N` is the platform's capacity, the
+    unit of the Resource Fairness Counter. `iteration_time` (seconds for a batch shape) and
+    `flops` (FLOPs of a batch) are optional models a host may supply; `peak_flops` goes
+    with `flops`. `source` says where the values came from (for reports and logs).
+    """
+
+    name: str = "proxy"
+    s_per_prefill_token: float = 1.0
+    s_per_context_token: float = 1.0 / 64.0
+    s_weight_read: float = 1.0
+    tokens_per_s: float = 1.0
+    iteration_time: Callable[[BatchShape], float] | None = field(default=None, compare=False)
+    flops: Callable[[BatchShape], float] | None = field(default=None, compare=False)
+    peak_flops: float | None = None
+    source: str = "token proxies"
+
+    def __post_init__(self) -> None:
+        for name in ("s_per_prefill_token", "s_per_context_token", "s_weight_read", "tokens_per_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ConfigError(f"platform {self.name!r}: {name} must be a finite number > 0, got {value!r}")
+
+    @classmethod
+    def proxy(cls) -> Platform:
+        """Token proxies for hosts that know nothing of the hardware: a prefill token costs 1,
+        a context token 1/64, a decode sequence 1; capacity 1 token/s (only ratios matter)."""
+        return cls()
+
+    @classmethod
+    def from_model(
+        cls, name: str, *, num_matmul_params: float, kv_bytes_per_token: float, weight_bytes: float,
+        peak_flops: float, hbm_bandwidth: float, source: str,
+        iteration_time: Callable[[BatchShape], float] | None = None,
+        flops: Callable[[BatchShape], float] | None = None,
+    ) -> Platform:
+        """Cost constants from a model's size and a GPU's peak compute and memory bandwidth."""
+        return cls(
+            name, 2.0 * num_matmul_params / peak_flops, kv_bytes_per_token / hbm_bandwidth,
+            weight_bytes / hbm_bandwidth, peak_flops / (2.0 * num_matmul_params),
+            iteration_time, flops, peak_flops, source,
+        )
 
 
 @dataclass(frozen=True)
@@ -59,6 +127,12 @@ class Policy(ABC):
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         self.config = config or PolicyConfig()
+        self.platform = Platform.proxy()
+
+    # Host-supplied platform ------------------------------------------------------
+    def set_platform(self, platform: Platform) -> None:
+        """The host says what hardware this policy schedules on (call before the first request)."""
+        self.platform = platform
 
     # Waiting queue -----------------------------------------------------------
     @abstractmethod
@@ -90,6 +164,11 @@ class Policy(ABC):
     def num_waiting_of(self, tenant: str) -> int:
         """Requests of `tenant` waiting."""
 
+    def waiting(self) -> Iterator[RequestView]:
+        """Waiting requests in the order successive `peek`/`pop` calls would admit them if
+        nothing else happened (no arrivals, steps or completions in between)."""
+        raise NotImplementedError(f"policy {self.name!r} does not list its waiting queue")
+
     # Accounting --------------------------------------------------------------
     def on_step(self, report: StepReport) -> None:  # noqa: B027 - optional hook
         """An iteration finished; `report.per_tenant` says what each tenant used."""
@@ -108,6 +187,18 @@ class Policy(ABC):
         """Every counter kind the policy keeps, per tenant (default: `counters()` under the policy's name)."""
         values = self.counters()
         return {self.name: values} if values else {}
+
+    # State that survives the host ---------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        """The policy's accounting as a JSON-safe mapping (counters, lift floors, learned
+        predictions); waiting requests are not included. Default: nothing to keep."""
+        return {}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Resume from `export_state()`'s output (before any request arrives). Raises
+        ConfigError naming the problem when `state` is malformed."""
+        if state:
+            raise ConfigError(f"policy {self.name!r} keeps no state but was given {sorted(state)}")
 
     # Mechanism hints ---------------------------------------------------------
     def choose_victim(self, candidates: Sequence[RequestView], now: float) -> RequestView:
