@@ -56,6 +56,18 @@ class FifoQueue:
         """Waiting requests of `tenant`."""
         return self._num_per_tenant.get(tenant, 0)
 
+    def in_order(self) -> list[RequestView]:
+        """Waiting requests in the order successive `pop` calls return them (nothing mutated)."""
+        removed = set(self._removed)
+        listed = []
+        for request in self._queue:
+            rid = request.request_id
+            if rid in removed:
+                removed.discard(rid)  # as `peek` does: one removal hides one entry
+            else:
+                listed.append(request)
+        return listed
+
     def _count(self, tenant: str, delta: int) -> None:
         n = self._num_per_tenant.get(tenant, 0) + delta
         if n:
@@ -123,6 +135,13 @@ class TenantQueues:
     def backlogged(self) -> Iterator[str]:
         """Tenants with waiting requests (insertion order)."""
         return (t for t, q in self._queues.items() if q)
+
+    def copy(self) -> TenantQueues:
+        """An independent copy (the requests themselves are shared), O(waiting + tenants)."""
+        clone = TenantQueues()
+        clone._queues = {t: deque(q) for t, q in self._queues.items()}
+        clone._num_waiting = self._num_waiting
+        return clone
 
 
 class TenantPriorityQueues:
@@ -206,6 +225,15 @@ class TenantPriorityQueues:
         """Tenants with waiting requests (insertion order)."""
         return (t for t, n in self._num.items() if n)
 
+    def copy(self) -> TenantPriorityQueues:
+        """An independent copy (the requests themselves are shared), O(waiting + tenants)."""
+        clone = TenantPriorityQueues(self._key)
+        clone._heaps = {t: list(heap) for t, heap in self._heaps.items()}
+        clone._removed = set(self._removed)
+        clone._num = dict(self._num)
+        clone._seq, clone._front_seq, clone._num_waiting = self._seq, self._front_seq, self._num_waiting
+        return clone
+
 
 class LazyMinHeap:
     """Min-selection over tenants whose keys change, in O(log n) amortised.
@@ -258,6 +286,14 @@ class LazyMinHeap:
         """Remove `member`; its stale entries are dropped when they surface."""
         self._live.pop(member, None)
 
+    def tie_order(self) -> list[str]:
+        """Every member ever seen, in the order that breaks ties (policy state to export)."""
+        return sorted(self._order, key=self._order.__getitem__)
+
+    def restore_tie_order(self, members: list[str]) -> None:
+        """Resume the tie order of `tie_order()` (before any member is added)."""
+        self._order = {m: i for i, m in enumerate(dict.fromkeys(members))}
+
     def min(self) -> str | None:
         """The member with the smallest current key."""
         heap = self._heap
@@ -277,3 +313,12 @@ class LazyMinHeap:
     def members(self) -> Iterator[str]:
         """Current members (unordered)."""
         return iter(self._live)
+
+    def copy(self, key_of: Callable[[str], float]) -> LazyMinHeap:
+        """An independent copy reading keys through `key_of` (the copy's owner's key function)."""
+        clone = LazyMinHeap(key_of)
+        clone._heap = list(self._heap)
+        clone._live = dict(self._live)
+        clone._order = dict(self._order)
+        clone._generation = self._generation
+        return clone

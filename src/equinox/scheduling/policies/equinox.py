@@ -23,9 +23,10 @@ Adaptive batching (`batch_limits`) and predicted-length KV admission
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from equinox.prediction.experts.output_length import OutputLengthConfig
 from equinox.prediction.mope import MoPE
@@ -243,6 +244,19 @@ class EquinoxPolicy(CounterPolicy):
         return waited + self.mope.ttft.prefill_s(
             request.num_prompt_tokens, budget, last.num_decode_seqs, last.decode_context_tokens
         )
+
+    # Listing ----------------------------------------------------------------------
+    def _fork(self) -> Self:
+        # Admission adds entries, flips re-admitted ones to running and moves the discount.
+        fork = super()._fork()
+        fork._admitted = {rid: dataclasses.replace(e) for rid, e in self._admitted.items()}
+        fork._tenant_discount = dict(self._tenant_discount)
+        fork._rfc = dict(self._rfc)
+        return fork
+
+    def _listing_time(self) -> float:
+        """Predicted TTFTs (hence UFC charges) are taken at the latest time the host gave."""
+        return self._now
 
     def requeue(self, request: RequestView, now: float) -> None:
         """A preempted request goes back to the front; it no longer holds KV."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from equinox.request import RequestView
 from equinox.scheduling.interface import Policy, PolicyConfig
 from equinox.scheduling.policy import POLICIES
@@ -46,6 +48,10 @@ class FcfsPolicy(Policy):
     def num_waiting_of(self, tenant: str) -> int:
         """Requests of `tenant` waiting."""
         return self._queue.num_of(tenant)
+
+    def waiting(self) -> Iterator[RequestView]:
+        """Waiting requests in admission order (preempted ones first, then arrival order)."""
+        return iter(self._queue.in_order())
 
 
 POLICIES.register("fcfs", FcfsPolicy, "first come, first served (no tenant isolation)")

@@ -11,7 +11,9 @@ per-tenant moving average of output length up front and reconciles on completion
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Iterator, Mapping
+from typing import Self
 
 from equinox.request import RequestView
 from equinox.scheduling.interface import Policy, PolicyConfig
@@ -108,6 +110,35 @@ class CounterPolicy(Policy):
         """Per-tenant counters."""
         return dict(self._counter)
 
+    # Listing ---------------------------------------------------------------------
+    def waiting(self) -> Iterator[RequestView]:
+        """Waiting requests in admission order: selection replayed on a fork of the policy.
+
+        The fork pops the lowest-score tenant's head and charges what `pop` charges, so
+        later picks see the counters move exactly as they would (no tenant becomes
+        backlogged meanwhile, so no lift applies). The list is built before this returns:
+        O(waiting x log tenants) plus copying the selection state; peek/pop pay nothing.
+        """
+        fork = self._fork()
+        now = self._listing_time()
+        listed = []
+        while (head := fork.peek(now)) is not None:
+            fork.pop(head, now)
+            listed.append(head)
+        return iter(listed)
+
+    def _fork(self) -> Self:
+        """A copy whose peek/pop leave this policy untouched (subclasses copy what their pop mutates)."""
+        fork = copy.copy(self)
+        fork._queues = self._queues.copy()
+        fork._counter = dict(self._counter)
+        fork._backlogged = self._backlogged.copy(fork.score)
+        return fork
+
+    def _listing_time(self) -> float:
+        """The `now` the listing admits at (the latest time the host told the policy)."""
+        return 0.0
+
     # Accounting hooks for subclasses -------------------------------------------
     def charge_admission(self, request: RequestView) -> None:
         """Charge made when `request` is admitted."""
@@ -145,6 +176,11 @@ class VtcPolicy(CounterPolicy):
     def on_finish(self, request: RequestView, now: float) -> None:
         """Forget the request."""
         self._charged.discard(request.request_id)
+
+    def _fork(self) -> Self:
+        fork = super()._fork()
+        fork._charged = set(self._charged)
+        return fork
 
 
 class LcfPolicy(VtcPolicy):
@@ -196,6 +232,11 @@ class VtcPredictPolicy(VtcPolicy):
         self.charge(request.tenant, cfg.output_weight * (actual - guess) / cfg.weight(request.tenant))
         prev = self._avg.get(request.tenant)
         self._avg[request.tenant] = actual if prev is None else prev + self._alpha * (actual - prev)
+
+    def _fork(self) -> Self:
+        fork = super()._fork()
+        fork._predicted = dict(self._predicted)
+        return fork
 
 
 POLICIES.register("vtc", VtcPolicy, "Virtual Token Counter (w_p=1, w_q=2, counter lift, weights)")
