@@ -27,13 +27,15 @@ def free_port() -> int:
 class ServerThread:
     """Runs an ASGI app on uvicorn in a daemon thread (127.0.0.1 only)."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, server: Any = None) -> None:
         import uvicorn
 
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
+        if server is None:
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+                                    lifespan="on", timeout_graceful_shutdown=1)
+            server = uvicorn.Server(config)
+        self.server = server
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

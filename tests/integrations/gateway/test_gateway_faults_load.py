@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import KEYS, MODEL, auth
+from conftest import KEYS, MODEL, admin, auth
 from servers import FakeProcess
 
 from equinox.bench.loadgen import BenchRequest, LoadOptions, run_load, synth_prompt
@@ -43,11 +43,11 @@ def test_backend_killed_mid_run_loses_no_accepted_request(gateway: Any) -> None:
         for status, text in results:
             assert status == 200, text
             assert '"error"' not in text and text.rstrip().endswith("data: [DONE]")
-        metrics = httpx.get(gw.url + "/metrics").text
+        metrics = httpx.get(gw.url + "/metrics", headers=admin()).text
         prefix = 'equinox_gateway_retries_total{backend="b0"}'
         retried = [line for line in metrics.splitlines() if line.startswith(prefix)]
         assert retried and float(retried[0].split()[-1]) >= 1, "no request was in flight on the killed backend"
-        health = httpx.get(gw.url + "/health").json()
+        health = httpx.get(gw.url + "/health", headers=admin()).json()
         assert [b["healthy"] for b in health["backends"]] == [False, True]
     finally:
         slow.kill()

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import KEYS, MODEL, auth
+from conftest import KEYS, MODEL, admin, auth
 
 COMPLETION = {"model": MODEL, "prompt": "hello there general", "max_tokens": 5}
 
@@ -88,7 +88,7 @@ def test_spoofed_tenant_header_and_fields_have_no_effect(fake: Any, gateway: Any
     assert seen["vllm_xargs"] == {"tenant": "alice", "other": 1}
     assert "tenant" not in seen["keys"] and "tenant_id" not in seen["keys"]
     assert not any("tenant" in h for h in seen["headers"])
-    metrics = httpx.get(gw.url + "/metrics").text
+    metrics = httpx.get(gw.url + "/metrics", headers=admin()).text
     assert 'equinox_gateway_output_tokens_total{tenant="alice"} 5.0' in metrics
     assert 'equinox_gateway_output_tokens_total{tenant="bob"}' not in metrics
 
@@ -118,10 +118,10 @@ def test_models_health_and_metrics(fake: Any, gateway: Any) -> None:
     backend, _ = fake()
     gw = gateway([backend.url])
     assert [m["id"] for m in httpx.get(gw.url + "/v1/models", headers=auth("bob")).json()["data"]] == [MODEL]
-    health = httpx.get(gw.url + "/health").json()
+    health = httpx.get(gw.url + "/health", headers=admin()).json()
     assert health["status"] == "ok" and health["backends"][0]["healthy"]
     httpx.post(gw.url + "/v1/completions", headers=auth("bob"), json=COMPLETION)
-    text = httpx.get(gw.url + "/metrics").text
+    text = httpx.get(gw.url + "/metrics", headers=admin()).text
     for name in ("equinox_gateway_queue_length", "equinox_gateway_queue_wait_seconds", "equinox_gateway_ttft_seconds",
                  "equinox_gateway_prompt_tokens_total", "equinox_gateway_output_tokens_total",
                  "equinox_gateway_fairness_counter", "equinox_gateway_backend_window"):
@@ -222,7 +222,8 @@ def test_client_disconnect_aborts_upstream_and_stops_charging(fake: Any, gateway
     assert charged > 0
     time.sleep(0.3)  # several usage reports later, nothing more is charged
     assert st.policy.counters()["alice"] == charged
-    assert 'equinox_gateway_client_disconnects_total{tenant="alice"} 1.0' in httpx.get(gw.url + "/metrics").text
+    metrics = httpx.get(gw.url + "/metrics", headers=admin()).text
+    assert 'equinox_gateway_client_disconnects_total{tenant="alice"} 1.0' in metrics
 
 
 def test_client_disconnect_while_queued_removes_the_request(fake: Any, gateway: Any) -> None:

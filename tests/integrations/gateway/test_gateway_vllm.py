@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import KEYS, auth
+from conftest import KEYS, admin, auth
 
 from equinox.integrations.vllm.launcher import SCHEDULER_CLS, ServeSpec, VllmServer, free_port
 from equinox.integrations.vllm.metrics import read_snapshot
@@ -85,6 +85,6 @@ def test_two_tenants_through_the_gateway_into_vllm(vllm_server: tuple[VllmServer
         time.sleep(0.2)
     assert {"alice", "bob"} <= set(tenants), tenants
     assert "mallory" not in tenants
-    metrics = httpx.get(gw.url + "/metrics").text
+    metrics = httpx.get(gw.url + "/metrics", headers=admin()).text
     assert 'equinox_gateway_output_tokens_total{tenant="alice"} 24.0' in metrics
     assert 'equinox_gateway_output_tokens_total{tenant="bob"} 24.0' in metrics

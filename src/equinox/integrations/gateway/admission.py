@@ -160,6 +160,22 @@ class Admission:
             req._future.set_exception(err)
             req._future.exception()  # mark retrieved: the waiter may already be gone
 
+    def fail_waiting(self, err: GatewayError) -> int:
+        """Take every waiting request out of the policy (uncharged unless dispatched before) and fail it."""
+        now = self.clock()
+        waiting = list(self._waiting.values())
+        for req in waiting:
+            self.policy.abort(req, now)
+            del self._waiting[req.request_id]
+            if req.first_scheduled_time is not None:
+                self.policy.on_finish(req, now)
+            req.is_done = True
+            req.finish_time = now
+            if req._future is not None and not req._future.done():
+                req._future.set_exception(err)
+                req._future.exception()
+        return len(waiting)
+
     def _start(self, req: GatewayRequest, backend: Backend, now: float) -> None:
         req.admit_seq = next(self._seq)
         if req.first_scheduled_time is None:

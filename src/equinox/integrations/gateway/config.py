@@ -108,6 +108,17 @@ class GatewayConfig:
     usage_report_interval_s: float = 0.05  # synthesised StepReports for on_step accounting
     chars_per_token: float = 4.0  # prompt-length estimate for text prompts
     retry_after_s: int = 1  # Retry-After header on 429
+    max_json_depth: int = 64  # deeper request bodies: 400 (issue #12: unbounded nesting crashed the parser)
+    header_timeout_s: float = 10.0  # a connection must deliver a request's headers within this: else closed
+    body_timeout_s: float = 30.0  # an authenticated request's body must arrive within this: else 408
+    keep_alive_timeout_s: float = 5.0  # idle keep-alive connections are closed after this
+    max_pending_connections: int = 256  # connections still sending headers (not yet authenticated); the oldest
+    # is closed when a new one would pass the cap
+    drain_timeout_s: float = 30.0  # on SIGTERM: running streams get this long to finish, then an error event
+    state_file: str = ""  # SQLite file holding the policy's fairness counters across restarts ("" = none)
+    state_interval_s: float = 10.0  # how often the counters are written to state_file (and once at shutdown)
+    admin_key_hashes: tuple[str, ...] = ()  # keys allowed to read /metrics and the detailed /health
+    public_metrics: bool = False  # true: /metrics (tenant and backend names) open to anyone who can connect
 
     def policy_config(self) -> PolicyConfig:
         """The PolicyConfig the gateway's policy is built with."""
@@ -140,6 +151,14 @@ class Authenticator:
         return None
 
 
+def is_admin(config: GatewayConfig, key: str | None) -> bool:
+    """True when `key` is one of the admin keys (for /metrics and the detailed /health)."""
+    if not key or not config.admin_key_hashes:
+        return False
+    digest = hash_key(key)
+    return any(hmac.compare_digest(digest, h) for h in config.admin_key_hashes)
+
+
 def bearer_key(headers: Mapping[str, str]) -> str | None:
     """The API key of a request: `Authorization: Bearer KEY` (or `x-api-key: KEY`)."""
     auth = headers.get("authorization", "")
@@ -151,8 +170,11 @@ def bearer_key(headers: Mapping[str, str]) -> str | None:
 # Parsing ------------------------------------------------------------------------------
 
 _GATEWAY_KEYS = {
-    f.name for f in fields(GatewayConfig) if f.name not in ("backends", "tenants", "concurrency", "policy_params")
-}
+    f.name for f in fields(GatewayConfig)
+    if f.name not in ("backends", "tenants", "concurrency", "policy_params", "admin_key_hashes")
+} | {"admin_key_sha256", "admin_key_sha256s"}
+_INT_KEYS = ("max_queue_total", "max_body_bytes", "max_attempts", "retry_after_s", "max_json_depth",
+             "max_pending_connections")
 _TOP_KEYS = {"gateway", "policy_params", "concurrency", "backends", "tenants"}
 
 
@@ -261,18 +283,32 @@ def config_from_dict(data: Mapping[str, Any], source: str = "(dict)") -> Gateway
     params = data.get("policy_params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{source}: [policy_params] must be a table")
+    gw = dict(gw)
+    admin = list(gw.pop("admin_key_sha256s", []))
+    if "admin_key_sha256" in gw:
+        admin.append(gw.pop("admin_key_sha256"))
+    admin_hashes = tuple(_digest(h, f"{source}: [gateway] admin_key_sha256") for h in admin)
     for key, value in gw.items():
-        if key in ("host", "policy", "tenant_key"):
+        if key == "public_metrics":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: [gateway] public_metrics must be true or false, got {value!r}")
+        elif key == "state_file":
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: [gateway] state_file must be a file path (a string), got {value!r}")
+        elif key in ("host", "policy", "tenant_key"):
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{source}: [gateway] {key} must be a non-empty string, got {value!r}")
         elif key == "port":
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536:
                 raise ConfigError(f"{source}: [gateway] port must be an integer in 0..65535, got {value!r}")
         else:
-            _positive(value, f"{source}: [gateway] {key}", integer=key in ("max_queue_total", "max_body_bytes",
-                                                                           "max_attempts", "retry_after_s"))
+            _positive(value, f"{source}: [gateway] {key}", integer=key in _INT_KEYS)
+    tenant_hashes = {h for t in tenant_list for h in t.key_hashes}
+    if tenant_hashes & set(admin_hashes):
+        raise ConfigError(f"{source}: [gateway] admin_key_sha256 is also a tenant's key; use a separate key")
     cfg = GatewayConfig(backends=backend_list, tenants=tenant_list, policy_params=dict(params),
-                        concurrency=ConcurrencyConfig(**{k: float(v) for k, v in conc.items()}), **gw)
+                        concurrency=ConcurrencyConfig(**{k: float(v) for k, v in conc.items()}),
+                        admin_key_hashes=admin_hashes, **gw)
     _check_policy(cfg, source)
     return cfg
 

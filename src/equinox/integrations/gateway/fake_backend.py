@@ -107,7 +107,8 @@ class FakeBackend:
             return
         headers = {k.decode(): v.decode() for k, v in scope.get("headers", [])}
         st.recent.append({"vllm_xargs": doc.get("vllm_xargs"), "headers": headers, "model": doc.get("model"),
-                          "keys": sorted(doc)})
+                          "keys": sorted(doc), "max_tokens": doc.get("max_tokens"),
+                          "max_completion_tokens": doc.get("max_completion_tokens")})
         if doc.get("model") not in st.models:
             await _json(send, 404, {"error": {"message": f"model {doc.get('model')!r} not found"}})
             return
@@ -138,7 +139,8 @@ class FakeBackend:
         st = self.state
         if st.mode == "stall":
             await asyncio.sleep(3600)
-        n = int(doc.get("max_tokens") or doc.get("max_completion_tokens") or 16)
+        # vLLM's order: max_completion_tokens first, then max_tokens (the gateway must charge that one)
+        n = int(doc.get("max_completion_tokens") or doc.get("max_tokens") or 16)
         prompt_tokens = len(str(doc.get("prompt") or doc.get("messages") or "").split())
         rid = f"fake-{st.num_requests}"
         is_stream = bool(doc.get("stream"))

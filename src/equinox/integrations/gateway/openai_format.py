@@ -14,6 +14,77 @@ from typing import Any
 SPOOFABLE_FIELDS = ("tenant", "tenant_id", "x_tenant", "equinox_tenant")
 
 
+def parse_body(body: bytes, max_depth: int) -> dict[str, Any]:
+    """The request body as a JSON object nested at most `max_depth` deep; GatewayError 400 otherwise."""
+    from equinox.integrations.gateway.admission import GatewayError
+
+    try:
+        payload = json.loads(body)
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit (issue #12)
+        raise GatewayError(400, f"request body is nested deeper than max_json_depth={max_depth}",
+                           kind="invalid_request_error") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GatewayError(400, f"request body is not valid JSON: {exc}", kind="invalid_request_error") from None
+    if not isinstance(payload, dict):
+        raise GatewayError(400, "request body must be a JSON object", kind="invalid_request_error")
+    if json_depth(payload) > max_depth:
+        raise GatewayError(400, f"request body is nested deeper than max_json_depth={max_depth}",
+                           kind="invalid_request_error")
+    return payload
+
+
+def json_depth(doc: Any) -> int:
+    """Nesting depth of a parsed JSON document (a scalar is 0, `[]` and `{}` are 1); iterative."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+OUTPUT_FIELDS_CHAT = ("max_completion_tokens", "max_tokens")  # vLLM reads max_completion_tokens first
+OUTPUT_FIELDS_TEXT = ("max_tokens",)
+
+
+def output_limit(payload: dict[str, Any], limit: int, *, is_chat: bool) -> int:
+    """The output-token bound the backend will use; rewrites `payload` so every backend uses that one bound.
+
+    Each output-limit field present must be a positive integer within `limit` (ValueError
+    otherwise). Chat requests may carry both `max_completion_tokens` and `max_tokens`;
+    vLLM honours the first, other servers may honour the second, so both are set to the
+    value vLLM would use: the policy is charged what any backend generates (issue #12).
+    Without any, `max_tokens` is set to `limit`.
+    """
+    fields = OUTPUT_FIELDS_CHAT if is_chat else OUTPUT_FIELDS_TEXT
+    values: dict[str, int] = {}
+    for name in fields:
+        value = payload.get(name)
+        if value is None:
+            payload.pop(name, None)
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"field {name!r} must be a positive integer, got {value!r}")
+        if value > limit:
+            raise ValueError(f"{name}={value} exceeds this API key's limit of {limit}")
+        values[name] = value
+    if not values:
+        payload["max_tokens"] = limit
+        return limit
+    bound = values[next(name for name in fields if name in values)]
+    for name in values:
+        payload[name] = bound
+    return bound
+
+
 def error_body(status: int, message: str, kind: str, param: str | None = None) -> bytes:
     """An OpenAI-style error document."""
     return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": status}}).encode()

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from equinox.integrations.gateway.admission import (
     GatewayError,
@@ -29,14 +29,14 @@ from equinox.integrations.gateway.openai_format import (
     count_chunk_tokens,
     error_body,
     is_usage_only,
+    output_limit,
+    parse_body,
     sse,
     upstream_body,
     wants_usage_chunk,
 )
+from equinox.integrations.gateway.runtime import GatewayState
 from equinox.integrations.gateway.upstream import Upstream, UpstreamFailure, UpstreamRejected
-
-if TYPE_CHECKING:
-    from equinox.integrations.gateway.app import GatewayState
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,17 @@ class _Prepared:
     is_stream: bool
 
 
-async def read_body(receive: Receive, max_bytes: int) -> bytes:
-    """The whole request body; GatewayError 413 past `max_bytes`."""
+async def read_body(receive: Receive, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole request body; GatewayError 413 past `max_bytes`, 408 when it takes longer than `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(receive, max_bytes)
+    except TimeoutError:
+        raise GatewayError(408, f"the request body did not arrive within body_timeout_s={timeout_s:g} s",
+                           kind="timeout") from None
+
+
+async def _read_body(receive: Receive, max_bytes: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
@@ -85,9 +94,12 @@ async def send_json(send: Send, status: int, body: bytes, extra: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, err: GatewayError) -> None:
-    """An OpenAI-style error response (with Retry-After / WWW-Authenticate where they apply)."""
-    extra: list[tuple[bytes, bytes]] = []
+async def send_error(send: Send, err: GatewayError, *, close: bool = False) -> None:
+    """An OpenAI-style error response (with Retry-After / WWW-Authenticate where they apply).
+
+    `close`: the request body was not read (or the gateway is stopping): end the connection after it.
+    """
+    extra: list[tuple[bytes, bytes]] = [(b"connection", b"close")] if close else []
     if err.retry_after_s is not None:
         extra.append((b"retry-after", str(err.retry_after_s).encode()))
     if err.status == 401:
@@ -114,21 +126,28 @@ class GenerationHandler:
         st = self.state
         arrival = st.clock()
         tenant_name = "(unauthenticated)"
+        is_body_read = False
         try:
-            body = await read_body(receive, st.config.max_body_bytes)
+            # The key is checked before the body is read: a client without one cannot hold the
+            # connection by trickling a body (issue #12).
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             tenant = st.auth.tenant_of(bearer_key(headers))
             if tenant is None:
                 raise GatewayError(401, "invalid or missing API key: send `Authorization: Bearer <key>`",
                                    kind="authentication_error")
             tenant_name = tenant.name
+            body = await read_body(receive, st.config.max_body_bytes, st.config.body_timeout_s)
+            is_body_read = True
+            if st.is_draining:
+                raise GatewayError(503, "the gateway is shutting down; retry the request", kind="shutting_down",
+                                   retry_after_s=st.config.retry_after_s)
             prepared = self._prepare(tenant, body, arrival)
             st.admission.submit(prepared.req)
         except _ClientGone:
             return
         except GatewayError as err:
             st.metrics.rejections.labels(tenant_name, err.kind).inc()
-            await send_error(send, err)
+            await send_error(send, err, close=not is_body_read or st.is_draining)
             return
         await self._run(prepared, receive, send)
 
@@ -143,6 +162,8 @@ class GenerationHandler:
 
         work = asyncio.ensure_future(self._serve(prepared, tracked_send))
         gone = asyncio.ensure_future(_wait_disconnect(receive))
+        self.state.active[work] = prepared.req
+        work.add_done_callback(lambda task: self.state.active.pop(task, None))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done() and not finished.is_set():
@@ -158,12 +179,7 @@ class GenerationHandler:
     def _prepare(self, tenant: TenantConfig, body: bytes, arrival: float) -> _Prepared:
         """Validate the body and build the request; GatewayError 400/404/503 on problems."""
         st = self.state
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise GatewayError(400, f"request body is not valid JSON: {exc}", kind="invalid_request_error") from None
-        if not isinstance(payload, dict):
-            raise GatewayError(400, "request body must be a JSON object", kind="invalid_request_error")
+        payload = parse_body(body, st.config.max_json_depth)
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "field 'model' is required (a model name from GET /v1/models)",
@@ -197,18 +213,10 @@ class GenerationHandler:
         return _Prepared(req, tenant, payload, is_stream)
 
     def _max_tokens(self, payload: dict[str, Any], tenant: TenantConfig) -> int:
-        field = "max_completion_tokens" if self.is_chat and "max_completion_tokens" in payload else "max_tokens"
-        value = payload.get(field)
-        if value is None:
-            payload[field] = tenant.max_tokens
-            return tenant.max_tokens
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GatewayError(400, f"field {field!r} must be a positive integer, got {value!r}",
-                               kind="invalid_request_error")
-        if value > tenant.max_tokens:
-            raise GatewayError(400, f"{field}={value} exceeds this API key's limit of {tenant.max_tokens}",
-                               kind="invalid_request_error")
-        return value
+        try:
+            return output_limit(payload, tenant.max_tokens, is_chat=self.is_chat)
+        except ValueError as exc:
+            raise GatewayError(400, str(exc), kind="invalid_request_error") from None
 
     # Serving ----------------------------------------------------------------------------
     async def _serve(self, prepared: _Prepared, send: Send) -> None:
@@ -238,8 +246,19 @@ class GenerationHandler:
             else:
                 await send_error(send, err)
         except asyncio.CancelledError:
-            outcome = "client_disconnect"
-            raise
+            if req.request_id not in st.drained:
+                outcome = "client_disconnect"
+                raise
+            # the drain time is over: end the request explicitly, as for a backend failure
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            outcome = "shutting_down"
+            stop = GatewayError(503, "the gateway is shutting down and its drain time is over; the response is "
+                                "incomplete, retry the request", kind="shutting_down")
+            if started:
+                await send({"type": "http.response.body",
+                            "body": sse(error_body(stop.status, stop.message, stop.kind)) + sse("[DONE]")})
+            else:
+                await send_error(send, stop, close=True)
         except Exception as exc:  # a bug must still end the request explicitly
             logger.exception("request %s failed", req.request_id)
             outcome = "internal_error"
