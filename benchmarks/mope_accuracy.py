@@ -31,10 +31,10 @@ from equinox.metrics.collector import Collector
 from equinox.prediction.experts.iteration_time import IterationTimeExpert
 from equinox.request import RequestView
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policies.equinox import EquinoxPolicy
 from equinox.sim.backend import CostModelBackend
 from equinox.sim.cost_models import build_cost_model, default_cost_model
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.sim.hardware import make_deployment
 from equinox.sim.loop import Simulator
 from equinox.types import StepReport
@@ -114,7 +114,7 @@ def evaluate(workload_name: str, gpu: str, model: str, duration: float) -> dict[
 
     pol.charge_admission, pol.on_step, pol.on_first_token, pol.on_finish = (  # type: ignore[method-assign]
         charge, step, first, finish)
-    Simulator(requests, IterationScheduler(engine, pol), CostModelBackend(truth), Collector()).run()
+    Simulator(requests, make_engine(engine, pol), CostModelBackend(truth), Collector()).run()
     skip = len(iter_mope) // 10  # score the correction after a short warm-up
     return {
         "n": len(out_pairs),

@@ -25,8 +25,8 @@ import time
 
 from equinox.request import Request, RequestSpec
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policy import make_policy
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.types import BatchLimits, BatchShape, StepReport, StepResult, TenantUsage
 
 
@@ -71,7 +71,7 @@ def scheduler_cost(
     """Microseconds per iteration (schedule + update) and per admission, with `num_waiting` held waiting."""
     rng = random.Random(seed)
     engine = EngineConfig(max_num_batched_tokens=2048, max_num_seqs=64, block_size=16, num_kv_blocks=100_000)
-    sched = IterationScheduler(engine, make_policy(policy_name, PolicyConfig()))
+    sched = make_engine(engine, make_policy(policy_name, PolicyConfig()))
     for r in make_requests(num_waiting, num_tenants, rng):
         sched.add_request(r, 0.0)
     fresh = make_requests(num_steps * 64, num_tenants, rng, start=num_waiting)

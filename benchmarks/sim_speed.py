@@ -26,10 +26,10 @@ import tracemalloc
 from equinox.metrics.collector import Collector
 from equinox.request import RequestSpec
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import CostModelBackend
 from equinox.sim.cost_models import default_cost_model
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.sim.hardware import make_deployment
 from equinox.sim.loop import Simulator
 
@@ -54,7 +54,7 @@ def run_once(args: argparse.Namespace, size: int) -> dict[str, float]:
     dep = make_deployment(args.gpu, args.model)
     engine = EngineConfig(mode=args.engine, num_kv_blocks=dep.num_kv_blocks(16), max_num_seqs=args.max_num_seqs)
     policy = make_policy(args.policy, PolicyConfig())
-    sched = IterationScheduler(engine, policy)
+    sched = make_engine(engine, policy)
     collector = Collector(1.0, lambda report: dep.flops(report.batch))
     sim = Simulator(specs, sched, CostModelBackend(default_cost_model(dep)), collector, num_requests_hint=size)
     gc.collect()

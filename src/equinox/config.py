@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from equinox.errors import ConfigError
-from equinox.scheduling.iteration import EngineConfig
+from equinox.sim.engine import EngineConfig
 from equinox.tomlfile import read_toml
 
 DEFAULT_WORKLOAD = "overload"

@@ -115,11 +115,6 @@ class Request:
     reject_reason: str | None = None
     # Target length the engine will generate (spec.num_generated_tokens); cached for speed.
     num_target_tokens: int = field(default=0)
-    # Decode cohort membership (scheduling/cohort.py): -1 when not a member; otherwise the
-    # counts above are as of iteration `cohort_base` and advance implicitly by one per iteration.
-    cohort_token: int = -1
-    cohort_base: int = 0
-    cohort_finish: int = 0  # the iteration that produces its last token
 
     def __post_init__(self) -> None:
         self.num_target_tokens = self.spec.num_generated_tokens

@@ -29,9 +29,9 @@ from equinox.metrics.collector import Collector
 from equinox.metrics.summary import summarise
 from equinox.request import RequestSpec
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import FunctionBackend
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.sim.loop import Simulator
 from equinox.sim.run import run_simulation
 
@@ -80,7 +80,7 @@ def run_mechanism(name: str) -> dict[str, Any]:
     policy, engine = MECHANISM[name]
     cfg = dict(max_num_batched_tokens=512, max_num_seqs=32, block_size=16)
     cfg.update(engine)
-    scheduler = IterationScheduler(EngineConfig(**cfg), make_policy(policy, PolicyConfig(tenant_weights={"c": 2.0})))
+    scheduler = make_engine(EngineConfig(**cfg), make_policy(policy, PolicyConfig(tenant_weights={"c": 2.0})))
     collector = Collector(1.0)
     backend = FunctionBackend(lambda out: 0.02 + 1e-4 * out.batch.num_tokens + 1e-7 * out.batch.decode_context_tokens)
     specs = mechanism_workload()

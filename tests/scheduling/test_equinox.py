@@ -13,11 +13,11 @@ from equinox.errors import ConfigError
 from equinox.metrics.collector import Collector
 from equinox.request import Request, RequestSpec
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policies.equinox import EquinoxPolicy
 from equinox.scheduling.policies.equinox_params import EquinoxParams
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import FunctionBackend
+from equinox.sim.engine import Engine, EngineConfig, make_engine
 from equinox.sim.loop import Simulator
 from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
 
@@ -45,9 +45,9 @@ def workload(seed: int, num_tenants: int, n: int, rate: float) -> list[RequestSp
 
 
 def run(policy_name: str, specs: list[RequestSpec], params: dict | None = None, *, blocks: int = 64,
-        weights: dict | None = None, mode: str = "vllm") -> tuple[list, IterationScheduler]:
+        weights: dict | None = None, mode: str = "vllm") -> tuple[list, Engine]:
     cfg = PolicyConfig(tenant_weights=weights or {}, params=params or {})
-    sched = IterationScheduler(EngineConfig(mode=mode, max_num_batched_tokens=512, block_size=16,
+    sched = make_engine(EngineConfig(mode=mode, max_num_batched_tokens=512, block_size=16,
                                             num_kv_blocks=blocks), make_policy(policy_name, cfg))
     coll = Collector()
     Simulator(specs, sched, FunctionBackend(step_time), coll).run()

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from equinox.metrics.collector import Collector
 from equinox.request import RequestSpec
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policies.equinox import EquinoxPolicy
 from equinox.sim.backend import CostModelBackend
 from equinox.sim.cost_models import build_cost_model
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.sim.hardware import make_deployment
 from equinox.sim.loop import Simulator
 from equinox.types import StepReport
@@ -72,7 +72,7 @@ def test_backlogged_ufc_difference_stays_within_bound(seed: int, platform: tuple
         samples.append((both, u.get("a", 0.0) - u.get("b", 0.0)))
 
     pol.on_step = on_step  # type: ignore[method-assign]
-    Simulator(specs, IterationScheduler(engine, pol), CostModelBackend(cost), Collector()).run()
+    Simulator(specs, make_engine(engine, pol), CostModelBackend(cost), Collector()).run()
     w_p, w_q, w_min = 1.0, 2.0, min(weights.values())
     bound = 2 * (w_p * max_in + w_q * max_out + w_q * worst_error) / w_min
     periods: list[list[float]] = []
@@ -128,6 +128,6 @@ def test_fcfs_style_service_gap_exceeds_the_bound_without_fair_ordering() -> Non
             ds.append(u.get("a", 0.0) - u.get("b", 0.0))
 
     pol.on_step = on_step  # type: ignore[method-assign]
-    Simulator(specs, IterationScheduler(engine, pol), CostModelBackend(cost), Collector()).run()
+    Simulator(specs, make_engine(engine, pol), CostModelBackend(cost), Collector()).run()
     bound = 2 * (200 + 2 * 120 + 2 * 0)  # even ignoring prediction error
     assert max(ds) - min(ds) > bound

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from equinox.metrics.collector import Collector
 from equinox.request import RequestSpec
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import CostModelBackend
 from equinox.sim.cost_models import build_cost_model
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.sim.hardware import make_deployment
 from equinox.sim.loop import Simulator
 
@@ -41,7 +41,7 @@ def simulate(specs: list[RequestSpec], policy: str, engine: EngineConfig, lazy: 
              until: float | None = None) -> dict[str, Any]:
     dep = make_deployment("a100-80gb", "llama-2-7b")
     pol = make_policy(policy, PolicyConfig(rpm_limit=120.0 if policy == "rpm" else None))
-    sched = IterationScheduler(engine, pol)
+    sched = make_engine(engine, pol)
     coll = Collector(0.5, lambda r: dep.flops(r.batch))
     stats = Simulator(specs, sched, CostModelBackend(build_cost_model("roofline", dep)), coll,
                       until=until, lazy_decode=lazy).run()
@@ -115,7 +115,7 @@ def test_runs_end_with_the_iteration_that_crosses_an_arrival() -> None:
     dep = make_deployment("a100-80gb", "llama-2-7b")
     results = []
     for fast in (True, False):
-        sched = IterationScheduler(EngineConfig(num_kv_blocks=5000), make_policy("vtc"))
+        sched = make_engine(EngineConfig(num_kv_blocks=5000), make_policy("vtc"))
         crossings = 0
         inner = sched.apply_crossing_step
 
@@ -140,7 +140,7 @@ def test_no_crossing_when_the_policy_adapts_its_batch_limits() -> None:
     # so the crossing iteration cannot be planned before the run's reports reach it.
     specs = workload(11, 120, 4.0, 3)
     dep = make_deployment("a100-80gb", "llama-2-7b")
-    sched = IterationScheduler(EngineConfig(num_kv_blocks=5000), make_policy("equinox"))
+    sched = make_engine(EngineConfig(num_kv_blocks=5000), make_policy("equinox"))
     sched.apply_crossing_step = lambda run: pytest.fail("crossed")  # type: ignore[method-assign]
     stats = Simulator(specs, sched, CostModelBackend(build_cost_model("roofline", dep)), Collector()).run()
     assert stats.num_finished == len(specs)

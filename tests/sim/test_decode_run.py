@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from equinox.metrics.collector import Collector
 from equinox.request import RequestSpec
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import CostModelBackend
 from equinox.sim.cost_models import build_cost_model
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.sim.hardware import make_deployment
 from equinox.sim.loop import Simulator
 
@@ -32,7 +32,7 @@ def simulate(specs: list[RequestSpec], policy: str, mode: str, blocks: int, fast
     dep = make_deployment("a100-80gb", "llama-2-7b")
     cost = build_cost_model("roofline", dep)
     pol = make_policy(policy, PolicyConfig())
-    sched = IterationScheduler(EngineConfig(mode=mode, num_kv_blocks=blocks, max_num_batched_tokens=1024), pol)
+    sched = make_engine(EngineConfig(mode=mode, num_kv_blocks=blocks, max_num_batched_tokens=1024), pol)
     coll = Collector(0.5, lambda r: dep.flops(r.batch))
     stats = Simulator(specs, sched, CostModelBackend(cost), coll, fast_forward=fast).run()
     records = sorted(coll.records, key=lambda r: r.request_id)
@@ -71,7 +71,7 @@ def test_folding_actually_happens_when_nothing_waits() -> None:
         return inner(output)
 
     backend.execute = counting  # type: ignore[method-assign]
-    sched = IterationScheduler(EngineConfig(num_kv_blocks=4000), make_policy("vtc"))
+    sched = make_engine(EngineConfig(num_kv_blocks=4000), make_policy("vtc"))
     stats = Simulator(specs, sched, backend, Collector()).run()
     assert stats.num_finished == 200
     assert calls < stats.num_steps / 3  # most iterations were folded into runs

@@ -6,8 +6,8 @@ import pytest
 
 from equinox.errors import ConfigError
 from equinox.request import Request, RequestSpec, RequestStatus
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler, SchedulerOutput
 from equinox.scheduling.policy import make_policy
+from equinox.sim.engine import Engine, EngineConfig, SchedulerOutput, make_engine
 from equinox.types import StepResult
 
 STEP_S = 0.1
@@ -17,16 +17,16 @@ def req(rid: str, prompt: int, output: int, tenant: str = "a", max_tokens: int |
     return Request(RequestSpec(rid, tenant, 0.0, prompt, output, max_tokens=max_tokens))
 
 
-def sched(policy: str = "fcfs", **engine: object) -> IterationScheduler:
+def sched(policy: str = "fcfs", **engine: object) -> Engine:
     base: dict[str, object] = dict(max_num_batched_tokens=32, max_num_seqs=8, block_size=4, num_kv_blocks=64)
     base.update(engine)
-    return IterationScheduler(EngineConfig(**base), make_policy(policy))  # type: ignore[arg-type]
+    return make_engine(EngineConfig(**base), make_policy(policy))  # type: ignore[arg-type]
 
 
 class Driver:
     """Runs schedule/update with a fixed step time and checks KV bookkeeping every step."""
 
-    def __init__(self, s: IterationScheduler) -> None:
+    def __init__(self, s: Engine) -> None:
         self.s = s
         self.now = 0.0
         self.outputs: list[SchedulerOutput] = []
@@ -61,7 +61,7 @@ class TestEngineConfig:
     def test_contradictions(self) -> None:
         with pytest.raises(ConfigError, match="slora"):
             EngineConfig(mode="slora", enable_chunked_prefill=True)
-        with pytest.raises(ConfigError, match="unknown engine mode"):
+        with pytest.raises(ConfigError, match="unknown engine"):
             EngineConfig(mode="tgi")
         with pytest.raises(ConfigError, match="num_kv_blocks"):
             EngineConfig(num_kv_blocks=0)

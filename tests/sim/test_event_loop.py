@@ -6,9 +6,9 @@ import pytest
 
 from equinox.metrics.collector import Collector
 from equinox.request import RequestSpec
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import FunctionBackend
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.sim.events import EventKind, EventQueue
 from equinox.sim.loop import Simulator
 
@@ -34,7 +34,7 @@ def linear_backend() -> FunctionBackend:
 def simulate(specs: list[RequestSpec], *, policy: str = "vtc", until: float | None = None, **engine: object):
     cfg: dict[str, object] = dict(max_num_batched_tokens=64, max_num_seqs=8, block_size=4, num_kv_blocks=40)
     cfg.update(engine)
-    sched = IterationScheduler(EngineConfig(**cfg), make_policy(policy))  # type: ignore[arg-type]
+    sched = make_engine(EngineConfig(**cfg), make_policy(policy))  # type: ignore[arg-type]
     collector = Collector(1.0)
     sim = Simulator(specs, sched, linear_backend(), collector, until=until, num_requests_hint=len(specs))
     return sim.run(), collector, sched
@@ -56,7 +56,7 @@ def test_same_inputs_same_records() -> None:
 def test_step_done_folds_in_before_simultaneous_arrival() -> None:
     # The first step ends at exactly 0.5 s (fixed duration); the arrival at 0.5 s must see its result.
     specs = [RequestSpec("a", "t", 0.0, 4, 2), RequestSpec("b", "t", 0.5, 4, 2)]
-    sched = IterationScheduler(EngineConfig(block_size=4, num_kv_blocks=10), make_policy("fcfs"))
+    sched = make_engine(EngineConfig(block_size=4, num_kv_blocks=10), make_policy("fcfs"))
     collector = Collector(1.0)
     stats = Simulator(specs, sched, FunctionBackend(lambda out: 0.5), collector).run()
     recs = {r.request_id: r for r in collector.records}

@@ -19,9 +19,9 @@ from equinox.metrics.collector import Collector
 from equinox.request import RequestSpec
 from equinox.rundir import write_run_dir
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import FunctionBackend
+from equinox.sim.engine import Engine, EngineConfig, make_engine
 from equinox.sim.loop import Simulator
 from equinox.sim.run import run_simulation
 from equinox.types import StepReport
@@ -32,7 +32,7 @@ POLICIES = ("fcfs", "vtc", "lcf", "vtc-predict", "rpm")
 class CheckingCollector(Collector):
     """A collector that checks KV bookkeeping after every step and sums per-tenant usage."""
 
-    def __init__(self, scheduler: IterationScheduler) -> None:
+    def __init__(self, scheduler: Engine) -> None:
         super().__init__(1.0)
         self.scheduler = scheduler
         self.output_tokens: dict[str, int] = {}
@@ -86,7 +86,7 @@ def workloads(draw: st.DrawFn) -> list[RequestSpec]:
 
 def simulate(specs: list[RequestSpec], engine: EngineConfig, policy: str, weights: dict[str, float]):
     pcfg = PolicyConfig(tenant_weights=weights, rpm_limit=6.0 if policy == "rpm" else None)
-    sched = IterationScheduler(engine, make_policy(policy, pcfg))
+    sched = make_engine(engine, make_policy(policy, pcfg))
     collector = CheckingCollector(sched)
     backend = FunctionBackend(lambda out: 0.005 + 1e-4 * out.batch.num_tokens + 1e-6 * out.batch.decode_context_tokens)
     stats = Simulator(specs, sched, backend, collector, num_requests_hint=len(specs)).run()

@@ -15,9 +15,9 @@ import pytest
 
 from equinox.config import RunConfig
 from equinox.metrics.collector import Collector
-from equinox.scheduling.iteration import IterationScheduler
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import CostModelBackend
+from equinox.sim.engine import Engine, make_engine
 from equinox.sim.hardware import make_deployment
 from equinox.sim.loop import Simulator
 from equinox.sim.run import build_cost_model, policy_config
@@ -31,7 +31,7 @@ W_P, W_Q = 1.0, 2.0
 class ServiceProbe(Collector):
     """Records, after every step, whether both tenants are backlogged and their service so far."""
 
-    def __init__(self, scheduler: IterationScheduler) -> None:
+    def __init__(self, scheduler: Engine) -> None:
         super().__init__(1.0)
         self.scheduler = scheduler
         self.service = dict.fromkeys(TENANTS, 0.0)
@@ -80,7 +80,7 @@ def run(policy: str, engine_mode: str = "vllm", num_kv_blocks: int | None = None
     assert {r.tenant for r in workload.requests} == set(TENANTS)
     deployment = make_deployment(cfg.gpu, cfg.model)
     engine = cfg.engine_config(deployment.num_kv_blocks(cfg.block_size))
-    scheduler = IterationScheduler(engine, make_policy(policy, policy_config(cfg, workload)))
+    scheduler = make_engine(engine, make_policy(policy, policy_config(cfg, workload)))
     probe = ServiceProbe(scheduler)
     stats = Simulator(workload.requests, scheduler, CostModelBackend(build_cost_model(cfg, deployment)), probe).run()
     assert stats.num_finished == len(workload.requests)

@@ -13,7 +13,7 @@ from equinox.cli.progress import Progress
 from equinox.cli.table import fmt, render
 from equinox.config import DEFAULT_WORKLOAD, RunConfig, load_config_file
 from equinox.errors import ConfigError
-from equinox.scheduling.iteration import ENGINE_MODES
+from equinox.sim.engine import engine_names
 
 DEFAULT_POLICIES = "fcfs,lcf,vtc,vtc-predict,equinox"
 DEFAULT_SIMULATE_POLICY = "equinox"
@@ -44,7 +44,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (see `equinox list`)")
     p.add_argument("--tensor-parallel", "--tp", type=int, dest="tensor_parallel")
     p.add_argument("--cost-model", help="cost model name, or auto (fitted when data exists, else roofline)")
-    p.add_argument("--engine", choices=ENGINE_MODES, dest="engine_mode",
+    p.add_argument("--engine", choices=engine_names(), dest="engine_mode",
                    help="vllm: chunked, decode-first, admit every step; slora: the VTC artifact's engine")
     p.add_argument("--max-num-batched-tokens", type=int)
     p.add_argument("--max-num-seqs", type=int)

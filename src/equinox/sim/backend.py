@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from equinox.errors import BackendError
-from equinox.scheduling.iteration import SchedulerOutput
 from equinox.sim.cost_model import CostModel
+from equinox.sim.engine.base import SchedulerOutput
 from equinox.types import BatchShape, StepResult
 
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from equinox.metrics.collector import Collector
 from equinox.request import Request, RequestSpec
-from equinox.scheduling.decode_run import DecodeRun
-from equinox.scheduling.iteration import IterationScheduler, SchedulerOutput, StepOutcome
 from equinox.sim.backend import EngineBackend
+from equinox.sim.engine import Engine, SchedulerOutput, StepOutcome
+from equinox.sim.engine.planner import DecodeRun
 from equinox.sim.events import EventKind, EventQueue
 from equinox.types import StepResult
 
@@ -46,7 +46,7 @@ class Simulator:
     def __init__(
         self,
         requests: Iterable[RequestSpec],
-        scheduler: IterationScheduler,
+        scheduler: Engine,
         backend: EngineBackend,
         collector: Collector,
         *,

@@ -10,10 +10,10 @@ from equinox.metrics.collector import Collector, RequestRecord, TimeSeries
 from equinox.metrics.fairness import ServiceMatrix
 from equinox.metrics.summary import RunSummary, summarise
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig, IterationScheduler
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import CostModelBackend
 from equinox.sim.cost_model import CostModel
+from equinox.sim.engine import EngineConfig, make_engine
 from equinox.sim.hardware import Deployment, make_deployment
 from equinox.sim.loop import ProgressFn, SimStats, Simulator
 from equinox.types import StepReport
@@ -73,7 +73,7 @@ def run_simulation(
     bind = getattr(policy, "bind_platform", None)
     if bind is not None:  # policies that model the platform (Equinox) get the cost model and deployment
         bind(deployment=deployment, cost_model=cost_model, engine=engine)
-    scheduler = IterationScheduler(engine, policy)
+    scheduler = make_engine(engine, policy)
 
     def flops_of(report: StepReport) -> float:
         return deployment.flops(report.batch)

@@ -25,7 +25,6 @@ from equinox.integrations.vllm.calibration import (
 )
 from equinox.integrations.vllm.loadgen import RequestResult
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig
 from equinox.sim.cost_models.calibrated import (
     Calibration,
     build_calibrated,
@@ -33,6 +32,7 @@ from equinox.sim.cost_models.calibrated import (
     load_calibration,
     save_calibration,
 )
+from equinox.sim.engine import EngineConfig
 from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
 
 REPO = Path(__file__).resolve().parents[3]

@@ -23,8 +23,8 @@ from typing import IO, Any
 from equinox.integrations.vllm.loadgen import WORDS, PlannedRequest, RequestResult, run_plan, send_completion
 from equinox.request import RequestSpec
 from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.iteration import EngineConfig
 from equinox.sim.cost_models.calibrated import CalibratedCostModel, Calibration, fit_calibration
+from equinox.sim.engine import EngineConfig
 from equinox.types import BatchShape, StepReport
 
 logger = logging.getLogger(__name__)
@@ -357,9 +357,9 @@ def simulate_replay(
     measured first-iteration-after-idle extra.
     """
     from equinox.metrics.collector import Collector
-    from equinox.scheduling.iteration import IterationScheduler
     from equinox.scheduling.policy import make_policy
     from equinox.sim.backend import CostModelBackend
+    from equinox.sim.engine import make_engine
     from equinox.sim.loop import Simulator
 
     meta = calibration.metadata
@@ -368,7 +368,7 @@ def simulate_replay(
     order = sorted(range(len(requests)), key=lambda i: requests[i].send_time)
     specs = [RequestSpec(f"r{i:06d}", requests[i].tenant, requests[i].send_time + in_s,
                          requests[i].num_prompt_tokens, requests[i].num_output_tokens) for i in order]
-    scheduler = IterationScheduler(engine, make_policy(policy, policy_config))
+    scheduler = make_engine(engine, make_policy(policy, policy_config))
     collector = Collector(1.0)
     Simulator(specs, scheduler, CostModelBackend(CalibratedCostModel(calibration)), collector,
               num_requests_hint=len(specs)).run()

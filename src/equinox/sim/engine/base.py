@@ -1,68 +1,27 @@
-"""The iteration scheduler: mechanism (token budget, chunked prefill, KV, preemption).
+"""What every simulated engine shares: requests, the KV pool, folding results back, decode runs.
 
-It owns running requests and the KV block pool and asks its Policy for every choice:
-who is admitted next, who is preempted, what limits the next batch has. Two engine
-modes make baselines honest (DESIGN.md):
-
-- `vllm`: stall-free, decode-first hybrid batches; running decodes are scheduled
-  first, then unfinished prefills, then new requests in chunks (chunked prefill), and
-  new requests join at every iteration (Sarathi-Serve / vLLM V1).
-- `slora`: what the VTC artifact runs on (S-LoRA/LightLLM): prefill and decode are
-  separate iterations, new requests are admitted only every N decode steps (or when
-  nothing runs), prompts are never chunked, and admission reserves KV for the whole
-  output up front so nothing is ever preempted.
+An engine model is the mechanism of one serving runtime (token budget, chunking, KV
+admission, preemption, the order of prefill and decode iterations). It owns the running
+requests and the KV pool and asks its Policy for every choice: who is admitted next,
+who is preempted, what limits the next batch has. Each runtime is one module and one
+`Engine` subclass registered in `registry.py` (`vllm.py`: vLLM V1; `slora.py`: the
+S-LoRA router the VTC artifact runs on). The step protocol is vLLM's: `schedule(now)`
+returns a `SchedulerOutput`, the backend executes it, `update_from_result` folds it back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from equinox.errors import ConfigError
 from equinox.request import Request, RequestStatus
-from equinox.scheduling.cohort import DecodeCohort
-from equinox.scheduling.decode_run import DecodeRun, apply_decode_run, plan_decode_run, run_report
 from equinox.scheduling.interface import Policy
-from equinox.sim.kv_cache import BlockPool
+from equinox.sim.engine.cohort import DecodeCohort
+from equinox.sim.engine.config import EngineConfig
+from equinox.sim.engine.kv_pool import BlockPool
+from equinox.sim.engine.planner import DecodeRun, apply_decode_run, plan_decode_run, run_report
 from equinox.types import BatchLimits, BatchShape, StepReport, StepResult, TenantUsage
-
-ENGINE_MODES = ("vllm", "slora")
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Mechanism settings of one engine replica."""
-
-    mode: str = "vllm"
-    max_num_batched_tokens: int = 2048
-    max_num_seqs: int = 256
-    block_size: int = 16
-    num_kv_blocks: int = 8192
-    enable_chunked_prefill: bool | None = None  # None: on for vllm, off for slora
-    admission_interval_steps: int = 10  # slora: decode steps between admissions
-
-    def __post_init__(self) -> None:
-        if self.mode not in ENGINE_MODES:
-            raise ConfigError(f"unknown engine mode {self.mode!r}; choose one of {', '.join(ENGINE_MODES)}")
-        if self.mode == "slora" and self.enable_chunked_prefill:
-            raise ConfigError("engine mode 'slora' never chunks prefills; drop --chunked-prefill or use mode 'vllm'")
-        for name in ("max_num_batched_tokens", "max_num_seqs", "block_size", "num_kv_blocks"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.admission_interval_steps < 1:
-            raise ConfigError(f"admission_interval_steps must be >= 1, got {self.admission_interval_steps}")
-
-    @property
-    def is_chunked(self) -> bool:
-        """Whether prompts may be split across iterations."""
-        if self.enable_chunked_prefill is None:
-            return self.mode == "vllm"
-        return self.enable_chunked_prefill
-
-    @property
-    def limits(self) -> BatchLimits:
-        """The configured per-iteration limits."""
-        return BatchLimits(self.max_num_batched_tokens, self.max_num_seqs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +55,15 @@ class StepOutcome:
     finished: list[Request] = field(default_factory=list)
 
 
-class IterationScheduler:
-    """Builds each iteration from the running set and the policy's waiting order."""
+class Engine:
+    """Builds each iteration from the running set and the policy's waiting order (one runtime's rules)."""
+
+    name: ClassVar[str] = "engine"
+    chunks_by_default: ClassVar[bool] = False  # EngineConfig.enable_chunked_prefill = None means this
+
+    @classmethod
+    def check_config(cls, config: EngineConfig) -> None:
+        """Raise ConfigError when `config` asks for something this runtime cannot do."""
 
     def __init__(self, config: EngineConfig, policy: Policy) -> None:
         self.config = config
@@ -113,19 +79,6 @@ class IterationScheduler:
         # others (prefilling) in `_pending`, both in running order.
         self._cohort: DecodeCohort | None = None
         self._pending: list[Request] = []
-
-    def use_cohort(self) -> None:
-        """Advance decoding requests lazily from now on (vllm mode; see scheduling/cohort.py).
-
-        Running requests' counts are then only up to date after `sync()`, and the
-        `scheduled` of each SchedulerOutput omits the cohort: for backends that only read
-        the batch shape (the simulator's cost models).
-        """
-        if self.config.mode != "vllm" or self._cohort is not None:
-            return
-        if self.running:
-            raise RuntimeError("use_cohort() must be called before any request runs")
-        self._cohort = DecodeCohort(self.kv)
 
     def sync(self) -> None:
         """Bring every running request's fields up to date (a no-op without a cohort)."""
@@ -146,7 +99,7 @@ class IterationScheduler:
     def _never_fits(self, request: Request) -> str | None:
         cfg = self.config
         capacity = self.kv.capacity_tokens
-        num_output = self._reserved_output(request) if cfg.mode == "slora" else request.num_target_tokens
+        num_output = self._reserved_output(request)
         total = request.num_prompt_tokens + num_output
         if total > capacity:
             return (
@@ -158,19 +111,11 @@ class IterationScheduler:
                 f"prompt of {request.num_prompt_tokens} tokens exceeds max_num_batched_tokens "
                 f"{cfg.max_num_batched_tokens} and chunked prefill is off"
             )
-        if not cfg.is_chunked and cfg.mode == "vllm":
-            # Preemption recomputes prompt + generated tokens in one unchunked iteration (up to
-            # prompt + output - 1); past the budget the request would wait forever (vLLM without
-            # chunking likewise requires max_num_batched_tokens >= max_model_len).
-            recompute = request.num_prompt_tokens + request.num_target_tokens - 1
-            if recompute > cfg.max_num_batched_tokens:
-                return (
-                    f"request may need {recompute} tokens recomputed in one iteration after a preemption "
-                    f"(prompt {request.num_prompt_tokens} + output {request.num_target_tokens} - 1) but "
-                    f"max_num_batched_tokens is {cfg.max_num_batched_tokens} and chunked prefill is off; "
-                    "raise --max-num-batched-tokens or enable --chunked-prefill"
-                )
         return None
+
+    def _reserved_output(self, req: Request) -> int:
+        """Output tokens a request may need KV for (its true length: the simulator knows it)."""
+        return req.num_target_tokens
 
     @property
     def has_work(self) -> bool:
@@ -181,142 +126,18 @@ class IterationScheduler:
     def schedule(self, now: float) -> SchedulerOutput:
         """Plan the next iteration at time `now`."""
         limits = self.policy.batch_limits(now, self.config.limits)
-        num_cohort = 0
-        if self.config.mode == "slora":
-            scheduled, preempted = self._schedule_slora(now, limits)
-            shape = self._shape(scheduled)
-        elif self._cohort is not None:
-            scheduled, preempted, shape, num_cohort = self._schedule_lazy(now, limits, self._cohort)
-        else:
-            scheduled, preempted, shape = self._schedule_hybrid(now, limits)
+        scheduled, preempted, shape, num_cohort = self._plan(now, limits)
         self._step_id += 1
         return SchedulerOutput(self._step_id, now, tuple(scheduled), shape, limits, tuple(preempted), num_cohort)
 
-    def _schedule_lazy(
-        self, now: float, limits: BatchLimits, cohort: DecodeCohort
-    ) -> tuple[list[tuple[Request, int]], list[Request], BatchShape, int]:
-        """`_schedule_hybrid` with the decodes taken from the cohort in O(tenants).
-
-        Falls back to the explicit path (disbanding the cohort) when the decodes would not
-        all fit: a budget below the cohort's size, or too few free blocks (preemption).
-        """
-        budget = limits.max_num_batched_tokens
-        if cohort.size and (budget < cohort.size or not cohort.allocate_next()):
-            cohort.disband()
-            self._pending = list(self.running)
-            return (*self._schedule_hybrid(now, limits), 0)
-        num_cohort = cohort.size
-        scheduled: list[tuple[Request, int]] = []
-        preempted: list[Request] = []
-        # Every decoding request is in the cohort: the others are all prefilling.
-        p_tokens, pairs = self._prefill_and_admit(
-            list(self._pending), budget - num_cohort, limits, scheduled, preempted, now
-        )
-        shape = BatchShape(p_tokens, len(scheduled), pairs, num_cohort, cohort.ctx)
-        return scheduled, preempted, shape, num_cohort
-
-    def _schedule_hybrid(
+    def _plan(
         self, now: float, limits: BatchLimits
-    ) -> tuple[list[tuple[Request, int]], list[Request], BatchShape]:
-        budget = limits.max_num_batched_tokens
-        scheduled: list[tuple[Request, int]] = []
-        preempted: list[Request] = []
-        running = RequestStatus.RUNNING
-        block_size = self.kv.block_size
-        # Decode-first: running decodes never wait behind a prefill (stall-free). One pass
-        # schedules the decodes and collects the unfinished prefills in running order; the
-        # batch shape is summed on the way (as `_shape` would). (Hot loop: `is_decoding` and
-        # `num_tokens_to_compute` are inlined.)
-        prefills: list[Request] = []
-        d_ctx = 0
-        for req in list(self.running):
-            if budget <= 0:
-                break  # the prefill pass would not run either
-            if req.status is not running:
-                continue  # preempted earlier in this pass
-            computed = req.num_computed_tokens
-            num_done = req.num_output_tokens_done
-            if num_done == 0 or req.spec.num_prompt_tokens + num_done - computed != 1:
-                prefills.append(req)
-                continue
-            # A decode needs a new block only when its KV fills the blocks it holds.
-            if req.num_blocks * block_size <= computed and not self._grow(req, computed + 1, scheduled, preempted, now):
-                continue  # req itself was preempted
-            scheduled.append((req, 1))
-            d_ctx += computed + 1
-            budget -= 1
-        d_seqs = len(scheduled)
-        p_tokens, pairs = self._prefill_and_admit(prefills, budget, limits, scheduled, preempted, now)
-        shape = BatchShape(p_tokens, len(scheduled) - d_seqs, pairs, d_seqs, d_ctx)
-        return scheduled, preempted, shape
+    ) -> tuple[list[tuple[Request, int]], list[Request], BatchShape, int]:
+        """This runtime's iteration: (request, new tokens) pairs, preempted requests, shape, cohort size."""
+        raise NotImplementedError
 
-    def _prefill_and_admit(
-        self, prefills: list[Request], budget: int, limits: BatchLimits, scheduled: list[tuple[Request, int]],
-        preempted: list[Request], now: float,
-    ) -> tuple[int, int]:
-        """After the decodes: unfinished prefills in running order, then admissions (if nothing
-        was preempted). Returns the prefill tokens and attention pairs they add to the batch."""
-        running = RequestStatus.RUNNING
-        chunked = self.config.is_chunked
-        num_before = len(scheduled)
-        for req in prefills:
-            if budget <= 0:
-                break
-            if req.status is not running:
-                continue  # preempted earlier in this pass
-            n = req.num_tokens_to_compute
-            if not chunked and n > budget:
-                continue
-            n = min(n, budget)
-            if not self._grow(req, req.num_computed_tokens + n, scheduled, preempted, now):
-                continue  # req itself was preempted
-            scheduled.append((req, n))
-            budget -= n
-        if not preempted:
-            self._admit(now, limits, budget, scheduled)
-        p_tokens = pairs = 0
-        for req, n in scheduled[num_before:]:  # chunks of n after k cached tokens (scheduling leaves k as is)
-            k = req.num_computed_tokens
-            p_tokens += n
-            pairs += n * k + n * (n + 1) // 2
-        return p_tokens, pairs
-
-    def _grow(
-        self, req: Request, num_tokens: int, scheduled: list[tuple[Request, int]], preempted: list[Request], now: float
-    ) -> bool:
-        """Give `req` blocks for `num_tokens`, preempting others if needed; False if req was preempted.
-
-        Victims are running requests not yet `scheduled` in this iteration (req included);
-        cohort members are scheduled (they decode first).
-        """
-        need = self.kv.blocks_for(num_tokens) - req.num_blocks
-        done: set[int] | None = None
-        while need > self.kv.num_free:
-            if done is None:
-                done = {id(r) for r, _ in scheduled}
-            candidates = [r for r in self.running if id(r) not in done and r.cohort_token < 0]
-            victim = self.policy.choose_victim(candidates, now)
-            self._preempt(victim, now)  # type: ignore[arg-type]
-            preempted.append(victim)  # type: ignore[arg-type]
-            if victim is req:
-                return False
-        if need > 0:
-            self.kv.allocate(need)
-            req.num_blocks += need
-        return True
-
-    def _preempt(self, req: Request, now: float) -> None:
-        """Preempt by recompute: free the KV and send the request back to the policy."""
-        self.kv.free(req.num_blocks)
-        req.num_blocks = 0
-        req.num_computed_tokens = 0
-        req.num_preemptions += 1
-        req.status = RequestStatus.PREEMPTED
-        self.running.remove(req)
-        if self._cohort is not None:
-            self._pending.remove(req)
-        self.num_preemptions += 1
-        self.policy.requeue(req, now)
+    def use_cohort(self) -> None:
+        """Advance decoding requests lazily from now on, where the engine supports it (vllm)."""
 
     def _admit(
         self,
@@ -363,21 +184,6 @@ class IterationScheduler:
                 self._pending.append(req)
             scheduled.append((req, n))
             budget -= n
-
-    def _reserved_output(self, req: Request) -> int:
-        """Output tokens slora mode reserves: max_tokens when given, else the true length."""
-        return req.max_tokens if req.max_tokens is not None else req.num_target_tokens
-
-    def _schedule_slora(self, now: float, limits: BatchLimits) -> tuple[list[tuple[Request, int]], list[Request]]:
-        scheduled: list[tuple[Request, int]] = []
-        due = not self.running or self._steps_since_admission >= self.config.admission_interval_steps
-        if due and self.policy.num_waiting:
-            self._admit(now, limits, limits.max_num_batched_tokens, scheduled, reserve_all=True)
-            if scheduled:  # a prefill-only iteration for the new batch
-                self._steps_since_admission = 0
-                return scheduled, []
-        self._steps_since_admission += 1
-        return [(r, 1) for r in self.running], []
 
     def _shape(self, scheduled: list[tuple[Request, int]]) -> BatchShape:
         p_tokens = p_seqs = pairs = d_seqs = d_ctx = 0
@@ -534,7 +340,7 @@ class IterationScheduler:
             for req in pending:
                 if req.status is RequestStatus.RUNNING and req.is_decoding:
                     cohort.join(req)
-            self._pending = [r for r in pending if r.status is RequestStatus.RUNNING and r.cohort_token < 0]
+            self._pending = [r for r in pending if r.status is RequestStatus.RUNNING and not cohort.is_member(r)]
             decode_ctx = cohort.ctx
         self._next_decode_ctx = decode_ctx if all_decode else -1
         per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}  # canonical order: tenant name

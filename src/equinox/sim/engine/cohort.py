@@ -6,7 +6,8 @@ new KV block or finishes. Touching each of them every iteration makes an iterati
 O(running requests); a million-request replay then spends most of its time there.
 
 The cohort keeps them lazily. A global counter `epoch` counts iterations; each member
-records the epoch its counts were last brought up to date (`Request.cohort_base`).
+records the epoch its counts were last brought up to date (its `RunMember.base`; the
+cohort keeps its members' bookkeeping itself, `Request` carries none of it).
 Per-tenant aggregates (members, context, blocks) give the batch shape and every tenant's
 usage in O(tenants). Block needs and completions are indexed by the epoch they fall in.
 A member's largest inter-token gap is a suffix maximum over the iterations' gaps, kept
@@ -27,12 +28,9 @@ from bisect import bisect_left
 from collections.abc import Callable
 
 from equinox.request import Request, RequestStatus
-from equinox.scheduling.decode_run import DecodeRun
-from equinox.sim.kv_cache import BlockPool
+from equinox.sim.engine.kv_pool import BlockPool
+from equinox.sim.engine.planner import DecodeRun, RunMember, plan_run
 from equinox.types import BatchLimits, BatchShape
-
-# A reference to a member as it was when indexed: stale once the request left (or rejoined).
-Entry = tuple[Request, int]
 
 
 class DecodeCohort:
@@ -46,30 +44,25 @@ class DecodeCohort:
         self.ctx = 0  # sum over members of (computed tokens + 1): what the next decode attends to
         self.last_end = 0.0  # when the last applied iteration ended (every member's last token)
         self.tenants: dict[str, list[int]] = {}  # tenant -> [members, context (as `ctx`), KV blocks]
-        self._finish_at: dict[int, list[Entry]] = {}  # epoch of the last token -> members
-        self._need_at: dict[int, list[Entry]] = {}  # epoch whose decode needs a new block -> members
-        self._members: dict[int, Request] = {}  # token -> request
-        self._next_token = 0
+        self._finish_at: dict[int, list[RunMember]] = {}  # epoch of the last token -> members
+        self._need_at: dict[int, list[RunMember]] = {}  # epoch whose decode needs a new block -> members
+        self._members: dict[Request, RunMember] = {}  # live memberships
         self._gap_epochs: list[int] = []  # monotonic stack: epochs with strictly decreasing gaps
         self._gaps: list[float] = []
         # Joiners whose last token is older than the last iteration (not scheduled in it, or
         # a recompute with one token left): their first gap is their own, not the cohort's.
-        self._late_joiners: list[Entry] = []
+        self._late_joiners: list[RunMember] = []
 
     # Membership ---------------------------------------------------------------------
     def join(self, req: Request) -> None:
         """Add a running request that decodes from the next iteration on."""
-        token = self._next_token
-        self._next_token += 1
-        req.cohort_token = token
-        req.cohort_base = self.epoch
-        self._members[token] = req
         computed = req.num_computed_tokens
-        finish = req.cohort_finish = self.epoch + req.num_target_tokens - req.num_output_tokens_done
-        self._finish_at.setdefault(finish, []).append((req, token))
+        finish = self.epoch + req.num_target_tokens - req.num_output_tokens_done
+        m = self._members[req] = RunMember(req, self.epoch, finish)
+        self._finish_at.setdefault(finish, []).append(m)
         need = self.epoch + 1 + req.num_blocks * self.block_size - computed
         if need <= finish:
-            self._need_at.setdefault(need, []).append((req, token))
+            self._need_at.setdefault(need, []).append(m)
         agg = self.tenants.get(req.spec.tenant)
         if agg is None:
             agg = self.tenants[req.spec.tenant] = [0, 0, 0]
@@ -79,12 +72,15 @@ class DecodeCohort:
         self.size += 1
         self.ctx += computed + 1
         if req.last_token_time != self.last_end:
-            self._late_joiners.append((req, token))
+            self._late_joiners.append(m)
+
+    def is_member(self, req: Request) -> bool:
+        """True while `req` decodes implicitly in the cohort."""
+        return req in self._members
 
     def _leave(self, req: Request) -> None:
         """Drop a member whose fields are up to date."""
-        del self._members[req.cohort_token]
-        req.cohort_token = -1
+        self._members.pop(req).is_live = False
         tenant = req.spec.tenant
         agg = self.tenants[tenant]
         agg[0] -= 1
@@ -96,29 +92,30 @@ class DecodeCohort:
         self.size -= 1
         self.ctx -= req.num_computed_tokens + 1
 
-    def _refresh(self, req: Request) -> None:
+    def _refresh(self, m: RunMember) -> None:
         """Bring a member's counts, last token time and largest gap up to the current epoch."""
-        steps = self.epoch - req.cohort_base
+        req = m.req
+        steps = self.epoch - m.base
         if steps <= 0:
             return
         req.num_computed_tokens += steps
         req.num_output_tokens_done += steps
         req.last_token_time = self.last_end
-        gap = self._gaps[bisect_left(self._gap_epochs, req.cohort_base + 1)]
+        gap = self._gaps[bisect_left(self._gap_epochs, m.base + 1)]
         if gap > req.max_itl_s:
             req.max_itl_s = gap
-        req.cohort_base = self.epoch
+        m.base = self.epoch
 
     def refresh_all(self) -> None:
         """Bring every member up to date (they stay members)."""
-        for req in self._members.values():
-            self._refresh(req)
+        for m in self._members.values():
+            self._refresh(m)
 
     def disband(self) -> None:
         """Bring every member up to date and empty the cohort."""
         self.refresh_all()
-        for req in self._members.values():
-            req.cohort_token = -1
+        for m in self._members.values():
+            m.is_live = False
         self._members.clear()
         self.tenants.clear()
         self._finish_at.clear()
@@ -134,23 +131,24 @@ class DecodeCohort:
         entries = self._need_at.get(self.epoch + 1)
         if not entries:
             return True
-        needy = [req for req, token in entries if req.cohort_token == token]
+        needy = [m for m in entries if m.is_live]
         if len(needy) > self.kv.num_free:
             return False
         del self._need_at[self.epoch + 1]
         self._allocate(needy, self.epoch + 1)
         return True
 
-    def _allocate(self, needy: list[Request], epoch: int) -> None:
+    def _allocate(self, needy: list[RunMember], epoch: int) -> None:
         self.kv.allocate(len(needy))
         tenants = self.tenants
         block_size = self.block_size
-        for req in needy:
+        for m in needy:
+            req = m.req
             req.num_blocks += 1
             tenants[req.spec.tenant][2] += 1
             nxt = epoch + block_size
-            if nxt <= req.cohort_finish:
-                self._need_at.setdefault(nxt, []).append((req, req.cohort_token))
+            if nxt <= m.finish:
+                self._need_at.setdefault(nxt, []).append(m)
 
     def advance(self, end: float, usage: dict[str, list[int]]) -> list[Request]:
         """Apply one iteration that ended at `end` in which every member decoded.
@@ -191,8 +189,9 @@ class DecodeCohort:
         if self._late_joiners:
             # Their own gap is at least the cohort's (their last token is older): the suffix
             # maximum may include the cohort's gap for this iteration without harm.
-            for req, token in self._late_joiners:
-                if req.cohort_token == token and req.last_token_time is not None:
+            for m in self._late_joiners:
+                req = m.req
+                if m.is_live and req.last_token_time is not None:
                     own = end - req.last_token_time
                     if own > req.max_itl_s:
                         req.max_itl_s = own
@@ -203,10 +202,12 @@ class DecodeCohort:
         entries = self._finish_at.pop(epoch, None)
         if not entries:
             return []
-        finished = [req for req, token in entries if req.cohort_token == token]
-        finished.sort(key=lambda r: r.admit_seq)
-        for req in finished:
-            self._refresh(req)
+        members = [m for m in entries if m.is_live]
+        members.sort(key=lambda m: m.req.admit_seq)
+        finished = [m.req for m in members]
+        for m in members:
+            req = m.req
+            self._refresh(m)
             self._leave(req)
             self.kv.free(req.num_blocks)
             req.num_blocks = 0
@@ -222,8 +223,8 @@ class DecodeCohort:
     ) -> DecodeRun | None:
         """Plan decode-only iterations from `now` when every running request is a member.
 
-        Mirrors `decode_run.plan_decode_run` step for step (same stops, same sums), reading
-        the epoch-indexed needs and completions instead of every request. With a
+        The shared planner (`planner.plan_run`) over the cohort's epoch-indexed needs and
+        completions, instead of every request. With a
         `visible_time` (the next arrival) the run stops there instead of at `stop_time`, and
         the iteration that starts before it and ends after it is planned as the run's
         crossing iteration: with nothing waiting when it starts, it too decodes every member.
@@ -234,78 +235,12 @@ class DecodeCohort:
             def decode_time(num_seqs: int, context_tokens: int) -> float:
                 return step_time(BatchShape(0, 0, 0, num_seqs, context_tokens))
 
-        cross: tuple[float, float, BatchShape] | None = None
-        n = self.size
-        if n == 0 or n > limits.max_num_batched_tokens or n > limits.max_num_seqs:
-            return None
-        block_size = self.block_size
-        total_blocks_used = self.kv.num_used  # every block in use belongs to a member
-        free = self.kv.num_free
-        extra_need: dict[int, list[Request]] = {}  # epoch -> members needing a block again within the run
-        kv_block_s = 0.0
-        ends: list[float] = []
-        t = now
-        active = n
-        ctx = self.ctx
-        sum_seqs = sum_ctx = 0
-        first_interval = int(now / interval_s)
-        epoch = self.epoch
-        last_epoch = epoch + max_steps
-        need_at, finish_at = self._need_at, self._finish_at
-        needs: dict[int, list[Request]] = {}  # epoch -> members given a block then (for apply_run)
-        while epoch < last_epoch and active:
-            epoch += 1
-            entries = need_at.get(epoch)
-            needy = [req for req, token in entries if req.cohort_token == token] if entries else []
-            extra = extra_need.pop(epoch, None)
-            if extra:
-                needy.extend(extra)
-            need = len(needy)
-            if need > free:
-                break
-            d = decode_time(active, ctx)
-            end = t + d
-            if end > stop_time:
-                break
-            if end > visible_time:
-                if ends and t < visible_time:
-                    cross = (end, d, BatchShape(0, 0, 0, active, ctx))
-                break
-            if int(end / interval_s) != first_interval:
-                break
-            if need:
-                free -= need
-                needs[epoch] = needy
-                nxt = epoch + block_size
-                for req in needy:
-                    if nxt <= req.cohort_finish:
-                        extra_need.setdefault(nxt, []).append(req)
-            t = end
-            ends.append(end)
-            sum_seqs += active
-            sum_ctx += ctx
-            ctx += active
-            total_blocks_used += need
-            for req, token in finish_at.get(epoch) or ():
-                if req.cohort_token != token:
-                    continue
-                active -= 1
-                ctx -= req.num_computed_tokens + (epoch - req.cohort_base) + 1
-                # Its blocks now: those it held plus those it gained since (see `_blocks_added`).
-                first_need = req.cohort_base + 1 + req.num_blocks * block_size - req.num_computed_tokens
-                released = req.num_blocks
-                if epoch >= first_need:
-                    released += 1 + (epoch - first_need) // block_size
-                free += released
-                total_blocks_used -= released
-            kv_block_s += d * total_blocks_used
-        if not ends:
-            return None
-        run = DecodeRun(now, ends, [], limits, BatchShape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
-        run.cohort_needs = needs
-        if cross is not None:
-            run.cross_end, run.cross_duration_s, run.cross_batch = cross
-        return run
+        return plan_run(
+            size=self.size, ctx=self.ctx, num_free=self.kv.num_free, num_used=self.kv.num_used,
+            block_size=self.block_size, epoch=self.epoch, need_at=self._need_at, finish_at=self._finish_at,
+            limits=limits, now=now, decode_time=decode_time, stop_time=stop_time, interval_s=interval_s,
+            max_steps=max_steps, visible_time=visible_time,
+        )
 
     def apply_run(self, run: DecodeRun) -> tuple[list[Request], dict[str, list[int]]]:
         """Apply a run from `plan_run`: finished members (by finish time, then admission) and usage.
@@ -319,7 +254,7 @@ class DecodeCohort:
         tenants = self.tenants
         start = self.epoch
         finished: list[Request] = []
-        needs = run.cohort_needs
+        needs = run.needs
         need_at = self._need_at
         for end in run.step_ends:
             nxt = self.epoch + 1
@@ -330,10 +265,11 @@ class DecodeCohort:
             epoch = self._step(end)
             self.ctx += self.size
             if epoch in self._finish_at:
-                for req, token in self._finish_at[epoch]:
-                    if req.cohort_token == token:
-                        self._settle(req.spec.tenant, epoch, settled.get(req.spec.tenant, start), usage)
-                        settled[req.spec.tenant] = epoch
+                for m in self._finish_at[epoch]:
+                    if m.is_live:
+                        tenant = m.req.spec.tenant
+                        self._settle(tenant, epoch, settled.get(tenant, start), usage)
+                        settled[tenant] = epoch
                 finished.extend(self._finish(epoch))
         for tenant in tenants:
             self._settle(tenant, self.epoch, settled.get(tenant, start), usage)

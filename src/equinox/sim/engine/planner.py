@@ -1,4 +1,4 @@
-"""Decode runs: many identical-shape decode iterations folded into one simulator event.
+"""Decode runs: many identical-shape decode iterations folded into one simulator event (one planner).
 
 When nothing waits and every running request is decoding, the next iterations are
 fully determined: each running request generates one token per iteration, its KV
@@ -18,7 +18,8 @@ are additive, so its counters end where step-by-step execution leaves them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from equinox.request import Request, RequestStatus
@@ -42,7 +43,7 @@ class DecodeRun:
     cross_duration_s: float = 0.0
     cross_batch: BatchShape | None = None
     is_folded: bool = False  # the run's own iterations were applied (the crossing one may remain)
-    cohort_needs: dict[int, list[Request]] = field(default_factory=dict)  # cohort runs: new blocks by iteration
+    needs: dict[int, list[RunMember]] = field(default_factory=dict)  # members given a new block, by iteration
 
     @property
     def num_steps(self) -> int:
@@ -60,6 +61,115 @@ class DecodeRun:
         return self.cross_end if self.cross_end is not None else self.step_ends[-1]
 
 
+class RunMember:
+    """A decoding request as the planner sees it: counts as of epoch `base`, last token at `finish`.
+
+    The cohort keeps one per member (stale, `is_live` False, once the request left it); the
+    eager path builds them for the running requests with base 0.
+    """
+
+    __slots__ = ("base", "finish", "is_live", "req")
+
+    def __init__(self, req: Request, base: int, finish: int) -> None:
+        self.req = req
+        self.base = base  # the epoch the request's counts are up to date with
+        self.finish = finish  # the epoch that produces its last token
+        self.is_live = True
+
+
+def plan_run(
+    *, size: int, ctx: int, num_free: int, num_used: int, block_size: int, epoch: int,
+    need_at: Mapping[int, list[RunMember]], finish_at: Mapping[int, list[RunMember]],
+    limits: BatchLimits, now: float, decode_time: Callable[[int, int], float], stop_time: float,
+    interval_s: float, max_steps: int = 100_000, visible_time: float = math.inf,
+) -> DecodeRun | None:
+    """Plan the longest run of decode-only iterations from `now` (epoch `epoch`); None when none qualifies.
+
+    The one planner behind both the eager path (`plan_decode_run`) and the decode cohort.
+    `need_at[e]` lists the members whose decode in iteration e needs a new KV block (their
+    first such iteration; later ones, every `block_size` iterations up to `finish`, are
+    derived here), `finish_at[e]` those whose last token comes out of iteration e; stale
+    members are skipped. Every block in use belongs to a member (`num_used`), `ctx` is the
+    sum over members of computed tokens + 1. A run stops before the first iteration that
+    needs more blocks than are free, ends after `stop_time` or in a later metrics interval
+    than `now`; with a `visible_time` (the next arrival) the iteration that starts before
+    it and ends after it becomes the run's crossing iteration.
+    """
+    if size == 0 or size > limits.max_num_batched_tokens or size > limits.max_num_seqs:
+        return None
+    cross: tuple[float, float, BatchShape] | None = None
+    total_blocks_used = num_used
+    free = num_free
+    extra_need: dict[int, list[RunMember]] = {}  # epoch -> members needing a block again within the run
+    needs: dict[int, list[RunMember]] = {}  # epoch -> members given a block then (for applying the run)
+    kv_block_s = 0.0
+    ends: list[float] = []
+    gaps: list[float] = []
+    gap = 0.0
+    t = now
+    active = size
+    sum_seqs = sum_ctx = 0
+    first_interval = int(now / interval_s)  # the whole run stays inside one metrics interval
+    last_epoch = epoch + max_steps
+    while epoch < last_epoch and active:
+        epoch += 1
+        entries = need_at.get(epoch)
+        needy = [m for m in entries if m.is_live] if entries else []
+        extra = extra_need.pop(epoch, None)
+        if extra:
+            needy.extend(extra)
+        need = len(needy)
+        if need > free:
+            break
+        d = decode_time(active, ctx)
+        end = t + d
+        if end > stop_time:
+            break
+        if end > visible_time:
+            if ends and t < visible_time:
+                cross = (end, d, BatchShape(0, 0, 0, active, ctx))
+            break
+        if int(end / interval_s) != first_interval:
+            break
+        if need:
+            free -= need
+            needs[epoch] = needy
+            nxt = epoch + block_size
+            for m in needy:
+                if nxt <= m.finish:
+                    extra_need.setdefault(nxt, []).append(m)
+        if ends:
+            gap = max(gap, end - t)  # the same float the step-by-step path computes
+        t = end
+        ends.append(end)
+        gaps.append(gap)
+        sum_seqs += active
+        sum_ctx += ctx
+        ctx += active
+        total_blocks_used += need
+        for m in finish_at.get(epoch) or ():
+            if not m.is_live:
+                continue
+            req = m.req
+            active -= 1
+            ctx -= req.num_computed_tokens + (epoch - m.base) + 1
+            # Its blocks now: those it held plus those it gained since (see `_blocks_added`).
+            first_need = m.base + 1 + req.num_blocks * block_size - req.num_computed_tokens
+            released = req.num_blocks
+            if epoch >= first_need:
+                released += 1 + (epoch - first_need) // block_size
+            free += released
+            total_blocks_used -= released
+        kv_block_s += d * total_blocks_used
+    if not ends:
+        return None
+    run = DecodeRun(now, ends, gaps, limits, BatchShape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
+    run.needs = needs
+    if cross is not None:
+        run.cross_end, run.cross_duration_s, run.cross_batch = cross
+    return run
+
+
 def plan_decode_run(
     running: list[Request],
     num_free_blocks: int,
@@ -71,13 +181,10 @@ def plan_decode_run(
     interval_s: float,
     max_steps: int = 100_000,
 ) -> DecodeRun | None:
-    """Plan the longest run allowed from `now`; None when not even one iteration qualifies."""
-    n = len(running)
-    if n == 0 or n > limits.max_num_batched_tokens or n > limits.max_num_seqs:
-        return None
-    finish_at: dict[int, list[Request]] = {}
-    block_need: dict[int, int] = {}  # step index -> requests needing a new block at that step
-    ctx = 0
+    """Plan a run over explicit running requests (no cohort): `plan_run` with members of base 0."""
+    finish_at: dict[int, list[RunMember]] = {}
+    need_at: dict[int, list[RunMember]] = {}
+    ctx = num_used = 0
     for req in running:
         spec = req.spec
         computed = req.num_computed_tokens
@@ -85,54 +192,22 @@ def plan_decode_run(
         if done == 0 or spec.num_prompt_tokens + done - computed != 1:
             return None  # a prefill (or recompute) is in flight: take the normal path
         left = req.num_target_tokens - done
-        finish_at.setdefault(left, []).append(req)
+        m = RunMember(req, 0, left)
+        finish_at.setdefault(left, []).append(m)
         first_need = req.num_blocks * block_size - computed + 1
         if first_need <= left:
-            block_need[first_need] = block_need.get(first_need, 0) + 1
+            need_at.setdefault(first_need, []).append(m)
         ctx += computed + 1
-    total_blocks_used = sum(r.num_blocks for r in running)  # every block in use belongs to a running request
-    kv_block_s = 0.0
-    ends: list[float] = []
-    gaps: list[float] = []
-    t = now
-    free = num_free_blocks
-    active = n
-    sum_seqs = sum_ctx = 0
-    gap = 0.0
-    first_interval = int(now / interval_s)  # the whole run stays inside one metrics interval
-    step = 0
-    while step < max_steps and active:
-        step += 1
-        need = block_need.pop(step, 0)
-        if need > free:
-            break
-        d = step_time(BatchShape(0, 0, 0, active, ctx))
-        end = t + d
-        if end > stop_time or int(end / interval_s) != first_interval:
-            break
-        free -= need
-        if need:  # these requests need their next block `block_size` steps later
-            block_need[step + block_size] = block_need.get(step + block_size, 0) + need
-        if ends:
-            gap = max(gap, end - t)  # the same float the step-by-step path computes
-        t = end
-        ends.append(end)
-        gaps.append(gap)
-        sum_seqs += active
-        sum_ctx += ctx
-        ctx += active
-        total_blocks_used += need
-        for req in finish_at.get(step, ()):
-            active -= 1
-            ctx -= req.num_computed_tokens + step + 1
-            released = req.num_blocks + _blocks_added(req, step, block_size)
-            free += released
-            total_blocks_used -= released
-            _drop_block_needs(block_need, req, step, block_size)
-        kv_block_s += d * total_blocks_used
-    if not ends:
-        return None
-    return DecodeRun(now, ends, gaps, limits, BatchShape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
+        num_used += req.num_blocks  # every block in use belongs to a running request
+
+    def decode_time(num_seqs: int, context_tokens: int) -> float:
+        return step_time(BatchShape(0, 0, 0, num_seqs, context_tokens))
+
+    return plan_run(
+        size=len(running), ctx=ctx, num_free=num_free_blocks, num_used=num_used, block_size=block_size, epoch=0,
+        need_at=need_at, finish_at=finish_at, limits=limits, now=now, decode_time=decode_time,
+        stop_time=stop_time, interval_s=interval_s, max_steps=max_steps,
+    )
 
 
 def _blocks_added(req: Request, num_steps: int, block_size: int) -> int:
@@ -141,19 +216,6 @@ def _blocks_added(req: Request, num_steps: int, block_size: int) -> int:
     if num_steps < first_need:
         return 0
     return 1 + (num_steps - first_need) // block_size
-
-
-def _drop_block_needs(block_need: dict[int, int], req: Request, step: int, block_size: int) -> None:
-    """A finished request needs no more blocks: remove its future entry."""
-    first_need = req.num_blocks * block_size - req.num_computed_tokens + 1
-    if first_need > req.num_target_tokens - req.num_output_tokens_done:
-        return  # it never needed one
-    nxt = first_need if step < first_need else first_need + ((step - first_need) // block_size + 1) * block_size
-    count = block_need.get(nxt, 0)
-    if count > 1:
-        block_need[nxt] = count - 1
-    elif count == 1:
-        del block_need[nxt]
 
 
 def apply_decode_run(
