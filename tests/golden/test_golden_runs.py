@@ -44,11 +44,13 @@ MECHANISM = {
     "vtc-slora": ("vtc", dict(mode="slora", num_kv_blocks=160, max_num_batched_tokens=4096)),
     "lcf-vllm-nochunk": ("lcf", dict(mode="vllm", num_kv_blocks=160, enable_chunked_prefill=False)),
     "vtc-predict-vllm": ("vtc-predict", dict(mode="vllm", num_kv_blocks=160)),
+    "equinox-vllm": ("equinox", dict(mode="vllm", num_kv_blocks=160)),
 }
 END_TO_END = {
     "vtc": RunConfig(policy="vtc", duration_s=100, cost_model="vtc-a10g"),
     "fcfs": RunConfig(policy="fcfs", duration_s=100, cost_model="vtc-a10g"),
     "vtc-slora": RunConfig(policy="vtc", duration_s=100, cost_model="vtc-a10g", engine_mode="slora"),
+    "equinox": RunConfig(policy="equinox", duration_s=100, cost_model="vtc-a10g"),
 }
 
 
