@@ -70,6 +70,14 @@ class RunConfig:
             raise ConfigError(f"block_size must be >= 1 token, got {self.block_size}")
         if self.num_kv_blocks is not None and self.kv_capacity_tokens is not None:
             raise ConfigError("set either num_kv_blocks or kv_capacity_tokens, not both")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ConfigError(f"num_kv_blocks (--kv-blocks) must be >= 1, got {self.num_kv_blocks}")
+        min_kv_tokens = 1 if self.engine_mode == "slora" else self.block_size  # slora's pool is token-granular
+        if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < min_kv_tokens:
+            raise ConfigError(f"kv_capacity_tokens (--kv-tokens) must hold at least one KV block of "
+                              f"{min_kv_tokens} token(s), got {self.kv_capacity_tokens}")
         for tenant, weight in self.tenant_weights.items():
             if not weight > 0:
                 raise ConfigError(f"weight of tenant {tenant!r} must be > 0, got {weight!r}")

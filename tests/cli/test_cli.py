@@ -213,3 +213,66 @@ def test_compare_existing_run_directories(tmp_path: Path, capsys: pytest.Capture
     assert any(line.startswith("fcfs ") for line in lines) and any(line.startswith("vtc ") for line in lines)
     code, _, err = run_cli(["compare", "--runs", str(tmp_path)], capsys)
     assert_one_line_error(code, err, "not a run directory", "summary.json")
+
+
+# Issue #12: defects found by probing the CLI ---------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["simulate", "-p", "vtc", "--seed", "-1"], ["--seed", "non-negative"]),
+        (["simulate", "-p", "vtc", "--kv-blocks", "1"], ["every one of", "rejected", "KV"]),
+        (["simulate", "-p", "vtc", "--kv-tokens", "10"], ["kv_capacity_tokens", "--kv-tokens", "10"]),
+        (["simulate", "-p", "vtc", "--tp", "3"], ["tensor_parallel=3", "32 attention heads"]),
+    ],
+)
+def test_probed_simulate_options_one_line_error(args: list[str], needles: list[str], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli([args[0], *TINY, *args[1:], "-o", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, err, *needles)
+    if "--kv-tokens" in args:
+        assert "num_kv_blocks" not in err  # the message names the setting the user passed
+
+
+@pytest.mark.parametrize("command", [["trace", "generate", "overload", "-o", "OUT"], ["trace", "inspect", "overload"]])
+def test_negative_seed_in_trace_commands_is_one_line_error(command: list[str], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    args = [str(tmp_path / "t.csv") if a == "OUT" else a for a in command]
+    code, _, err = run_cli([*args, "--seed", "-1", "--duration", "5"], capsys)
+    assert_one_line_error(code, err, "--seed", "non-negative")
+
+
+@pytest.mark.parametrize(("tenant", "needle"), [("\x00", "control character"), ("a\x00b", "control character"),
+                                                (" ", "blank")])
+@pytest.mark.parametrize("command", ["inspect", "simulate"])
+def test_bad_tenant_in_csv_is_the_same_error_everywhere(tenant: str, needle: str, command: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_csv(tmp_path / "t.csv", [f"r0,{tenant},0.0,10,5,,,,", "r1,b,1.0,10,5,,,,"])
+    args = ["trace", "inspect", str(path)] if command == "inspect" else \
+        ["simulate", *TINY, "-w", str(path), "-o", str(tmp_path / "o")]
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, "t.csv:2", "tenant", needle)
+
+
+def test_empty_tenant_in_jsonl_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"arrival_time": 0, "tenant": "", "num_prompt_tokens": 3, "num_output_tokens": 3}\n')
+    code, _, err = run_cli(["trace", "inspect", str(path)], capsys)
+    assert_one_line_error(code, err, "tenant is empty")
+
+
+def test_canonical_jsonl_without_its_metadata_line_is_read_as_jsonl(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"arrival_time": 0, "tenant": "a", "num_prompt_tokens": 3, "num_output_tokens": 3}\n'
+                    '{"arrival_time": 1, "tenant": "b", "num_prompt_tokens": 4, "num_output_tokens": 2}\n')
+    code, out, err = run_cli(["trace", "inspect", str(path), "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["trace_format"] == "equinox-jsonl" and doc["num_requests"] == 2
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["nope"], ["simulate", "--duration", "x"], ["trace", "inspect"], ["gateway", "--port", "x"]):
+        code, _, err = run_cli(args, capsys)
+        assert_one_line_error(code, err)

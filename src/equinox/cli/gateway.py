@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from equinox.cli.argtypes import seed
 from equinox.errors import ConfigError
 
 
@@ -119,7 +120,7 @@ def add_gateway_parser(sub: Any) -> None:
     b.add_argument("--duration", type=float, required=True, help="seconds of arrivals to send")
     b.add_argument("-o", "--out", help="write a run directory here")
     b.add_argument("--model", help="model name (default: the first one the target lists)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=seed, default=0)
     b.add_argument("--rate-scale", type=float, default=1.0, help="multiply every tenant's arrival rate")
     b.add_argument("--num-tenants", type=int, help="tenants for presets that assign them")
     b.add_argument("--interval", type=float, default=1.0, help="metrics interval in seconds")

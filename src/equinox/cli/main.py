@@ -6,8 +6,19 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from equinox.errors import EquinoxError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `equinox: error: <subcommand>: <message>` and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("equinox").strip()
+        print(f"equinox: error: {where + ': ' if where else ''}{message} (see `{self.prog} --help`)",
+              file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from equinox import __version__
     from equinox.cli import simulate
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="equinox", description="Holistic fair scheduling for multi-tenant LLM serving."
     )
     parser.add_argument("--version", action="version", version=f"equinox {__version__}")
@@ -39,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed in one line
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from equinox.cli.argtypes import seed
 from equinox.cli.progress import Progress
 from equinox.cli.table import fmt, render
 from equinox.config import DEFAULT_WORKLOAD, RunConfig, load_config_file
@@ -36,7 +37,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by simulate and compare."""
     p.add_argument("--config", help="TOML run config; command-line options override it")
     p.add_argument("-w", "--workload", help=f"preset, VTC suite or trace file (default {DEFAULT_WORKLOAD})")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed)
     p.add_argument("--duration", type=float, dest="duration_s", help="workload duration, s")
     p.add_argument("--rate-scale", type=float, help="multiply every arrival rate")
     p.add_argument("--tenants", type=int, dest="num_tenants", help="tenant count (presets that take one)")
@@ -126,6 +127,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     result = run_simulation(config, progress=progress)
     if progress:
         progress.done()
+    _check_some_served(result)
     out = write_run_dir(result, args.out or Path("runs") / f"{result.workload.name}-{config.policy}")
     headers, rows = summary_rows(result)
     print(render(headers, rows, title=_title(result)))
@@ -133,6 +135,14 @@ def run_simulate(args: argparse.Namespace) -> int:
     print(_overall_line(result))
     print(f"run directory: {out}")
     return 0
+
+
+def _check_some_served(result: Any) -> None:
+    """ConfigError when every request was rejected: the settings cannot serve this workload (issue #12)."""
+    reasons = [r.reject_reason for r in result.records if r.reject_reason]
+    if result.records and len(reasons) == len(result.records):
+        raise ConfigError(f"every one of the {len(reasons)} requests was rejected ({reasons[0]}); "
+                          "these settings cannot serve this workload")
 
 
 def _title(result: Any) -> str:

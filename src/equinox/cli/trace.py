@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from equinox.cli.argtypes import seed
 from equinox.errors import ConfigError
 
 
@@ -19,7 +20,7 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer name or tokenizer.json for text traces (default: 4 chars/token)")
     p.add_argument("--duration", type=float, dest="duration_s", help="keep the first DURATION seconds")
     p.add_argument("--rate-scale", type=float, default=1.0, help="multiply request rates (compress time)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
 
 
 def _load(args: argparse.Namespace, spec: str) -> Any:
@@ -121,7 +122,7 @@ def add_trace_parser(subparsers: Any) -> None:
     p.add_argument("--tenants", type=int, help="number of tenants (presets; suites have fixed tenants)")
     p.add_argument("--tenant-assignment", dest="tenant_spec", metavar="SPEC",
                    help="how presets split tenants: zipf:N[:S], round-robin:N, servegen:N")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--output", required=True, help="output file (.csv or .jsonl)")
     p.add_argument("--to", choices=["csv", "jsonl"], help="output format (default: from the suffix)")
     p.set_defaults(func=cmd_generate)

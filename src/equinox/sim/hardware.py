@@ -105,6 +105,10 @@ class Deployment:
     def __post_init__(self) -> None:
         if self.tensor_parallel < 1:
             raise ConfigError(f"tensor_parallel must be >= 1, got {self.tensor_parallel}")
+        heads = self.model.num_heads
+        if heads % self.tensor_parallel:  # vLLM shards attention heads evenly over the GPUs
+            raise ConfigError(f"tensor_parallel={self.tensor_parallel} does not divide {self.model.name}'s {heads} "
+                              f"attention heads; use one of {[d for d in range(1, heads + 1) if heads % d == 0]}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ConfigError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"

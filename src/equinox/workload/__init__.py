@@ -76,6 +76,9 @@ def load_workload(
     num_tenants: int | None = None,
 ) -> Workload:
     """Resolve `spec` (a preset name, a VTC suite name, or a file path) into a Workload."""
+    from equinox.errors import ConfigError
     from equinox.workload.presets import resolve
 
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     return resolve(spec, seed=seed, duration_s=duration_s, rate_scale=rate_scale, num_tenants=num_tenants)

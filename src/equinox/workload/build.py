@@ -10,7 +10,7 @@ import numpy as np
 
 from equinox.errors import ConfigError, WorkloadError
 from equinox.request import DEFAULT_TENANT, RequestSpec
-from equinox.workload.parsing import LoadReport, RawRecord
+from equinox.workload.parsing import LoadReport, RawRecord, tenant_problem
 from equinox.workload.schema import Workload
 from equinox.workload.tenants import TenantAssignment, parse_tenant_spec
 
@@ -155,8 +155,9 @@ def _tenants(
         out = []
         for i in order:
             t = recs[i].tenant
-            if not t:
-                raise WorkloadError("tenant is empty", path=report.path, line=recs[i].line, field="tenant")
+            problem = tenant_problem(t or "")
+            if problem is not None:
+                raise WorkloadError(problem, path=report.path, line=recs[i].line, field="tenant")
             out.append(t)
         return out, False, label
     if explicit is None and opts.num_tenants is not None and opts.num_tenants > 1:

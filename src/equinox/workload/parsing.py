@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import math
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,11 +148,24 @@ def parse_seconds(value: Any, *, path: str, line: int, field: str, scale: float 
 
 
 def parse_tenant(value: Any, *, path: str, line: int, field: str) -> str:
-    """A tenant name from a column: a non-empty string (surrounding blanks dropped)."""
+    """A tenant name from a column: a non-empty string (surrounding blanks dropped), no control characters."""
     tenant = "" if value is None else str(value).strip()
     if not tenant:
         raise WorkloadError("expected a tenant name, got an empty value", path=path, line=line, field=field)
+    problem = tenant_problem(tenant)
+    if problem is not None:
+        raise WorkloadError(problem, path=path, line=line, field=field)
     return tenant
+
+
+def tenant_problem(name: str) -> str | None:
+    """Why `name` cannot be a tenant name (empty, blank, control characters such as NUL), or None."""
+    if not name.strip():
+        return "tenant is empty" if not name else f"tenant {name!r} is blank"
+    bad = sorted({c for c in name if unicodedata.category(c) == "Cc"})
+    if bad:
+        return f"tenant {name!r} contains control character(s) {', '.join(repr(c) for c in bad)}"
+    return None
 
 
 def parse_weight(value: Any, *, path: str, line: int, field: str) -> float:

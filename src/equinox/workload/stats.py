@@ -86,11 +86,14 @@ def trace_stats(workload: Workload) -> TraceStats:
     t = np.fromiter((r.arrival_time for r in reqs), dtype=float, count=len(reqs))
     p = np.fromiter((r.num_prompt_tokens for r in reqs), dtype=np.int64, count=len(reqs))
     o = np.fromiter((r.num_output_tokens for r in reqs), dtype=np.int64, count=len(reqs))
-    names = np.array([r.tenant for r in reqs], dtype=object)
+    rows: dict[str, list[int]] = {}  # grouped in Python: numpy string comparison drops trailing NULs
+    for i, r in enumerate(reqs):
+        rows.setdefault(r.tenant, []).append(i)
     span = workload.duration_s or (float(t[-1]) if len(t) else 0.0)
     tenants = tuple(
-        _tenant(name, t[names == name], p[names == name], o[names == name], span, workload.weight(name))
+        _tenant(name, t[idx], p[idx], o[idx], span, workload.weight(name))
         for name in workload.tenants
+        for idx in [np.asarray(rows.get(name, []), dtype=np.int64)]
     )
     return TraceStats(
         name=workload.name,

@@ -120,6 +120,10 @@ def _read_jsonl(path: Path, opts: LoadOptions, report: LoadReport) -> Iterator[R
                 report.warn(f"ignored unknown field(s): {', '.join(unknown)}")
             warned = True
         try:
+            field = opts.tenant_column or "tenant"
+            if isinstance(obj.get(field), str) and not obj[field].strip():  # JSON says "no tenant" by omission
+                raise WorkloadError(f"tenant is empty ({obj[field]!r}); omit the field for a trace without tenants",
+                                    path=p, line=line, field=field)
             yield record_from_mapping(obj.get, path=p, line=line, tenant_column=opts.tenant_column)
         except WorkloadError as exc:
             report.reject(exc)
@@ -127,7 +131,9 @@ def _read_jsonl(path: Path, opts: LoadOptions, report: LoadReport) -> Iterator[R
 
 def _sniff_csv(path: Path, head: str) -> bool:
     lines = [ln for ln in head.splitlines() if not ln.startswith("#")]
-    return bool(lines) and "num_prompt_tokens" in lines[0] and "arrival_time" in lines[0]
+    if not lines or lines[0].lstrip().startswith("{"):  # a JSONL record naming the same fields
+        return False
+    return "num_prompt_tokens" in lines[0] and "arrival_time" in lines[0]
 
 
 def _sniff_jsonl(path: Path, head: str) -> bool:
