@@ -90,7 +90,7 @@ class GatewayState:
             503, "the gateway is shutting down; retry the request", kind="shutting_down",
             retry_after_s=self.config.retry_after_s))
         logger.warning("draining: %d request(s) running, %d queued request(s) answered 503; waiting at most %g s",
-                       len(self.active), num_failed, self.config.drain_timeout_s)
+                       len(self.admission.running), num_failed, self.config.drain_timeout_s)
         deadline = time.monotonic() + self.config.drain_timeout_s
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -108,14 +108,19 @@ class GatewayState:
         """Resume the policy's counters from `state_file`, when it holds a snapshot."""
         if not self.config.state_file:
             return
+        from pathlib import Path
+
         from equinox.scheduling.state import read_snapshot, restore
 
-        snap = read_snapshot(self.config.state_file)
-        if snap is None:
-            logger.info("no fairness counters in %s yet: starting from zero", self.config.state_file)
+        path = self.config.state_file
+        if not Path(path).exists():
+            logger.info("no fairness counters in %s yet: starting from zero", path)
             return
-        restore(self.policy, snap)
-        logger.info("fairness counters restored from %s", self.config.state_file)
+        snap = read_snapshot(path)
+        restore(self.policy, snap, where=path)
+        # the policy's clock resumes where the snapshot left it, so times inside its state stay in the past
+        self.start_time = time.monotonic() - float(snap["taken_at"])
+        logger.info("fairness counters restored from %s", path)
 
     def save_counters(self) -> None:
         """Write the policy's counters to `state_file` (atomically)."""
