@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,17 @@ class RecentStats:
         self._values.append(value)
         self.count += 1
         self._dirty = True
+
+    def export_state(self) -> dict[str, Any]:
+        """The retained observations (oldest first) and the evidence count, JSON-safe."""
+        return {"values": list(self._values), "count": self.count}
+
+    def restore_state(self, values: list[float], count: int) -> None:
+        """Resume from `export_state()` (keeps the newest `capacity` values)."""
+        self._values.clear()
+        self._values.extend(values)
+        self.count = max(count, len(self._values))
+        self._dirty = bool(self._values)
 
     def _refresh(self) -> None:
         xs = sorted(self._values)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from equinox.registry import Registry
 from equinox.scheduling.interface import Policy, PolicyConfig
@@ -27,3 +29,11 @@ def policy_names() -> list[str]:
     """Names of all registered policies."""
     _load_builtin()
     return POLICIES.names()
+
+
+def policy_params(policy: Policy) -> dict[str, Any]:
+    """The parameters `policy` runs with, JSON-safe (for snapshots and reports)."""
+    params = getattr(policy, "params", None)
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        return dataclasses.asdict(params)
+    return dict(policy.config.params)

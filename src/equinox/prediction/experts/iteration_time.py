@@ -12,6 +12,7 @@ depends on batch size: overheads dominate small batches, bandwidth or compute la
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from equinox.types import BatchShape
 
@@ -84,6 +85,26 @@ class OnlineLinearModel:
         self._dirty = True
         self.num_observations += 1
 
+    def export_state(self) -> dict[str, Any]:
+        """The decayed normal equations, the current solution and the evidence count, JSON-safe."""
+        return {
+            "xtx": [list(row) for row in self._xtx], "xty": list(self._xty), "theta": list(self.theta),
+            "is_dirty": self._dirty, "num_observations": self.num_observations,
+        }
+
+    def restore_state(
+        self, xtx: list[list[float]], xty: list[float], theta: list[float], is_dirty: bool, num_observations: int
+    ) -> None:
+        """Resume from `export_state()`; shapes must match the feature count."""
+        n = len(self.prior)
+        if len(xtx) != n or any(len(row) != n for row in xtx) or len(xty) != n or len(theta) != n:
+            raise ValueError(f"online iteration model: expected {n} features")
+        self._xtx = [list(row) for row in xtx]
+        self._xty = list(xty)
+        self.theta = list(theta)
+        self._dirty = is_dirty
+        self.num_observations = num_observations
+
     def _refit(self) -> None:
         n = len(self.prior)
         a = [[self._xtx[i][j] + (self.ridge if i == j else 0.0) for j in range(n)] for i in range(n)]
@@ -129,6 +150,23 @@ class IterationTimeExpert:
     def predict(self, batch: BatchShape) -> float:
         """Corrected prediction in seconds."""
         return self.base(batch) * self.ratio.get(self.regime(batch), 1.0)
+
+    @property
+    def online(self) -> OnlineLinearModel | None:
+        """The online model standing in for a missing cost model (None when one is bound)."""
+        return self._online
+
+    def export_state(self) -> dict[str, Any]:
+        """Per-regime correction ratios and the evidence count (the online model is exported apart)."""
+        return {
+            "ratios": [[phase, size, r] for (phase, size), r in self.ratio.items()],
+            "num_observations": self.num_observations,
+        }
+
+    def restore_state(self, ratios: dict[tuple[str, int], float], num_observations: int) -> None:
+        """Resume the correction ratios of `export_state()`."""
+        self.ratio = dict(ratios)
+        self.num_observations = num_observations
 
     def observe(self, batch: BatchShape, duration_s: float) -> None:
         """Fold in one measured iteration."""

@@ -7,9 +7,13 @@ by the request's max_tokens. Deterministic: bounded ring buffers, no sampling.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from equinox.prediction.interface import LengthPrediction, RecentStats
+
+History = tuple[list[float], int]  # retained observations (oldest first), evidence count
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,27 @@ class OutputLengthExpert:
                 source = "max_tokens"
             return LengthPrediction(min(mean, float(max_tokens)), float(max_tokens), source)
         return LengthPrediction(mean, q, source)
+
+    def export_state(self) -> dict[str, Any]:
+        """Every history (per tenant, per prompt-length bucket, global), JSON-safe."""
+        return {
+            "tenants": {t: s.export_state() for t, s in self._tenant.items()},
+            "buckets": {str(b): s.export_state() for b, s in self._bucket.items()},
+            "global": self._global.export_state(),
+        }
+
+    def restore_state(
+        self, tenants: Mapping[str, History], buckets: Mapping[int, History], global_history: History
+    ) -> None:
+        """Resume the histories of `export_state()` (values oldest first, evidence count)."""
+        def stats(history: History) -> RecentStats:
+            s = self._new()
+            s.restore_state(*history)
+            return s
+
+        self._tenant = {t: stats(h) for t, h in tenants.items()}
+        self._bucket = {b: stats(h) for b, h in buckets.items()}
+        self._global = stats(global_history)
 
     def observe(self, tenant: str, num_prompt_tokens: int, num_output_tokens: int) -> None:
         """Learn from a finished request."""

@@ -30,6 +30,15 @@ class UtilisationExpert:
             return 0.0
         return self._flops(batch) / (self._iteration_time(batch) * self._peak)
 
+    def export_state(self) -> dict[str, float | None]:
+        """The busy-fraction average and the end of the last iteration seen."""
+        return {"busy_fraction": self.busy_fraction, "last_end_time": self._last_end}
+
+    def restore_state(self, busy_fraction: float, last_end_time: float | None) -> None:
+        """Resume from `export_state()`."""
+        self.busy_fraction = busy_fraction
+        self._last_end = last_end_time
+
     def observe(self, start_time: float, duration_s: float) -> None:
         """Fold one executed iteration into the busy-fraction average."""
         if self._last_end is not None:

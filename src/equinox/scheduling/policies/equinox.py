@@ -36,6 +36,7 @@ from equinox.scheduling.policies.equinox_params import EquinoxParams
 from equinox.scheduling.policies.vtc import CounterPolicy
 from equinox.scheduling.policy import POLICIES
 from equinox.scheduling.queues import TenantPriorityQueues
+from equinox.scheduling.state import StateReader
 from equinox.types import BatchLimits, BatchShape, StepReport
 
 EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised at every decision
@@ -45,7 +46,7 @@ EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised a
 class _Admitted:
     """Book-keeping for a request between admission and completion."""
 
-    view: RequestView
+    view: RequestView | None  # None after a restore until the host mentions the request again
     charged_ufc: float
     predicted_mean: float
     predicted_q: float
@@ -226,6 +227,7 @@ class EquinoxPolicy(CounterPolicy):
         entry = self._admitted.get(rid)
         if entry is not None:
             entry.is_running = True
+            entry.view = request
             return
         p = self.params
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
@@ -270,6 +272,7 @@ class EquinoxPolicy(CounterPolicy):
         entry = self._admitted.get(request.request_id)
         if entry is not None:
             entry.first_token_time = now
+            entry.view = request
 
     def on_finish(self, request: RequestView, now: float) -> None:
         """Reconcile UFC with actual output and TTFT; teach MoPE the true length."""
@@ -379,9 +382,9 @@ class EquinoxPolicy(CounterPolicy):
         items = [(pred.mean * headroom, float(request.num_prompt_tokens))]
         held = 0.0
         for entry in self._admitted.values():
-            if not entry.is_running:
-                continue
             view = entry.view
+            if not entry.is_running or view is None:  # None: restored, not yet mentioned by the host
+                continue
             done = view.num_output_tokens_done
             growth = entry.predicted_mean * headroom - done
             if growth <= 0:
@@ -396,6 +399,56 @@ class EquinoxPolicy(CounterPolicy):
             suffix_context += context
             peak = max(peak, suffix_context + count * growth)
         return int(peak - held) + 1
+
+    # State that survives the host ---------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        """UFC (as `counters`), RFC, lift and normalisation state, the last latency discount per
+        tenant, the running requests' predicted charges (reconciled on completion) and what
+        MoPE learned. Not kept: the requests themselves (hosts own them)."""
+        return {
+            **super().export_state(),
+            "rfc": dict(self._rfc),
+            "tenant_discount": dict(self._tenant_discount),
+            "coefficients": list(self._coeffs),
+            "backlog_sums": [self._sum_ufc, self._sum_rfc],
+            "now": self._now,
+            "token_budget": self._budget,
+            "last_batch": list(self._last_batch),
+            "admitted": {
+                rid: {"charged_ufc": e.charged_ufc, "predicted_mean": e.predicted_mean,
+                      "predicted_quantile": e.predicted_q, "discount": e.discount,
+                      "first_token_time": e.first_token_time, "is_running": e.is_running}
+                for rid, e in self._admitted.items()
+            },
+            "platform": self.platform.name,
+            "mope": self.mope.export_state(),
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Resume from `export_state()` (call `set_platform` first: iteration-time corrections
+        learned on another platform are dropped, everything else is kept)."""
+        super().restore_state(state)
+        r = StateReader(self.name, state)
+        self._rfc = r.number_map("rfc")
+        self._tenant_discount = r.number_map("tenant_discount")
+        coeffs = r.numbers("coefficients") or [1.0, 0.0]
+        sums = r.numbers("backlog_sums") or [0.0, 0.0]
+        last = r.numbers("last_batch")
+        if len(coeffs) != 2 or len(sums) != 2 or len(last) not in (0, len(BatchShape._fields)):
+            raise r.error("coefficients", "two numbers (backlog_sums two, last_batch five)", [coeffs, sums, last])
+        self._coeffs = (coeffs[0], coeffs[1])
+        self._sum_ufc, self._sum_rfc = sums
+        self._last_batch = BatchShape(*(int(v) for v in last))
+        self._now = r.number("now", 0.0)
+        self._budget = r.integer("token_budget", 0)
+        self._admitted = {}
+        for rid, e in r.mappings("admitted").items():
+            self._admitted[rid] = _Admitted(
+                None, e.number("charged_ufc"), e.number("predicted_mean"), e.number("predicted_quantile"),
+                e.number("discount"), e.optional_number("first_token_time"), e.flag("is_running", True),
+            )
+        platform = r.optional_string("platform")
+        self.mope.restore_state(r.sub("mope"), has_same_base=platform in (None, self.platform.name))
 
     def ufc(self) -> dict[str, float]:
         """User Fairness Counter per tenant."""

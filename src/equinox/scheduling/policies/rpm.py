@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from equinox.errors import ConfigError
 from equinox.request import RequestView
 from equinox.scheduling.interface import PolicyConfig
 from equinox.scheduling.policies.fcfs import FcfsPolicy
 from equinox.scheduling.policy import POLICIES
+from equinox.scheduling.state import StateReader
 
 WINDOW_S = 60.0
 
@@ -49,6 +52,15 @@ class RpmPolicy(FcfsPolicy):
             return f"rate limit: tenant {request.tenant!r} is over {limit:g} requests/minute"
         times.append(now)
         return super().add_request(request, now)
+
+    def export_state(self) -> dict[str, Any]:
+        """Each tenant's accepted-request times still inside the window (host clock)."""
+        return {"windows": {t: list(times) for t, times in self._accepted.items() if times}}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Resume the windows: a tenant at its limit before a restart stays at it."""
+        windows = StateReader(self.name, state).sub("windows")
+        self._accepted = {t: deque(windows.numbers(t)) for t in windows.state}
 
 
 POLICIES.register("rpm", RpmPolicy, "FCFS behind a per-tenant requests-per-minute limit (rejects over it)")

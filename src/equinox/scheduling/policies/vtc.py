@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
-from typing import Self
+from typing import Any, Self
 
 from equinox.request import RequestView
 from equinox.scheduling.interface import Policy, PolicyConfig
 from equinox.scheduling.policy import POLICIES
 from equinox.scheduling.queues import LazyMinHeap, TenantPriorityQueues, TenantQueues
+from equinox.scheduling.state import StateReader
 from equinox.types import StepReport
 
 
@@ -143,6 +144,21 @@ class CounterPolicy(Policy):
     def charge_admission(self, request: RequestView) -> None:
         """Charge made when `request` is admitted."""
 
+    # State that survives the host ------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        """Counters, the tenants' tie-break order (first seen first) and the tenant that left last."""
+        return {
+            "counters": dict(self._counter), "tenant_order": self._backlogged.tie_order(),
+            "last_left": self._last_left,
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Resume the counters (before any request arrives)."""
+        reader = StateReader(self.name, state)
+        self._counter = reader.number_map("counters")
+        self._backlogged.restore_tie_order(reader.strings("tenant_order"))
+        self._last_left = reader.optional_string("last_left")
+
 
 class VtcPolicy(CounterPolicy):
     """VTC: w_p per prompt token at admission, w_q per generated token, divided by weight."""
@@ -152,6 +168,15 @@ class VtcPolicy(CounterPolicy):
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)
         self._charged: set[str] = set()
+
+    def export_state(self) -> dict[str, Any]:
+        """Counters plus the running requests whose prompt was charged (not charged again if preempted)."""
+        return {**super().export_state(), "charged": sorted(self._charged)}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Resume counters and the charged running requests."""
+        super().restore_state(state)
+        self._charged = set(StateReader(self.name, state).strings("charged"))
 
     def charge_admission(self, request: RequestView) -> None:
         """Charge the prompt once (a preempted request re-admitted is not charged again)."""
@@ -209,6 +234,17 @@ class VtcPredictPolicy(VtcPolicy):
         if request.max_tokens is not None:
             guess = min(guess, float(request.max_tokens))
         return guess
+
+    def export_state(self) -> dict[str, Any]:
+        """VTC's state plus the per-tenant moving averages and the running requests' up-front charges."""
+        return {**super().export_state(), "averages": dict(self._avg), "predicted": dict(self._predicted)}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Resume VTC's state, the averages and the charges to reconcile."""
+        super().restore_state(state)
+        reader = StateReader(self.name, state)
+        self._avg = reader.number_map("averages")
+        self._predicted = reader.number_map("predicted")
 
     def charge_admission(self, request: RequestView) -> None:
         """Charge the prompt and the predicted output once."""
