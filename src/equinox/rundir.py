@@ -4,7 +4,8 @@
     summary.json           RunSummary.as_dict()
     requests.csv           one row per request (times in seconds from the run's start)
     steps.csv              one row per metrics interval (busy time, FLOPs, batch, KV, queue)
-    service.csv            per tenant per interval: prompt and output tokens, weighted service
+    service.csv            per tenant per interval: prompt and output tokens, weighted service,
+                           GPU-seconds and KV block-seconds apportioned to the tenant (0 on live runs)
     counters.csv           per counter kind per tenant per interval: the policy's fairness counters
     fairness_windows.csv   VTC service difference per 60 s window
 
@@ -59,8 +60,17 @@ def request_row(r: RequestRecord) -> list[str]:
     ]
 
 
-def write_run_dir(result: RunResult, path: str | Path) -> Path:
-    """Write a simulated run as a run directory at `path` (created if needed)."""
+def write_run_dir(result: RunResult, path: str | Path, *, reference_cache: str | Path | None = None) -> Path:
+    """Write a simulated run as a run directory at `path` (created if needed).
+
+    The fairness metrics that need the simulator's reference runs (each tenant served
+    alone, the saturation capacity) are computed first unless `result` has them; the
+    runs are cached in `reference_cache` (default: `.equinox-reference` beside `path`).
+    """
+    from equinox.metrics.baseline import CACHE_DIR_NAME, with_reference
+
+    cache = Path(reference_cache) if reference_cache is not None else Path(path).parent / CACHE_DIR_NAME
+    result = with_reference(result, cache)
     wl = result.workload
     config = {
         "kind": "simulated",
@@ -119,11 +129,14 @@ def write_run_files(
             w.writerow((_num(i * dt), *(_num(float(c[i])) for c in cols)))
     with open(out / "service.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(("time", "tenant", "prompt_tokens", "output_tokens", "weighted_service"))
+        w.writerow(("time", "tenant", "prompt_tokens", "output_tokens", "weighted_service", "gpu_s", "kv_block_s"))
         for tenant in sorted(series.service):
             wt = float(weights.get(tenant, 1.0))
+            resource = series.resource.get(tenant, {})
             for i, (p, o) in sorted(series.service[tenant].items()):
-                w.writerow((_num(i * dt), tenant, p, o, _num((prompt_weight * p + output_weight * o) / wt)))
+                g, kv = resource.get(i, (0.0, 0.0))
+                w.writerow((_num(i * dt), tenant, p, o, _num((prompt_weight * p + output_weight * o) / wt),
+                            _num(g), _num(kv)))
     with open(out / "counters.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("time", "kind", "tenant", "value"))

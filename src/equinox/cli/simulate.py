@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -117,6 +118,7 @@ def summary_rows(result: Any) -> tuple[list[str], list[list[object]]]:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """`equinox simulate`."""
+    from equinox.metrics.baseline import CACHE_DIR_NAME, with_reference
     from equinox.rundir import write_run_dir
     from equinox.sim.run import run_simulation
 
@@ -128,7 +130,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     if progress:
         progress.done()
     _check_some_served(result)
-    out = write_run_dir(result, args.out or Path("runs") / f"{result.workload.name}-{config.policy}")
+    out_path = Path(args.out or Path("runs") / f"{result.workload.name}-{config.policy}")
+    result = with_reference(result, out_path.parent / CACHE_DIR_NAME)  # served-alone runs for the fairness indices
+    out = write_run_dir(result, out_path)
     headers, rows = summary_rows(result)
     print(render(headers, rows, title=_title(result)))
     print()
@@ -161,6 +165,10 @@ def _overall_line(result: Any) -> str:
     else:
         fairness = (f"fairness n/a (needs arrivals past {result.config.warmup_s + result.config.window_s:.0f} s: "
                     "a 60 s window after the warm-up)")
+    h = s.holistic
+    if h is not None and h.has_reference:
+        fairness += (f" | user {fmt(h.user_index)} resource {fmt(h.resource_index)} isolation infl "
+                     f"{fmt(h.isolation_inflation)} holistic {fmt(h.holistic_index)}")
     return (f"throughput {t.tokens_per_s:,.0f} tok/s ({t.requests_per_s:.2f} req/s) | {fairness} | "
             f"GPU busy {u.busy_fraction:.1%} MFU {u.mfu:.1%} KV {u.kv_utilisation:.1%} | "
             f"preemptions {s.num_preemptions} | simulated in {result.wall_s:.1f} s")
@@ -168,10 +176,12 @@ def _overall_line(result: Any) -> str:
 
 def _run_one(config: RunConfig, out: str) -> dict[str, Any]:
     """Worker for compare: run one policy, write its directory, return the comparison row."""
+    from equinox.metrics.baseline import CACHE_DIR_NAME, with_reference
+    from equinox.report.series import holistic_columns
     from equinox.rundir import write_run_dir
     from equinox.sim.run import run_simulation
 
-    result = run_simulation(config)
+    result = with_reference(run_simulation(config), Path(out).parent / CACHE_DIR_NAME)  # shared by the policies
     write_run_dir(result, out)
     s = result.summary
     ttft = {t.tenant: t.latency.ttft.mean for t in s.tenants}
@@ -182,6 +192,7 @@ def _run_one(config: RunConfig, out: str) -> dict[str, Any]:
         "jain": s.fairness.jain_mean, "busy": s.utilisation.busy_fraction, "mfu": s.utilisation.mfu,
         "preemptions": s.num_preemptions, "rejected": s.throughput.num_rejected,
         "unfinished": s.throughput.num_unfinished, "tenant_ttft": ttft, "out": out, "wall_s": result.wall_s,
+        **holistic_columns(s.as_dict()),
     }
 
 
@@ -228,23 +239,31 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+_FAIRNESS_KEYS = ("user", "resource", "iso_infl", "holistic")  # columns U, R, iso_infl, H (report.series)
+
+
 def print_compare_table(rows: list[dict[str, Any]], title: str) -> None:
     """One row per run: throughput, latency, fairness, utilisation, per-tenant TTFT (up to four tenants)."""
     tenants = list(dict.fromkeys(t for r in rows for t in r["tenant_ttft"]))
     show_tenants = tenants if len(tenants) <= 4 else []
     headers = ["policy", "tok/s", "ttft_mean_s", "ttft_p90_s", "tpot_mean_s", "svc_diff_max",
-               "svc_diff_mean", "jain", "gpu_busy", "mfu", "preempt", "rejected"]
+               "svc_diff_mean", "jain", "U", "R", "iso_infl", "H", "gpu_busy", "mfu", "preempt", "rejected"]
     headers += [f"ttft[{t}]" for t in show_tenants]
     table = []
     for r in rows:
         table.append([r["policy"], r["tokens_per_s"], r["ttft_mean"], r["ttft_p90"], r["tpot_mean"], r["sd_max"],
-                      r["sd_mean"], r["jain"], r["busy"], r["mfu"], r["preemptions"], r["rejected"]]
+                      r["sd_mean"], r["jain"], *(r.get(k, math.nan) for k in _FAIRNESS_KEYS),
+                      r["busy"], r["mfu"], r["preemptions"], r["rejected"]]
                      + [r["tenant_ttft"].get(t) for t in show_tenants])
     print(render(headers, table, title=title))
     print()
     print("ttft: time to first token (s); tpot: time per output token after the first (s); svc_diff: VTC's "
           "service difference (tokens/s, 60 s windows after 30 s warm-up); jain: Jain's index of weighted "
-          "service relative to max-min fair share (mean over windows); gpu_busy: fraction of time the engine "
+          "service relative to max-min fair share (mean over windows); U: user-side index (tokens and latency "
+          "inflation vs served alone, demand-aware), R: resource-side index (GPU and KV time vs fair share), iso_infl: "
+          "worst well-behaved tenant's p90 TTFT inflation while another floods (lower is better), H: holistic index "
+          "0.4 U + 0.4 R + 0.2 isolation (indices in [0, 1], higher is fairer; docs/algorithm.md); gpu_busy: fraction "
+          "of time the engine "
           "computes; mfu: model-FLOPs utilisation over the run.")
 
 
@@ -254,6 +273,8 @@ def _num_or_nan(value: Any) -> float:
 
 def row_from_run_dir(path: Path) -> dict[str, Any]:
     """The comparison row of an existing run directory (simulated or live)."""
+    from equinox.report.series import holistic_columns
+
     try:
         summary = json.loads((path / "summary.json").read_text())
         config = json.loads((path / "config.json").read_text())
@@ -275,6 +296,7 @@ def row_from_run_dir(path: Path) -> dict[str, Any]:
             "mfu": _num_or_nan(util.get("mfu")), "preemptions": summary.get("num_preemptions", 0),
             "rejected": thr.get("num_rejected", 0),
             "tenant_ttft": {t["tenant"]: _num_or_nan(t["latency"]["ttft"]["mean"]) for t in summary.get("tenants", [])},
+            **holistic_columns(summary),
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}/summary.json: missing or malformed field {exc}") from None

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from equinox.request import Request, RequestStatus
+from equinox.scheduling.interface import Platform
 from equinox.types import StepReport
 
 
@@ -81,6 +82,8 @@ class TimeSeries:
     service: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     # interval index -> counter kind (e.g. "vtc", "ufc", "rfc", "hf") -> tenant -> value
     counters: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # tenant -> interval index -> [GPU-seconds apportioned, KV block-seconds held] (docs/algorithm.md, M4)
+    resource: dict[str, dict[int, list[float]]] = field(default_factory=dict)
     num_kv_blocks: int = 0
 
     def __len__(self) -> int:
@@ -96,8 +99,15 @@ class TimeSeries:
 class Collector:
     """Receives simulator events and keeps records and time series (no per-token storage)."""
 
-    def __init__(self, interval_s: float = 1.0, flops_of: Callable[[StepReport], float] | None = None) -> None:
+    def __init__(
+        self, interval_s: float = 1.0, flops_of: Callable[[StepReport], float] | None = None,
+        platform: Platform | None = None,
+    ) -> None:
         self.series = TimeSeries(interval_s)
+        plat = platform or Platform.proxy()
+        # Seconds per prefill token, per context token read, per weight read: apportion iteration time.
+        self._costs = (plat.s_per_prefill_token, plat.s_per_context_token, plat.s_weight_read)
+        self._resource_cells: dict[str, list[float]] = {}
         self.records: list[RequestRecord] = []
         self._flops_of = flops_of
         self._last_counter_index = -1
@@ -159,6 +169,7 @@ class Collector:
         if i_end != self._cells_index:  # steps end in time order, so this interval's cells are reused
             self._cells_index = i_end
             self._cells = {}
+            self._resource_cells = {}
         cells = self._cells
         for tenant, usage in report.per_tenant.items():
             cell = cells.get(tenant)
@@ -172,7 +183,46 @@ class Collector:
                 cells[tenant] = cell
             cell[0] += usage.num_prefill_tokens
             cell[1] += usage.num_output_tokens
+        if report.duration_s > 0 and report.per_tenant:
+            self._apportion(report, i_end)
         self.num_preemptions += num_preempted
+
+    def _apportion(self, report: StepReport, index: int) -> None:
+        """Split the iteration's time (prefill compute, context reads, weight reads) and KV time among tenants."""
+        per = report.per_tenant
+        num_prefill = num_out = num_context = num_blocks = 0
+        for u in per.values():
+            num_prefill += u[0]
+            num_out += u[1]
+            num_context += u[2]
+            num_blocks += u[3]
+        c_prefill, c_context, c_weights = self._costs
+        per_out = c_weights * report.num_steps / num_out if num_out else 0.0  # weight reads, shared per sequence
+        total = c_prefill * num_prefill + c_context * num_context + per_out * num_out
+        dur = report.duration_s
+        gpu_scale = dur / total if total > 0 else 0.0
+        c_prefill *= gpu_scale
+        c_context *= gpu_scale
+        per_out *= gpu_scale
+        kv_scale = dur
+        if report.kv_block_seconds is not None and num_blocks:  # folded run: blocks at its end, scaled to its total
+            kv_scale = report.kv_block_seconds / num_blocks
+        cells = self._resource_cells
+        for tenant, u in per.items():
+            cell = cells.get(tenant)
+            if cell is None:
+                cell = cells[tenant] = self._resource_cell(tenant, index)
+            cell[0] += c_prefill * u[0] + c_context * u[2] + per_out * u[1]
+            cell[1] += u[3] * kv_scale
+
+    def _resource_cell(self, tenant: str, index: int) -> list[float]:
+        per = self.series.resource.get(tenant)
+        if per is None:
+            per = self.series.resource[tenant] = {}
+        cell = per.get(index)
+        if cell is None:
+            cell = per[index] = [0.0, 0.0]
+        return cell
 
     def sample_counters(self, now: float, counters: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:
         """Record policy counters once per interval (cheap when called every step)."""

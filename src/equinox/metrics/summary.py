@@ -1,14 +1,17 @@
-"""One run's summary: latency, throughput, fairness, utilisation, per tenant and overall."""
+"""One run's summary: latency, throughput, fairness (both sides), utilisation, per tenant and overall."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from equinox.metrics.collector import RequestRecord, TimeSeries
 from equinox.metrics.fairness import FairnessSummary, ServiceMatrix, fairness, service_matrix
+from equinox.metrics.holistic import HolisticFairness, Reference, holistic_fairness, records_end_time
 from equinox.metrics.latency import LatencySummary, Throughput
+from equinox.metrics.resource import ResourceFairness, resource_fairness
 from equinox.metrics.utilisation import Utilisation
 
 
@@ -43,10 +46,11 @@ class RunSummary:
     utilisation: Utilisation
     tenants: tuple[TenantSummary, ...]
     num_preemptions: int
+    holistic: HolisticFairness | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
-        return {
+        out = {
             "latency": self.latency.as_dict(),
             "throughput": dict(self.throughput.__dict__),
             "fairness": self.fairness.as_dict(),
@@ -54,6 +58,22 @@ class RunSummary:
             "num_preemptions": self.num_preemptions,
             "tenants": [t.as_dict() for t in self.tenants],
         }
+        if self.holistic is not None:
+            out["holistic"] = self.holistic.as_dict()
+        return out
+
+    def with_reference(
+        self, records: Sequence[RequestRecord], reference: Reference, *, weights: Mapping[str, float],
+        arrival_end_time: float, end_time: float, prompt_weight: float = 1.0, output_weight: float = 2.0,
+    ) -> RunSummary:
+        """This summary with the metrics that need the simulator's reference runs filled in."""
+        resource = self.holistic.resource if self.holistic is not None else ResourceFairness.unavailable()
+        holistic = holistic_fairness(
+            records, tenants=[t.tenant for t in self.tenants], weights=weights, token=self.fairness,
+            resource=resource, arrival_end_time=arrival_end_time, end_time=end_time,
+            prompt_weight=prompt_weight, output_weight=output_weight, reference=reference,
+        )
+        return dataclasses.replace(self, holistic=holistic)
 
 
 def summarise(
@@ -68,11 +88,23 @@ def summarise(
     output_weight: float = 2.0,
     window_s: float = 60.0,
     warmup_s: float = 30.0,
+    reference: Reference | None = None,
 ) -> tuple[RunSummary, ServiceMatrix]:
-    """Compute the run summary (and the service matrix, for plots and CSV)."""
+    """Compute the run summary (and the service matrix, for plots and CSV).
+
+    With `reference` (the simulator's served-alone runs and capacity) the user-side,
+    isolation and holistic indices are computed too; without, they are NaN.
+    """
     throughput = Throughput.of(records)
     matrix = service_matrix(records, series, weights, prompt_weight, output_weight)
     fair = fairness(matrix, arrival_end_time, window_s, warmup_s)
+    resource = resource_fairness(series, matrix.tenants, matrix.queued, weights, arrival_end_time, window_s,
+                                 warmup_s)
+    holistic = holistic_fairness(
+        records, tenants=matrix.tenants, weights=weights, token=fair, resource=resource,
+        arrival_end_time=arrival_end_time, end_time=max(len(series) * series.interval_s, records_end_time(records)),
+        prompt_weight=prompt_weight, output_weight=output_weight, reference=reference,
+    )
     by_tenant: dict[str, list[RequestRecord]] = {}
     for r in records:
         by_tenant.setdefault(r.tenant, []).append(r)
@@ -89,6 +121,6 @@ def summarise(
         )
     summary = RunSummary(
         LatencySummary.of(records), throughput, fair,
-        Utilisation.of(series, throughput.span_s, peak_flops), tuple(tenants), num_preemptions,
+        Utilisation.of(series, throughput.span_s, peak_flops), tuple(tenants), num_preemptions, holistic,
     )
     return summary, matrix

@@ -53,7 +53,7 @@ def ttft_cdf(name: str, runs: Sequence[RunData], path: Path) -> Plot | None:
 
 
 _BARS = (("tok_s", "throughput (tok/s)"), ("ttft_mean", "mean TTFT (s)"), ("jain", "Jain's fairness index"),
-         ("busy", "GPU busy fraction"))
+         ("holistic", "holistic fairness index"), ("busy", "GPU busy fraction"))
 
 
 def policy_bars(name: str, runs: Sequence[RunData], path: Path) -> Plot | None:
@@ -76,7 +76,8 @@ def policy_bars(name: str, runs: Sequence[RunData], path: Path) -> Plot | None:
         ax.grid(True, axis="y", alpha=0.3)
         ax.grid(False, axis="x")
     return Plot(save(fig, path), f"Policies side by side — {name}",
-                "Throughput, mean TTFT, Jain's index (mean over 60 s windows) and GPU busy fraction.")
+                "Throughput, mean TTFT, Jain's index (mean over 60 s windows), the holistic fairness index "
+                "(0.4 user + 0.4 resource + 0.2 isolation; docs/algorithm.md) and GPU busy fraction.")
 
 
 def load_curves(runs: Sequence[RunData], path: Path) -> Plot | None:

@@ -161,6 +161,10 @@ HEADLINE = (
     ("sd_max", "svc diff max", ("fairness", "service_diff_max")),
     ("sd_mean", "svc diff mean", ("fairness", "service_diff_mean")),
     ("jain", "Jain", ("fairness", "jain_mean")),
+    ("user", "user idx", ("holistic", "user_index")),
+    ("resource", "resource idx", ("holistic", "resource_index")),
+    ("iso_infl", "isolation infl", ("holistic", "isolation_inflation")),
+    ("holistic", "holistic idx", ("holistic", "holistic_index")),
     ("busy", "GPU busy", ("utilisation", "busy_fraction")),
     ("mfu", "MFU", ("utilisation", "mfu")),
     ("kv", "KV use", ("utilisation", "kv_utilisation")),
@@ -174,6 +178,14 @@ HEADLINE = (
 def headline(run: RunData) -> dict[str, float]:
     """The run's headline numbers from summary.json (NaN where unknown)."""
     return {key: _get(run.summary, *path) for key, _, path in HEADLINE}
+
+
+HOLISTIC_KEYS = ("user", "resource", "iso_infl", "holistic")
+
+
+def holistic_columns(summary: dict[str, Any]) -> dict[str, float]:
+    """The fairness indices of a summary.json document (NaN where absent: live runs, older runs)."""
+    return {key: _get(summary, *path) for key, _, path in HEADLINE if key in HOLISTIC_KEYS}
 
 
 def offered_load(run: RunData) -> float:
@@ -195,5 +207,20 @@ def tenant_rows(run: RunData) -> list[dict[str, Any]]:
             "finished": _get(t, "num_finished"), "service": _get(t, "service"),
             "ttft_mean": _get(t, "latency", "ttft", "mean"), "ttft_p90": _get(t, "latency", "ttft", "p90"),
             "tpot_mean": _get(t, "latency", "tpot", "mean"), "e2e_mean": _get(t, "latency", "e2e", "mean"),
+            **_tenant_fairness(run.summary, str(t.get("tenant", "?"))),
         })
     return rows
+
+
+def _tenant_fairness(summary: dict[str, Any], tenant: str) -> dict[str, Any]:
+    """A tenant's side of the fairness metrics from summary.json's `holistic.tenants` (NaN when absent)."""
+    keys = ("load_share", "latency_inflation", "ttft_p90_inflation", "gpu_s", "kv_block_s")
+    holistic = summary.get("holistic")
+    rows = holistic.get("tenants") if isinstance(holistic, dict) else None
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and row.get("tenant") == tenant:
+            out: dict[str, Any] = {k: _get(row, k) for k in keys}
+            flooding = row.get("is_flooding")
+            out["flooding"] = None if flooding is None else ("yes" if flooding else "no")
+            return out
+    return {**{k: math.nan for k in keys}, "flooding": None}

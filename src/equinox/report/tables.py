@@ -23,9 +23,20 @@ METRIC_NOTES = (
     "(1 = perfectly fair)",
     "GPU busy: fraction of the span the engine computed; MFU: model FLOPs / (span x peak FLOP/s); "
     "KV use: mean fraction of KV blocks in use",
+    "user idx: U = (Jain + J_lat) / 2, J_lat Jain's index of each tenant's latency attainment: min(1, 1 / latency "
+    "inflation against the same tenant served alone) for tenants within their share of capacity, 1 for flooding "
+    "tenants (their own queue is not unfairness); higher is fairer, in [0, 1]",
+    "resource idx: R, Jain's index of each tenant's dominant share (GPU time or KV-memory time) relative to its "
+    "weighted max-min fair share, mean over windows; higher is fairer",
+    "isolation infl: worst p90 TTFT inflation (vs served alone) of a tenant within its share while another floods; "
+    "lower is better, 1 = perfect isolation, n/a without a flooding tenant",
+    "holistic idx: H = 0.4 U + 0.4 R + 0.2 min(1, 1 / isolation infl), renormalised over the defined terms; "
+    "needs the simulator's served-alone runs (n/a on live runs). Definitions: docs/algorithm.md, Fairness metrics",
+    "load share (tenants): offered weighted tokens/s over the tenant's guaranteed share of the saturation capacity "
+    "(> 1: flooding); latency infl: sqrt(TTFT x TPOT inflation) against the tenant served alone",
 )
-_SUMMARY_METRICS = ("tok_s", "ttft_mean", "ttft_p90", "tpot_mean", "sd_max", "sd_mean", "jain", "busy", "mfu",
-                    "kv", "preempt", "finished", "rejected", "unfinished")
+_SUMMARY_METRICS = ("tok_s", "ttft_mean", "ttft_p90", "tpot_mean", "sd_max", "sd_mean", "jain", "user", "resource",
+                    "iso_infl", "holistic", "busy", "mfu", "kv", "preempt", "finished", "rejected", "unfinished")
 _LABELS = {key: label for key, label, _ in series.HEADLINE}
 
 
@@ -68,12 +79,15 @@ def summary_table(runs: Sequence[RunData]) -> Table:
 def tenant_table(runs: Sequence[RunData]) -> Table:
     """One row per run and tenant."""
     headers = ["run", "policy", "tenant", "weight", "requests", "finished", "service", "TTFT mean s", "TTFT p90 s",
-               "TPOT mean s", "E2E mean s"]
+               "TPOT mean s", "E2E mean s", "load share", "flooding", "latency infl", "TTFT p90 infl", "GPU s",
+               "KV block-s"]
     rows: list[list[Cell]] = []
     for run in runs:
         for t in series.tenant_rows(run):
             rows.append([run.label, variant(run), t["tenant"], t["weight"], t["requests"], t["finished"],
-                         t["service"], t["ttft_mean"], t["ttft_p90"], t["tpot_mean"], t["e2e_mean"]])
+                         t["service"], t["ttft_mean"], t["ttft_p90"], t["tpot_mean"], t["e2e_mean"],
+                         t["load_share"], t["flooding"], t["latency_inflation"], t["ttft_p90_inflation"],
+                         t["gpu_s"], t["kv_block_s"]])
     return Table("Tenants", headers, rows)
 
 

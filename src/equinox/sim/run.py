@@ -78,7 +78,9 @@ def run_simulation(
     def flops_of(report: StepReport) -> float:
         return deployment.flops(report.batch)
 
-    collector = Collector(config.interval_s, flops_of)
+    from equinox.metrics.resource import deployment_platform  # per-tenant GPU time for the resource metric
+
+    collector = Collector(config.interval_s, flops_of, platform=deployment_platform(deployment))
     sim = Simulator(
         workload.requests, scheduler, CostModelBackend(cost_model), collector,
         until=config.until_s, progress=progress, num_requests_hint=len(workload.requests),

@@ -1,0 +1,134 @@
+"""Resource-side fairness: each tenant's GPU time and KV-memory time against its max-min fair share.
+
+The collector apportions every iteration to the tenants in it with the platform's cost
+constants (the Resource Fairness Counter's model, docs/algorithm.md "Fairness metrics",
+M4); here the per-interval GPU-seconds and KV block-seconds are summed over VTC's
+windows, turned into dominant shares (Dominant Resource Fairness, Ghodsi et al.,
+NSDI'11) and compared with the weighted max-min fair share by Jain's index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from equinox.metrics.collector import TimeSeries
+from equinox.scheduling.interface import Platform
+
+
+@dataclass(frozen=True)
+class ResourceFairness:
+    """Jain's index of dominant shares relative to fair shares (mean and min over windows), per-tenant totals."""
+
+    num_windows: int
+    index_mean: float
+    index_min: float
+    gpu_s: Mapping[str, float]  # GPU-seconds apportioned to each tenant over the run
+    kv_block_s: Mapping[str, float]  # KV block-seconds held by each tenant over the run
+
+    @classmethod
+    def unavailable(cls) -> ResourceFairness:
+        """No per-iteration usage (live runs) or no window."""
+        return cls(0, math.nan, math.nan, {}, {})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Scalars for JSON (per-tenant totals are written with the tenants)."""
+        return {"num_windows": self.num_windows, "index_mean": self.index_mean, "index_min": self.index_min}
+
+
+def deployment_platform(deployment: Any) -> Platform:
+    """Cost constants of a simulated deployment (model size, GPU peak FLOP/s and HBM bandwidth)."""
+    model = deployment.model
+    return Platform.from_model(
+        deployment.name, num_matmul_params=model.num_matmul_params, kv_bytes_per_token=model.kv_bytes_per_token,
+        weight_bytes=model.weight_bytes, peak_flops=deployment.peak_flops,
+        hbm_bandwidth=deployment.gpu.hbm_bandwidth * deployment.tensor_parallel, source="deployment datasheet",
+    )
+
+
+def weighted_water_fill(total: float, demand: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted max-min fair split of `total`: tenant i gets min(demand_i, level * w_i), the level filling `total`."""
+    n = len(demand)
+    fair = np.zeros(n)
+    if n == 0 or total <= 0:
+        return fair
+    order = np.argsort(demand / weights, kind="stable")
+    remaining = total
+    weight_left = float(weights.sum())
+    for k, i in enumerate(order):
+        level = remaining / weight_left
+        if demand[i] <= level * weights[i]:
+            fair[i] = demand[i]
+            remaining -= float(demand[i])
+            weight_left -= float(weights[i])
+            continue
+        rest = order[k:]
+        fair[rest] = level * weights[rest]
+        break
+    return fair
+
+
+def _dense(cells: Mapping[str, Mapping[int, Sequence[float]]], tenants: Sequence[str], n: int,
+           column: int) -> np.ndarray:
+    out = np.zeros((len(tenants), n))
+    for row, tenant in enumerate(tenants):
+        for i, cell in cells.get(tenant, {}).items():
+            if i < n:
+                out[row, i] += cell[column]
+    return out
+
+
+def resource_fairness(
+    series: TimeSeries,
+    tenants: Sequence[str],
+    queued: np.ndarray | None,
+    weights: Mapping[str, float],
+    end_time: float,
+    window_s: float = 60.0,
+    warmup_s: float = 30.0,
+) -> ResourceFairness:
+    """Per window: Jain of d_i / f_i, d_i the dominant share (GPU time or KV time), f_i its weighted fair share.
+
+    `queued[row, i]` > 0 means tenant `tenants[row]` had requests waiting at the end of
+    interval i (the service matrix's); such a tenant wants more than it got.
+    """
+    cells = series.resource
+    gpu_total = {t: sum(c[0] for c in per.values()) for t, per in cells.items()}
+    kv_total = {t: sum(c[1] for c in per.values()) for t, per in cells.items()}
+    dt = series.interval_s
+    width = max(1, round(window_s / dt))
+    first = math.ceil(warmup_s / dt)
+    last = int(end_time / dt) - width
+    if not cells or last < first or len(tenants) < 2 or queued is None:
+        return ResourceFairness(0, math.nan, math.nan, gpu_total, kv_total)
+    n = max(queued.shape[1], last + width + 1)
+
+    def windowed(m: np.ndarray) -> np.ndarray:
+        c = np.concatenate([np.zeros((m.shape[0], 1)), np.cumsum(m, axis=1)], axis=1)
+        return c[:, first + width: last + width + 1] - c[:, first: last + 1]
+
+    window = width * dt
+    share = windowed(_dense(cells, tenants, n, 0)) / window
+    if series.num_kv_blocks:
+        share = np.maximum(share, windowed(_dense(cells, tenants, n, 1)) / (window * series.num_kv_blocks))
+    waiting = queued[:, first + width - 1: last + width] > 0
+    w = np.array([float(weights.get(t, 1.0)) for t in tenants])
+    values = []
+    for j in range(share.shape[1]):
+        d = share[:, j]
+        active = (d > 0) | waiting[:, j]
+        if int(active.sum()) < 2:
+            continue
+        got = d[active]
+        fair = weighted_water_fill(float(got.sum()), np.where(waiting[active, j], np.inf, got), w[active])
+        x = got / np.where(fair > 0, fair, 1.0)
+        sq = float((x * x).sum())
+        if sq > 0:
+            values.append(float(x.sum() ** 2 / (len(x) * sq)))
+    if not values:
+        return ResourceFairness(0, math.nan, math.nan, gpu_total, kv_total)
+    return ResourceFairness(len(values), float(np.mean(values)), float(np.min(values)), gpu_total, kv_total)
