@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from equinox.metrics.collector import Collector, RequestRecord, TimeSeries
 from equinox.metrics.fairness import FairnessSummary, jain_index
-from equinox.metrics.holistic import HOLISTIC_WEIGHTS, Reference, holistic_fairness, tenant_inflation
+from equinox.metrics.holistic import (
+    HOLISTIC_WEIGHTS,
+    HolisticFairness,
+    Reference,
+    holistic_fairness,
+    tenant_inflation,
+)
 from equinox.metrics.resource import ResourceFairness, resource_fairness, weighted_water_fill
 from equinox.scheduling.interface import Platform
 from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
@@ -42,7 +48,7 @@ def token(jain: float = 1.0) -> FairnessSummary:
 
 
 def evaluate(shared: list[RequestRecord], alone: dict[str, list[RequestRecord]], capacity: float, *,
-             jain: float = 1.0, resource: ResourceFairness | None = None):  # noqa: ANN201 - test helper
+             jain: float = 1.0, resource: ResourceFairness | None = None) -> HolisticFairness:
     tenants = sorted({r.tenant for r in shared})
     return holistic_fairness(
         shared, tenants=tenants, weights={}, token=token(jain), resource=resource or ResourceFairness.unavailable(),
