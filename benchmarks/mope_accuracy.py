@@ -59,7 +59,7 @@ def evaluate(workload_name: str, gpu: str, model: str, duration: float) -> dict[
     believed = build_cost_model("roofline", dep)
     engine = EngineConfig(num_kv_blocks=dep.num_kv_blocks(16))
     pol = EquinoxPolicy(PolicyConfig(tenant_weights=dict(wl.tenant_weights)))
-    pol.bind_platform(deployment=dep, cost_model=believed, engine=engine)
+    pol.set_platform(dep.platform(believed))
     online = IterationTimeExpert(None)
     out_pairs: list[tuple[float, float]] = []
     vtc_pairs: list[tuple[float, float]] = []

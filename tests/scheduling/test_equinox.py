@@ -141,7 +141,7 @@ def test_adaptive_batching_protects_tpot_and_opens_up_when_idle() -> None:
 
     from equinox.sim.hardware import make_deployment
 
-    pol.bind_platform(deployment=make_deployment("a100-80gb", "llama-2-7b"), cost_model=Linear(), engine=None)
+    pol.set_platform(make_deployment("a100-80gb", "llama-2-7b").platform(Linear()))
     default = BatchLimits(2048, 256)
     assert pol.batch_limits(0.0, default).max_num_batched_tokens == 4096  # nobody decodes
     for decodes, expect_max in ((10, 2200), (100, 1400), (250, 64)):

@@ -53,7 +53,7 @@ def test_backlogged_ufc_difference_stays_within_bound(seed: int, platform: tuple
     dep = make_deployment(*platform)
     cost = build_cost_model("roofline", dep)
     engine = EngineConfig(max_num_batched_tokens=256, block_size=16, num_kv_blocks=blocks)
-    pol.bind_platform(deployment=dep, cost_model=cost, engine=engine)
+    pol.set_platform(dep.platform(cost))
     specs = burst(seed, ["a", "b"], 160, max_in, max_out)
     target = {s.request_id: s.num_generated_tokens for s in specs}
     samples: list[tuple[bool, float]] = []
@@ -99,7 +99,7 @@ def test_fcfs_style_service_gap_exceeds_the_bound_without_fair_ordering() -> Non
     dep = make_deployment("a10g", "llama-2-7b")
     cost = build_cost_model("roofline", dep)
     engine = EngineConfig(max_num_batched_tokens=256, block_size=16, num_kv_blocks=48)
-    pol.bind_platform(deployment=dep, cost_model=cost, engine=engine)
+    pol.set_platform(dep.platform(cost))
     from equinox.scheduling.policies.fcfs import FcfsPolicy
 
     fifo = FcfsPolicy()

@@ -5,10 +5,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from equinox.errors import ConfigError
 from equinox.registry import Registry
+from equinox.scheduling.interface import Platform
 from equinox.types import BatchShape
+
+if TYPE_CHECKING:
+    from equinox.sim.cost_model import CostModel
 
 GIB = 1024**3
 
@@ -148,6 +153,17 @@ class Deployment:
         """Model FLOPs of one iteration: dense matmuls plus attention score/value products."""
         per_token, per_pair = _flop_constants(self.model)
         return per_token * batch.num_tokens + per_pair * (batch.prefill_attention_pairs + batch.decode_context_tokens)
+
+    def platform(self, cost_model: CostModel | None = None) -> Platform:
+        """The Platform policies schedule on: this deployment's cost constants, its FLOPs model
+        and, when given, `cost_model`'s iteration time (the simulator's)."""
+        return Platform.from_model(
+            self.name, num_matmul_params=self.model.num_matmul_params,
+            kv_bytes_per_token=self.model.kv_bytes_per_token, weight_bytes=self.model.weight_bytes,
+            peak_flops=self.peak_flops, hbm_bandwidth=self.gpu.hbm_bandwidth * self.tensor_parallel,
+            source="datasheet" if cost_model is None else f"datasheet + cost model {cost_model.name}",
+            iteration_time=None if cost_model is None else cost_model.iteration_time, flops=self.flops,
+        )
 
 
 @functools.lru_cache(maxsize=64)

@@ -70,9 +70,7 @@ def run_simulation(
     cost_model = build_cost_model(config, deployment)
     pcfg = policy_config(config, workload)
     policy = make_policy(config.policy, pcfg)
-    bind = getattr(policy, "bind_platform", None)
-    if bind is not None:  # policies that model the platform (Equinox) get the cost model and deployment
-        bind(deployment=deployment, cost_model=cost_model, engine=engine)
+    policy.set_platform(deployment.platform(cost_model))  # the simulator host's platform
     scheduler = make_engine(engine, policy)
 
     def flops_of(report: StepReport) -> float:

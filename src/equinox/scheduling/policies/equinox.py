@@ -31,7 +31,7 @@ from typing import Any, Self
 from equinox.prediction.experts.output_length import OutputLengthConfig
 from equinox.prediction.mope import MoPE
 from equinox.request import RequestView
-from equinox.scheduling.interface import PolicyConfig
+from equinox.scheduling.interface import Platform, PolicyConfig
 from equinox.scheduling.policies.equinox_params import EquinoxParams
 from equinox.scheduling.policies.vtc import CounterPolicy
 from equinox.scheduling.policy import POLICIES
@@ -55,16 +55,6 @@ class _Admitted:
     is_running: bool = True
 
 
-@dataclass(frozen=True)
-class _Platform:
-    """Cost constants of the bound deployment (seconds per unit of work at peak)."""
-
-    s_per_prefill_token: float
-    s_per_context_token: float
-    s_weight_read: float
-    tokens_per_s: float  # platform capacity: tokens/s at peak compute (RFC unit)
-
-
 class EquinoxPolicy(CounterPolicy):
     """UFC + RFC -> Holistic Fairness score; MoPE predictions; adaptive batching; KV admission."""
 
@@ -83,7 +73,7 @@ class EquinoxPolicy(CounterPolicy):
         self._rfc: dict[str, float] = {}
         self._admitted: dict[str, _Admitted] = {}
         self._tenant_discount: dict[str, float] = {}
-        self._platform: _Platform | None = None
+        self._is_proxy = True  # RFC from token proxies until a host supplies a platform
         self._coeffs = (1.0, 0.0)
         self._last_batch = BatchShape()
         self._sum_ufc = 0.0
@@ -92,19 +82,21 @@ class EquinoxPolicy(CounterPolicy):
         self._budget = 0  # the token budget of the current iteration (0: not known yet)
 
     # Platform ------------------------------------------------------------------
-    def bind_platform(self, *, deployment: Any, cost_model: Any, engine: Any) -> None:
-        """Give MoPE the platform's cost model and the RFC its cost constants (simulator, GPUs)."""
-        model = deployment.model
-        peak = deployment.peak_flops
-        bw = deployment.gpu.hbm_bandwidth * deployment.tensor_parallel
-        self._platform = _Platform(
-            2.0 * model.num_matmul_params / peak, model.kv_bytes_per_token / bw, model.weight_bytes / bw,
-            peak / (2.0 * model.num_matmul_params),
-        )
+    def set_platform(self, platform: Platform) -> None:
+        """RFC's cost constants and MoPE's iteration-time and FLOPs models from the host's platform.
+
+        `Platform.proxy()` keeps the token proxies (a prefill token 1, a generated token 1, a
+        context token 1/64) and an iteration-time model learned online from measured steps.
+        What the output-length expert learned is kept; the platform-bound experts start over.
+        """
+        super().set_platform(platform)
+        self._is_proxy = platform == Platform.proxy()
+        learned = self.mope.output_length
         self.mope = MoPE(
-            cost_model=cost_model.iteration_time, flops=deployment.flops, peak_flops=peak,
+            cost_model=platform.iteration_time, flops=platform.flops, peak_flops=platform.peak_flops or 0.0,
             output_config=OutputLengthConfig(quantile=self.params.quantile),
         )
+        self.mope.output_length = learned
 
     # Holistic Fairness score ------------------------------------------------------
     def discount(self, latency_s: float) -> float:
@@ -301,13 +293,13 @@ class EquinoxPolicy(CounterPolicy):
             self._charge_rfc_step(report)
 
     def _charge_rfc_step(self, report: StepReport) -> None:
-        plat = self._platform
+        plat = self.platform
         per = report.per_tenant
         num_decode = report.batch.num_decode_seqs or 1
         raw: dict[str, float] = {}
         for tenant, u in per.items():
             decode_seqs = u.num_output_tokens if u.num_prefill_tokens == 0 else 0
-            if plat is None:  # token proxies when the platform is unknown (vLLM/gateway hosts)
+            if self._is_proxy:  # token proxies when the host knows nothing of the hardware
                 raw[tenant] = u.num_prefill_tokens + u.num_output_tokens + u.num_context_tokens / 64.0
             else:
                 raw[tenant] = (
@@ -317,7 +309,7 @@ class EquinoxPolicy(CounterPolicy):
                 )
         total = sum(raw.values()) or 1.0
         c = self.params.compute_share
-        rate = plat.tokens_per_s if plat is not None else 1.0
+        rate = plat.tokens_per_s
         dur = report.duration_s
         blocks = report.num_kv_blocks_total or 1
         cfg = self.config
@@ -330,7 +322,9 @@ class EquinoxPolicy(CounterPolicy):
         """Largest token budget whose predicted iteration stays under the TPOT target."""
         self._now = now
         p = self.params
-        if not p.adaptive_batching or (self._platform is None and self.mope.iteration.num_observations < 32):
+        if not p.adaptive_batching or (
+            self.platform.iteration_time is None and self.mope.iteration.num_observations < 32
+        ):
             self._budget = default.max_num_batched_tokens
             return default
         last = self._last_batch
