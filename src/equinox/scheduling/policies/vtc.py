@@ -7,6 +7,8 @@ becomes backlogged its counter is lifted to the smallest counter among backlogge
 tenants (or, if none is backlogged, to the counter of the tenant that left last), so
 idle time banks no credit. LCF is VTC without the lift. VTC(predict) charges a
 per-tenant moving average of output length up front and reconciles on completion.
+The VTC artifact's `profile` cost function and oracle lengths with `--predict-range`
+are parameters (`vtc_params.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Self
 
 from equinox.request import RequestView
 from equinox.scheduling.interface import Policy, PolicyConfig
+from equinox.scheduling.policies.vtc_params import BASE_KEYS, RequestCharges, VtcParams
 from equinox.scheduling.policy import POLICIES
 from equinox.scheduling.queues import LazyMinHeap, TenantPriorityQueues, TenantQueues
 from equinox.scheduling.state import StateReader
@@ -164,10 +167,16 @@ class VtcPolicy(CounterPolicy):
     """VTC: w_p per prompt token at admission, w_q per generated token, divided by weight."""
 
     name = "vtc"
+    param_keys: frozenset[str] | None = BASE_KEYS  # None: every VtcParams field
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)
         self._charged: set[str] = set()
+        cfg = self.config
+        self.params = VtcParams.from_mapping(cfg.params, self.name, self.param_keys)
+        self._charges = (
+            RequestCharges(self.params, cfg.prompt_weight, cfg.output_weight) if self.params.tracks_requests else None
+        )
 
     def export_state(self) -> dict[str, Any]:
         """Counters plus the running requests whose prompt was charged (not charged again if preempted)."""
@@ -184,11 +193,17 @@ class VtcPolicy(CounterPolicy):
             return
         self._charged.add(request.request_id)
         cfg = self.config
+        if self._charges is not None:  # profile cost: f(x, 0) now, the output as it is generated
+            self.charge(request.tenant, self._charges.admit(request, 0.0) / cfg.weight(request.tenant))
+            return
         self.charge(request.tenant, cfg.prompt_weight * request.num_prompt_tokens / cfg.weight(request.tenant))
 
     def on_step(self, report: StepReport) -> None:
         """Charge every generated token (called every iteration: `charge` inlined; PolicyConfig
         keeps the amounts >= 0, so no heap entry needs refreshing)."""
+        if self._charges is not None:
+            self._settle(report.per_tenant)
+            return
         cfg = self.config
         w_q = cfg.output_weight
         weights = cfg.tenant_weights
@@ -199,12 +214,39 @@ class VtcPolicy(CounterPolicy):
                 counter[tenant] = counter.get(tenant, 0.0) + w_q * n / float(weights.get(tenant, 1.0))
 
     def on_finish(self, request: RequestView, now: float) -> None:
-        """Forget the request."""
+        """Forget the request (settling what it generated when charges follow requests)."""
         self._charged.discard(request.request_id)
+        if self._charges is not None:
+            amount = self._charges.finish(request.request_id)
+            if amount:
+                self.charge(request.tenant, amount / self.config.weight(request.tenant))
+
+    def peek(self, now: float) -> RequestView | None:
+        """As CounterPolicy, after charging running requests' output when charges follow requests."""
+        if self._charges is not None:
+            self._settle(None)
+        return super().peek(now)
+
+    @property
+    def reads_running_progress(self) -> bool:
+        """Charges that follow requests read their progress at admission."""
+        return self._charges is not None
+
+    def _settle(self, tenants: Mapping[str, object] | None) -> None:
+        """Charge running requests (of `tenants`, or all) for output beyond what they were charged."""
+        charges = self._charges
+        assert charges is not None
+        for request_id, (view, _) in list(charges.running.items()):
+            if tenants is None or view.tenant in tenants:
+                amount = charges.settle(request_id)
+                if amount:
+                    self.charge(view.tenant, amount / self.config.weight(view.tenant))
 
     def _fork(self) -> Self:
         fork = super()._fork()
         fork._charged = set(self._charged)
+        if self._charges is not None:
+            fork._charges = self._charges.copy()
         return fork
 
 
@@ -219,17 +261,21 @@ class VtcPredictPolicy(VtcPolicy):
     """VTC(predict): charge a per-tenant moving-average output length up front, reconcile at the end."""
 
     name = "vtc-predict"
+    param_keys = None
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)
-        params = self.config.params
-        self._alpha = float(params.get("ema_alpha", 0.1))  # type: ignore[arg-type]
-        self._prior = float(params.get("prior_output_tokens", 256))  # type: ignore[arg-type]
+        self._alpha = self.params.ema_alpha
+        self._prior = self.params.prior_output_tokens
         self._avg: dict[str, float] = {}
         self._predicted: dict[str, float] = {}
 
     def predicted_output(self, request: RequestView) -> float:
-        """The tenant's moving-average output length, capped by max_tokens."""
+        """The tenant's moving-average output length, capped by max_tokens (oracle: max_tokens
+        itself, drawn within +-predict_range of it)."""
+        if self.params.output_predictor == "oracle" and request.max_tokens is not None and self._charges is not None:
+            length, spread = float(request.max_tokens), self.params.predict_range
+            return length if spread == 0 else self._charges.rng.uniform(length * (1 - spread), length * (1 + spread))
         guess = self._avg.get(request.tenant, self._prior)
         if request.max_tokens is not None:
             guess = min(guess, float(request.max_tokens))
@@ -250,6 +296,11 @@ class VtcPredictPolicy(VtcPolicy):
         """Charge the prompt and the predicted output once."""
         if request.request_id in self._charged:
             return
+        if self._charges is not None:  # oracle / profile: over-runs charged per token, shortfalls refunded
+            self._charged.add(request.request_id)
+            guess = self.predicted_output(request)
+            self.charge(request.tenant, self._charges.admit(request, guess) / self.config.weight(request.tenant))
+            return
         super().charge_admission(request)
         guess = self.predicted_output(request)
         self._predicted[request.request_id] = guess
@@ -257,15 +308,19 @@ class VtcPredictPolicy(VtcPolicy):
         self.charge(request.tenant, cfg.output_weight * guess / cfg.weight(request.tenant))
 
     def on_step(self, report: StepReport) -> None:
-        """Output was charged up front; reconciliation happens on completion."""
+        """Output was charged up front; reconciliation happens on completion (or per token beyond
+        the prediction when charges follow requests)."""
+        if self._charges is not None:
+            super().on_step(report)
 
     def on_finish(self, request: RequestView, now: float) -> None:
         """Charge (or refund) the difference between actual and predicted output, update the average."""
         super().on_finish(request, now)
-        guess = self._predicted.pop(request.request_id, 0.0)
         actual = float(request.num_output_tokens_done)
-        cfg = self.config
-        self.charge(request.tenant, cfg.output_weight * (actual - guess) / cfg.weight(request.tenant))
+        if self._charges is None:
+            guess = self._predicted.pop(request.request_id, 0.0)
+            cfg = self.config
+            self.charge(request.tenant, cfg.output_weight * (actual - guess) / cfg.weight(request.tenant))
         prev = self._avg.get(request.tenant)
         self._avg[request.tenant] = actual if prev is None else prev + self._alpha * (actual - prev)
 

@@ -1,0 +1,1 @@
+"""Calibration against measurements made elsewhere: measured runs, their replay, fidelity figures."""
