@@ -1,4 +1,8 @@
-"""Open-loop multi-tenant load against any OpenAI-compatible endpoint, measuring every token's arrival.
+"""The load generator: open-loop requests to any OpenAI-compatible endpoint, timing every token.
+
+One generator serves `equinox bench` (`run_load`: a workload's requests), the vLLM tests,
+calibration and the benchmarks (`run_calls`, through `equinox.integrations.vllm.loadgen`'s
+planned requests); every stream is read with `equinox.streaming`.
 
 Each request is sent at its workload arrival time whatever happened to earlier ones
 (open loop: a slow server builds a queue, it does not slow the arrivals), streams
@@ -10,13 +14,16 @@ are bounded: arrivals stop at `duration_s`, and requests still running at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from equinox.request import RequestSpec
+from equinox.streaming import EventReader, StreamError, count_tokens, error_message, finish_reason
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +55,9 @@ class BenchRequest:
 
 @dataclass
 class Outcome:
-    """What happened to one request, as the client saw it (times in seconds from the run's start)."""
+    """What happened to one request, as the client saw it (times from the load's clock)."""
 
-    request: BenchRequest
+    request: Any  # what was sent: a BenchRequest for `equinox bench`, the caller's own plan item otherwise
     send_time: float | None = None
     first_token_time: float | None = None
     finish_time: float | None = None
@@ -58,18 +65,30 @@ class Outcome:
     num_output_tokens: int = 0
     num_prompt_tokens: int | None = None  # from the server's usage report
     queue_wait_s: float | None = None  # from the gateway's header, when present
+    finish_reason: str | None = None
     status: int = 0
     error: str | None = None
 
     @property
     def is_ok(self) -> bool:
-        """Completed with HTTP 200 and no error event."""
+        """Completed with HTTP 200 and no error."""
         return self.error is None and self.finish_time is not None
 
 
 @dataclass(frozen=True)
+class Call:
+    """One HTTP request of a load: when to send it (seconds after the start), where, what, with which key."""
+
+    start_s: float
+    path: str
+    body: Mapping[str, Any]
+    key: str | None = None
+    request: Any = None  # carried into the Outcome
+
+
+@dataclass(frozen=True)
 class LoadOptions:
-    """How to send: target, model, limits and request-body extras."""
+    """How `equinox bench` sends: target, model, limits and request-body extras."""
 
     target: str
     model: str
@@ -94,64 +113,71 @@ def _body(req: BenchRequest, opts: LoadOptions) -> dict[str, object]:
     return body
 
 
-async def _send_one(client: object, req: BenchRequest, opts: LoadOptions, t0: float, out: Outcome) -> None:
+async def send(client: Any, url: str, body: Mapping[str, Any], key: str | None, clock: Callable[[], float],
+               out: Outcome) -> None:
+    """POST one completion (streamed or not) and record its status, token times, usage and errors in `out`."""
     import httpx
 
-    assert isinstance(client, httpx.AsyncClient)
     headers = {"content-type": "application/json"}
-    if req.key:
-        headers["authorization"] = f"Bearer {req.key}"
-    out.send_time = time.monotonic() - t0
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    out.send_time = clock()
     try:
-        async with client.stream("POST", opts.target + opts.endpoint, content=json.dumps(_body(req, opts)),
-                                 headers=headers) as resp:
+        async with client.stream("POST", url, content=json.dumps(body), headers=headers) as resp:
             out.status = resp.status_code
             wait = resp.headers.get(QUEUE_WAIT_HEADER)
             if wait is not None:
-                try:
+                with contextlib.suppress(ValueError):
                     out.queue_wait_s = float(wait)
-                except ValueError:
-                    pass
             if resp.status_code != 200:
                 text = (await resp.aread()).decode(errors="replace")
                 out.error = f"HTTP {resp.status_code}: {_message(text)}"
                 return
-            await _read_stream(resp, out, t0)
+            if body.get("stream"):
+                await _read_stream(resp, out, clock)
+            else:
+                _read_whole(json.loads(await resp.aread()), out, clock)
     except httpx.HTTPError as exc:
         out.error = f"{type(exc).__name__}: {exc}"
+    except (StreamError, ValueError) as exc:
+        out.error = f"bad response: {exc}"
 
 
-async def _read_stream(resp: object, out: Outcome, t0: float) -> None:
-    is_done = False
-    async for line in resp.aiter_lines():  # type: ignore[attr-defined]
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            is_done = True
-            break
-        chunk = json.loads(data)
-        if "error" in chunk and not chunk.get("choices"):
-            err = chunk["error"]
-            out.error = f"error event: {err.get('message') if isinstance(err, dict) else err}"
+async def _read_stream(resp: Any, out: Outcome, clock: Callable[[], float]) -> None:
+    events = EventReader(resp.aiter_lines())
+    async for _, event in events:
+        message = error_message(event)
+        if message is not None:
+            out.error = f"error event: {message}"
             return
-        now = time.monotonic() - t0
-        for choice in chunk.get("choices") or ():
-            if choice.get("text") or (choice.get("delta") or {}).get("content"):
-                if out.first_token_time is None:
-                    out.first_token_time = now
-                out.token_times.append(now)
-        usage = chunk.get("usage")
+        now = clock()
+        if count_tokens(event):
+            if out.first_token_time is None:
+                out.first_token_time = now
+            out.token_times.append(now)
+        out.finish_reason = finish_reason(event) or out.finish_reason
+        usage = event.get("usage")
         if usage:
             out.num_prompt_tokens = int(usage.get("prompt_tokens") or 0) or None
             out.num_output_tokens = int(usage.get("completion_tokens") or 0)
-    if not is_done:
+    if not events.is_done:
         out.error = "stream ended without [DONE]"
         return
     out.num_output_tokens = max(out.num_output_tokens, len(out.token_times))
     if out.first_token_time is None:  # an empty completion: the end is the first "token"
-        out.first_token_time = time.monotonic() - t0
-    out.finish_time = time.monotonic() - t0
+        out.first_token_time = clock()
+    out.finish_time = clock()
+
+
+def _read_whole(doc: Any, out: Outcome, clock: Callable[[], float]) -> None:
+    if not isinstance(doc, dict):
+        raise ValueError("the response is not a JSON object")
+    choices = doc.get("choices") or [{}]
+    out.finish_reason = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
+    usage = doc.get("usage") or {}
+    out.num_output_tokens = int(usage.get("completion_tokens") or 0)
+    out.num_prompt_tokens = int(usage.get("prompt_tokens") or 0) or None
+    out.finish_time = out.first_token_time = clock()
 
 
 def _message(text: str) -> str:
@@ -164,37 +190,40 @@ def _message(text: str) -> str:
     return text[:300]
 
 
-async def run_load(requests: Sequence[BenchRequest], opts: LoadOptions,
-                   on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Outcome], float]:
-    """Send every request with arrival < duration at its arrival time; returns outcomes and the start time."""
+async def run_calls(base_url: str, calls: Sequence[Call], *, clock: Callable[[], float] | None = None,
+                    max_connections: int = 2048, request_timeout_s: float = 600.0, deadline_s: float | None = None,
+                    on_send: Callable[[Call], Any] | None = None,
+                    on_done: Callable[[Outcome], Any] | None = None) -> tuple[list[Outcome], float]:
+    """Send every call at its start time, open loop; returns the outcomes (in `calls` order) and the start.
+
+    `clock` (default: seconds since the start) stamps the outcomes. Calls still running
+    `deadline_s` after the start are cancelled and recorded as unfinished. `on_send` runs
+    in a worker thread just before a call is sent (it may block to hold that call back);
+    `on_done` runs on the loop as each call ends.
+    """
     import httpx
 
-    plan = sorted((r for r in requests if r.spec.arrival_time < opts.duration_s),
-                  key=lambda r: (r.spec.arrival_time, r.spec.request_id))
-    outcomes = [Outcome(r) for r in plan]
-    limits = httpx.Limits(max_connections=opts.max_connections, max_keepalive_connections=opts.max_connections)
-    timeout = httpx.Timeout(opts.request_timeout_s, connect=10.0, pool=opts.request_timeout_s)
-    tasks: list[asyncio.Task[None]] = []
-    num_done = 0
+    outcomes = [Outcome(c.request) for c in calls]
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    timeout = httpx.Timeout(request_timeout_s, connect=10.0, pool=request_timeout_s)
+    t0 = time.monotonic()
+    stamp = clock or (lambda: time.monotonic() - t0)
 
-    def done(_: object) -> None:
-        nonlocal num_done
-        num_done += 1
-        if on_progress is not None:
-            on_progress(num_done, len(plan))
+    async def one(client: Any, call: Call, out: Outcome) -> None:
+        delay = call.start_s - (time.monotonic() - t0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if on_send is not None:
+            await asyncio.to_thread(on_send, call)
+        await send(client, base_url + call.path, call.body, call.key, stamp, out)
+        if on_done is not None:
+            on_done(out)
 
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
-        t0 = time.monotonic()
-        for req, out in zip(plan, outcomes, strict=True):
-            delay = req.spec.arrival_time - (time.monotonic() - t0)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(_send_one(client, req, opts, t0, out))
-            task.add_done_callback(done)
-            tasks.append(task)
-        deadline = opts.duration_s + opts.drain_timeout_s - (time.monotonic() - t0)
+        tasks = [asyncio.create_task(one(client, c, o)) for c, o in zip(calls, outcomes, strict=True)]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline))
+            wait_s = None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - t0))
+            _, pending = await asyncio.wait(tasks, timeout=wait_s)
             for task in pending:
                 task.cancel()
             if pending:
@@ -204,6 +233,25 @@ async def run_load(requests: Sequence[BenchRequest], opts: LoadOptions,
         if out.finish_time is None and out.error is None:
             out.error = "unfinished: still running at the end of the drain timeout"
     return outcomes, t0
+
+
+async def run_load(requests: Sequence[BenchRequest], opts: LoadOptions,
+                   on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Outcome], float]:
+    """Send every request with arrival < duration at its arrival time; returns outcomes and the start time."""
+    plan = sorted((r for r in requests if r.spec.arrival_time < opts.duration_s),
+                  key=lambda r: (r.spec.arrival_time, r.spec.request_id))
+    calls = [Call(r.spec.arrival_time, opts.endpoint, _body(r, opts), r.key, r) for r in plan]
+    num_done = 0
+
+    def done(_: Outcome) -> None:
+        nonlocal num_done
+        num_done += 1
+        if on_progress is not None:
+            on_progress(num_done, len(plan))
+
+    return await run_calls(opts.target, calls, max_connections=opts.max_connections,
+                           request_timeout_s=opts.request_timeout_s,
+                           deadline_s=opts.duration_s + opts.drain_timeout_s, on_done=done)
 
 
 async def discover_model(target: str, key: str | None) -> str:

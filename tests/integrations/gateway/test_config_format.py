@@ -9,7 +9,8 @@ import pytest
 
 from equinox.errors import ConfigError
 from equinox.integrations.gateway.config import Authenticator, bearer_key, config_from_dict, hash_key, load_config
-from equinox.integrations.gateway.openai_format import Aggregator, count_chunk_tokens, upstream_body
+from equinox.integrations.gateway.openai_format import Aggregator, upstream_body
+from equinox.streaming import count_tokens
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -90,7 +91,7 @@ def test_aggregator_folds_chat_chunks_with_tool_calls() -> None:
     msg = out["choices"][0]["message"]
     assert msg["content"] == "Hello" and msg["tool_calls"][0]["function"] == {"name": "f", "arguments": "{\"a\": 1}"}
     assert out["choices"][0]["finish_reason"] == "tool_calls" and out["usage"]["completion_tokens"] == 4
-    assert [count_chunk_tokens(c) for c in chunks] == [1, 1, 1, 1, 0]
+    assert [count_tokens(c) for c in chunks] == [1, 1, 1, 1, 0]
 
 
 def test_aggregator_keeps_choices_apart() -> None:

@@ -7,6 +7,10 @@
     ...
     [policy_params]           # policy-specific knobs (as in the simulator)
     [concurrency]             # adaptive per-backend window
+    [platform]                # optional: the hardware behind the backends, for RFC's cost constants
+    gpu = "a100-80gb"         # names of the simulator's hardware registry (`equinox hardware`)
+    model = "llama-3-8b"
+    tensor_parallel = 1       # without [platform] the policy uses token proxies
     [[backends]]              # one table per OpenAI-compatible engine
     url = "http://127.0.0.1:8000"
     [[tenants]]               # one table per tenant; keys are stored hashed
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from equinox.errors import ConfigError
-from equinox.scheduling.interface import PolicyConfig
+from equinox.scheduling.interface import Platform, PolicyConfig
 from equinox.tomlfile import read_toml
 
 HASH_PREFIX = "sha256:"
@@ -83,6 +87,23 @@ class ConcurrencyConfig:
 
 
 @dataclass(frozen=True)
+class PlatformConfig:
+    """The `[platform]` table: GPU and model (hardware-registry names) the backends run, or nothing."""
+
+    gpu: str = ""
+    model: str = ""
+    tensor_parallel: int = 1
+
+    def platform(self) -> Platform:
+        """The Platform the gateway's policy schedules on (token proxies when not configured)."""
+        if not self.gpu:
+            return Platform.proxy()
+        from equinox.sim.hardware import make_deployment
+
+        return make_deployment(self.gpu, self.model, self.tensor_parallel).platform()
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """Everything `equinox gateway` needs."""
 
@@ -95,6 +116,7 @@ class GatewayConfig:
     output_weight: float = 2.0
     policy_params: Mapping[str, Any] = field(default_factory=dict)
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
     tenant_key: str = "tenant"  # vllm_xargs key the vLLM plug-in reads
     max_queue_total: int = 4096
     max_body_bytes: int = 8 * 1024 * 1024
@@ -171,11 +193,11 @@ def bearer_key(headers: Mapping[str, str]) -> str | None:
 
 _GATEWAY_KEYS = {
     f.name for f in fields(GatewayConfig)
-    if f.name not in ("backends", "tenants", "concurrency", "policy_params", "admin_key_hashes")
+    if f.name not in ("backends", "tenants", "concurrency", "policy_params", "admin_key_hashes", "platform")
 } | {"admin_key_sha256", "admin_key_sha256s"}
 _INT_KEYS = ("max_queue_total", "max_body_bytes", "max_attempts", "retry_after_s", "max_json_depth",
              "max_pending_connections")
-_TOP_KEYS = {"gateway", "policy_params", "concurrency", "backends", "tenants"}
+_TOP_KEYS = {"gateway", "policy_params", "concurrency", "backends", "tenants", "platform"}
 
 
 def _check_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
@@ -308,8 +330,29 @@ def config_from_dict(data: Mapping[str, Any], source: str = "(dict)") -> Gateway
         raise ConfigError(f"{source}: [gateway] admin_key_sha256 is also a tenant's key; use a separate key")
     cfg = GatewayConfig(backends=backend_list, tenants=tenant_list, policy_params=dict(params),
                         concurrency=ConcurrencyConfig(**{k: float(v) for k, v in conc.items()}),
+                        platform=_platform(data.get("platform", {}), source),
                         admin_key_hashes=admin_hashes, **gw)
     _check_policy(cfg, source)
+    return cfg
+
+
+def _platform(table: Any, source: str) -> PlatformConfig:
+    where = f"{source}: [platform]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    _check_keys(table, {f.name for f in fields(PlatformConfig)}, where)
+    gpu, model, tp = table.get("gpu", ""), table.get("model", ""), table.get("tensor_parallel", 1)
+    if not table:
+        return PlatformConfig()
+    if not (isinstance(gpu, str) and gpu and isinstance(model, str) and model):
+        raise ConfigError(f"{where} needs both gpu and model (names of the hardware registry), got {dict(table)}")
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise ConfigError(f"{where} tensor_parallel must be an integer >= 1, got {tp!r}")
+    cfg = PlatformConfig(gpu, model, tp)
+    try:
+        cfg.platform()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return cfg
 
 

@@ -123,30 +123,9 @@ def wants_usage_chunk(payload: Mapping[str, Any]) -> bool:
     return isinstance(opts, dict) and bool(opts.get("include_usage"))
 
 
-def count_chunk_tokens(chunk: Mapping[str, Any]) -> int:
-    """Output tokens a streamed chunk carries (one per choice with new text, content or tool call)."""
-    n = 0
-    for choice in chunk.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("text"):
-            n += 1
-            continue
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")
-                                        or delta.get("reasoning_content")):
-            n += 1
-    return n
-
-
 def is_usage_only(chunk: Mapping[str, Any]) -> bool:
     """The final `include_usage` chunk: usage and no choices."""
     return not chunk.get("choices") and bool(chunk.get("usage"))
-
-
-def has_finish(chunk: Mapping[str, Any]) -> bool:
-    """True when some choice in the chunk finished."""
-    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
 
 
 class Aggregator:

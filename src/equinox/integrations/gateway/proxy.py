@@ -26,7 +26,6 @@ from equinox.integrations.gateway.admission import (
 from equinox.integrations.gateway.config import TenantConfig, bearer_key
 from equinox.integrations.gateway.openai_format import (
     Aggregator,
-    count_chunk_tokens,
     error_body,
     is_usage_only,
     output_limit,
@@ -37,6 +36,7 @@ from equinox.integrations.gateway.openai_format import (
 )
 from equinox.integrations.gateway.runtime import GatewayState
 from equinox.integrations.gateway.upstream import Upstream, UpstreamFailure, UpstreamRejected
+from equinox.streaming import count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ class GenerationHandler:
         current: tuple[str, dict[str, Any]] | None = (raw, chunk)
         while current is not None:
             raw, chunk = current
-            n = count_chunk_tokens(chunk)
+            n = count_tokens(chunk)
             if n:
                 num_counted += n
                 adm.on_tokens(req, n)

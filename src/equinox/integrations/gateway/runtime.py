@@ -37,6 +37,7 @@ class GatewayState:
         self.auth = Authenticator(config.tenants)
         self.router = Router(config.backends, config.concurrency)
         self.policy = make_policy(config.policy, config.policy_config())
+        self.policy.set_platform(config.platform.platform())  # before restoring counters learned on it
         self.admission = Admission(self.policy, self.router, config, self.clock)
         self.metrics = GatewayMetrics(lambda: self.admission, self.clock)
         self.request_ids = itertools.count()

@@ -2,10 +2,12 @@
 
 uvicorn (h11) waits forever for a request's headers, so a client that opens
 connections and trickles bytes holds them without ever showing a key (issue #12).
-`GuardedH11Protocol` closes a connection whose next request's headers have not all
-arrived within `header_timeout_s`, and keeps at most `max_pending_connections` such
-connections: a new one closes the oldest (the one nearest its timeout anyway), so a
-flood of slow connections cannot starve clients that send their headers at once.
+`GuardedH11Protocol` closes a connection whose request headers have not all arrived
+within `header_timeout_s` of its opening (or of the first byte of a later request on a
+kept-alive connection), and keeps at most `max_pending_connections` such connections: a
+new one closes the oldest (the one nearest its timeout anyway), so a flood of slow
+connections cannot starve clients that send their headers at once. Idle kept-alive
+connections are not counted; uvicorn closes them after `keep_alive_timeout_s`.
 Bodies are read by the handlers, which authenticate first and bound the read with
 `body_timeout_s`.
 
@@ -14,7 +16,7 @@ runs `GatewayState.drain` before uvicorn's own shutdown, so streams still runnin
 the end of `drain_timeout_s` get an SSE error event and `[DONE]` instead of a cut.
 
 The protocol subclass uses uvicorn's `H11Protocol` hooks (`connection_made`,
-`data_received`, `on_response_complete`, `connection_lost`, `cycle`), stable since
+`data_received`, `connection_lost`, `cycle`), stable since
 uvicorn 0.14; the gateway always runs the h11 implementation.
 """
 
@@ -49,14 +51,11 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
+        if self._header_timer is None and (cycle is None or cycle.response_complete):
+            self._arm()  # the first bytes of the next request on a kept-alive connection
         super().data_received(data)
         if self.cycle is not cycle:  # a request's headers were parsed: it is up to the handler now
             self._disarm()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self._arm()  # waiting for the next request's headers
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from equinox.integrations.gateway.backends import Backend
+from equinox.streaming import EventReader, StreamError, error_message
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class Upstream:
         self.body = body
         self.request_id = request_id
         self._cm: Any = None
-        self._lines: Any = None
+        self._events: EventReader | None = None
 
     async def open(self, timeout_s: float) -> None:
         """Send the request and wait (at most `timeout_s`) for the response headers."""
@@ -64,38 +65,30 @@ class Upstream:
             if status >= 500 or status in (408, 429):
                 raise UpstreamFailure(f"HTTP {status}: {content[:200].decode(errors='replace')}")
             raise UpstreamRejected(status, content)
-        self._lines = response.aiter_lines()
+        self._events = EventReader(response.aiter_lines())
 
     async def next_chunk(self, timeout_s: float | None = None) -> tuple[str, dict[str, Any]] | None:
         """The next data event as (raw JSON text, parsed dict); None at [DONE] or end of stream."""
         import httpx
 
-        while True:
-            try:
-                if timeout_s is None:
-                    line = await anext(self._lines)
-                else:
-                    line = await asyncio.wait_for(anext(self._lines), timeout_s)
-            except StopAsyncIteration:
-                return None
-            except TimeoutError:
-                raise UpstreamFailure(f"no token within {timeout_s:g} s (backend stalled)") from None
-            except httpx.HTTPError as exc:  # includes read timeouts (stall after the first token)
-                raise UpstreamFailure(f"{type(exc).__name__}: {exc or 'stream broken'}") from None
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return None
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise UpstreamFailure("backend sent an event that is not JSON") from None
-            if not isinstance(chunk, dict):
-                raise UpstreamFailure("backend sent an event that is not a JSON object")
-            if "error" in chunk and not chunk.get("choices"):
-                raise UpstreamFailure(f"backend error event: {str(chunk['error'])[:200]}")
-            return data, chunk
+        assert self._events is not None, "open() first"
+        try:
+            event = await self._events.next(timeout_s)
+        except TimeoutError:
+            raise UpstreamFailure(f"no token within {timeout_s:g} s (backend stalled)") from None
+        except httpx.HTTPError as exc:  # includes read timeouts (stall after the first token)
+            raise UpstreamFailure(f"{type(exc).__name__}: {exc or 'stream broken'}") from None
+        except StreamError as exc:
+            raise UpstreamFailure(f"backend {exc}") from None
+        if event is None:
+            return None
+        raw, chunk = event
+        message = error_message(chunk)
+        if message is not None:
+            raise UpstreamFailure(f"backend error event: {message[:200]}")
+        if "\n" in raw:  # a multi-line data field: relay it as one line
+            raw = json.dumps(chunk)
+        return raw, chunk
 
     async def close(self) -> None:
         """Close the connection (an unfinished stream is aborted: the engine sees the client leave)."""

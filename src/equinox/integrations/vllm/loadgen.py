@@ -1,19 +1,20 @@
-"""A small multi-tenant load generator for an OpenAI-compatible server (stdlib only).
+"""Planned multi-tenant requests for the vLLM tests, calibration and benchmarks, sent by the one load generator.
 
-Each planned request runs in its own thread, starts at its offset, streams its
-completion and records when every token arrived, so time to first token and the
-service each tenant received in any time window can be computed afterwards.
+Each planned request starts at its offset, streams its completion (or asks for one JSON
+document) and records when every token arrived, so time to first token and the service
+each tenant received in any time window can be computed afterwards. Sending is
+`equinox.bench.loadgen.run_calls` (httpx, `equinox.streaming`); this module only plans
+requests and keeps the result shape its callers read.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import threading
+import asyncio
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+
+from equinox.bench.loadgen import Call, Outcome, run_calls
 
 # Common words of Python source: about one token each with the tiny test tokenizer.
 WORDS = (
@@ -61,9 +62,7 @@ class RequestResult:
         return self.token_times[0] - self.send_time if self.token_times else None
 
 
-def send_completion(base_url: str, model: str, req: PlannedRequest, timeout_s: float = 300.0) -> RequestResult:
-    """Send one /v1/completions request; when streamed, record its tokens' arrival times."""
-    url = urllib.parse.urlsplit(base_url)
+def _call(req: PlannedRequest, model: str) -> Call:
     xargs = req.xargs if req.xargs is not None else ({"tenant": req.tenant} if req.tenant else None)
     body: dict[str, object] = {
         "model": model, "prompt": req.prompt, "max_tokens": req.max_tokens, "stream": req.stream,
@@ -73,60 +72,23 @@ def send_completion(base_url: str, model: str, req: PlannedRequest, timeout_s: f
         body["stream_options"] = {"include_usage": True}
     if xargs is not None:
         body["vllm_xargs"] = xargs
-    result = RequestResult(tenant=req.tenant, num_prompt_tokens=req.num_prompt_tokens)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=timeout_s)
-    try:
-        result.send_time = time.monotonic()
-        conn.request("POST", "/v1/completions", body=json.dumps(body),
-                     headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        result.status = resp.status
-        if resp.status != 200:
-            result.error = resp.read().decode(errors="replace")[:500]
-            return result
-        if req.stream:
-            _read_stream(resp, result)
-        else:
-            _read_whole(resp, result)
-    except (OSError, http.client.HTTPException) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        result.finish_time = time.monotonic()
-        conn.close()
-    return result
+    return Call(req.start_s, "/v1/completions", body, None, req)
 
 
-def _read_whole(resp: http.client.HTTPResponse, result: RequestResult) -> None:
-    doc = json.loads(resp.read())
-    choices = doc.get("choices") or [{}]
-    result.finish_reason = choices[0].get("finish_reason")
-    usage = doc.get("usage") or {}
-    result.num_output_tokens = int(usage.get("completion_tokens", 0))
-    result.num_prompt_tokens = int(usage.get("prompt_tokens", result.num_prompt_tokens))
+def _result(out: Outcome) -> RequestResult:
+    req: PlannedRequest = out.request
+    return RequestResult(
+        tenant=req.tenant, num_prompt_tokens=out.num_prompt_tokens or req.num_prompt_tokens, status=out.status,
+        error=out.error, send_time=out.send_time or 0.0, token_times=list(out.token_times),
+        finish_time=out.finish_time if out.finish_time is not None else time.monotonic(),
+        num_output_tokens=out.num_output_tokens, finish_reason=out.finish_reason,
+    )
 
 
-def _read_stream(resp: http.client.HTTPResponse, result: RequestResult) -> None:
-    for raw in resp:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            break
-        event = json.loads(data)
-        if "error" in event:
-            result.error = str(event["error"])[:500]
-            break
-        now = time.monotonic()
-        for choice in event.get("choices") or ():
-            if choice.get("text"):
-                result.token_times.append(now)
-            if choice.get("finish_reason"):
-                result.finish_reason = choice["finish_reason"]
-        usage = event.get("usage")
-        if usage:
-            result.num_output_tokens = int(usage.get("completion_tokens", 0))
-            result.num_prompt_tokens = int(usage.get("prompt_tokens", result.num_prompt_tokens))
+def send_completion(base_url: str, model: str, req: PlannedRequest, timeout_s: float = 300.0) -> RequestResult:
+    """Send one /v1/completions request now; when streamed, record its tokens' arrival times."""
+    return run_plan(base_url, model, [PlannedRequest(req.tenant, 0.0, req.prompt, req.max_tokens,
+                                                     req.num_prompt_tokens, req.xargs, req.stream)], timeout_s)[0]
 
 
 def run_plan(
@@ -134,31 +96,19 @@ def run_plan(
     on_result: Callable[[RequestResult], None] | None = None,
     on_send: Callable[[PlannedRequest], None] | None = None,
 ) -> list[RequestResult]:
-    """Send every planned request at its offset (one thread each); results in plan order.
+    """Send every planned request at its offset with the one load generator; results in plan order.
 
-    `on_send` is called (from the request's thread) just before each request is sent,
-    `on_result` as soon as it ends.
+    Times are `time.monotonic()` values. `on_send` is called (in a worker thread, so it may
+    block to hold the request back) just before each request is sent, `on_result` as soon
+    as it ends.
     """
-    results: list[RequestResult | None] = [None] * len(plan)
-    t0 = time.monotonic()
-
-    def worker(i: int, req: PlannedRequest) -> None:
-        delay = t0 + req.start_s - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        if on_send is not None:
-            on_send(req)
-        result = results[i] = send_completion(base_url, model, req, timeout_s)
-        if on_result is not None:
-            on_result(result)
-
-    threads = [threading.Thread(target=worker, args=(i, r), daemon=True) for i, r in enumerate(plan)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout_s + 60)
-    return [r if r is not None else RequestResult(tenant=p.tenant, num_prompt_tokens=p.num_prompt_tokens,
-                                                  error="did not finish") for r, p in zip(results, plan, strict=True)]
+    calls = [_call(r, model) for r in plan]
+    outcomes, _ = asyncio.run(run_calls(
+        base_url.rstrip("/"), calls, clock=time.monotonic, max_connections=max(1, len(calls)),
+        request_timeout_s=timeout_s, deadline_s=max((r.start_s for r in plan), default=0.0) + timeout_s + 60,
+        on_send=None if on_send is None else (lambda call: on_send(call.request)),
+        on_done=None if on_result is None else (lambda out: on_result(_result(out)))))
+    return [_result(o) for o in outcomes]
 
 
 @dataclass(frozen=True)
