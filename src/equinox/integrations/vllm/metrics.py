@@ -4,7 +4,8 @@ The scheduler runs in vLLM's engine-core process, the `/metrics` endpoint in the
 server process. The scheduler therefore writes a small JSON snapshot (atomically, at
 most every `write_interval_s`, and whenever the engine goes idle); the middleware
 renders it as Prometheus text appended to vLLM's `/metrics`. Optionally the engine
-core also serves the same text on a side port (`[metrics] port`).
+core also serves the same series on a side port (`[metrics] port`). Both are rendered
+by prometheus_client from one collector, as the gateway renders its own.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import json
 import logging
 import os
 import tempfile
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -58,23 +57,33 @@ class TenantStats:
     counter: float = 0.0  # gauge: the policy's fairness counter, when it has one
 
 
-# (field, prometheus name suffix, type, help)
+# (field, prometheus name, kind, help); counters get `_total` from prometheus_client, TTFT is a summary
 _TENANT_METRICS: tuple[tuple[str, str, str, str], ...] = (
-    ("num_requests_received", "requests_received_total", "counter", "Requests received per tenant."),
-    ("num_requests_admitted", "requests_admitted_total", "counter", "Requests admitted to the running batch."),
-    ("num_requests_finished", "requests_finished_total", "counter", "Requests that completed."),
-    ("num_requests_aborted", "requests_aborted_total", "counter", "Requests cancelled or failed."),
-    ("num_requests_rejected", "requests_rejected_total", "counter", "Requests the policy rejected."),
-    ("num_requests_malformed", "requests_malformed_tenant_total", "counter",
+    ("num_requests_received", "requests_received", "counter", "Requests received per tenant."),
+    ("num_requests_admitted", "requests_admitted", "counter", "Requests admitted to the running batch."),
+    ("num_requests_finished", "requests_finished", "counter", "Requests that completed."),
+    ("num_requests_aborted", "requests_aborted", "counter", "Requests cancelled or failed."),
+    ("num_requests_rejected", "requests_rejected", "counter", "Requests the policy rejected."),
+    ("num_requests_malformed", "requests_malformed_tenant", "counter",
      "Requests whose tenant id was malformed (served as the default tenant)."),
-    ("num_preemptions", "preemptions_total", "counter", "Preemptions of the tenant's requests."),
-    ("num_prompt_tokens", "prompt_tokens_served_total", "counter", "Prefill tokens computed for the tenant."),
-    ("num_output_tokens", "output_tokens_served_total", "counter", "Output tokens generated for the tenant."),
-    ("ttft_sum_s", "ttft_seconds_sum", "counter", "Sum of time to first token (scheduler view), seconds."),
-    ("num_ttft", "ttft_seconds_count", "counter", "Requests with a first token."),
+    ("num_preemptions", "preemptions", "counter", "Preemptions of the tenant's requests."),
+    ("num_prompt_tokens", "prompt_tokens_served", "counter", "Prefill tokens computed for the tenant."),
+    ("num_output_tokens", "output_tokens_served", "counter", "Output tokens generated for the tenant."),
     ("num_waiting", "waiting_requests", "gauge", "Requests of the tenant waiting."),
     ("num_running", "running_requests", "gauge", "Requests of the tenant running."),
     ("counter", "fairness_counter", "gauge", "The policy's fairness counter for the tenant."),
+)
+
+# (field, prometheus name, kind, help)
+_ENGINE_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("num_steps", "steps", "counter", "Engine iterations scheduled by Equinox."),
+    ("token_budget", "token_budget", "gauge", "Per-iteration token budget in force (adaptive batching)."),
+    ("max_num_seqs", "max_num_seqs", "gauge", "Per-iteration sequence cap in force."),
+    ("last_step_duration_s", "last_step_duration_seconds", "gauge", "Duration of the last iteration."),
+    ("num_kv_blocks_used", "kv_blocks_used", "gauge", "KV cache blocks in use."),
+    ("num_kv_blocks_total", "kv_blocks_total", "gauge", "KV cache blocks in total."),
+    ("overhead_s", "scheduler_overhead_seconds", "counter",
+     "Time spent in Equinox's code around vLLM's schedule and update_from_output."),
 )
 
 
@@ -150,71 +159,68 @@ def read_snapshot(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class SnapshotCollector:
+    """A prometheus_client collector of the plug-in's series, read from a snapshot at scrape time."""
+
+    def __init__(self, snapshot_of: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._snapshot_of = snapshot_of
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+        snapshot = self._snapshot_of()
+        if not snapshot:
+            return
+        engine = snapshot.get("engine", {})
+        tenants: Mapping[str, Mapping[str, Any]] = snapshot.get("tenants", {})
+        info = GaugeMetricFamily(f"{PREFIX}_info", "Equinox scheduler plug-in in use.",
+                                 labels=["policy", "scheduler_base"])
+        info.add_metric([str(engine.get("policy", "")), str(engine.get("scheduler_base", ""))], 1)
+        yield info
+        families = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
+        for key, name, kind, help_text in _ENGINE_METRICS:
+            yield families[kind](f"{PREFIX}_{name}", help_text, value=float(engine.get(key, 0)))
+        for key, name, kind, help_text in _TENANT_METRICS:
+            family = families[kind](f"{PREFIX}_tenant_{name}", help_text, labels=["tenant"])
+            for tenant, stats in tenants.items():
+                family.add_metric([tenant], float(stats.get(key, 0)))
+            yield family
+        ttft = SummaryMetricFamily(f"{PREFIX}_tenant_ttft_seconds", "Time to first token (scheduler view), seconds.",
+                                   labels=["tenant"])
+        for tenant, stats in tenants.items():
+            ttft.add_metric([tenant], count_value=int(stats.get("num_ttft", 0)),
+                            sum_value=float(stats.get("ttft_sum_s", 0.0)))
+        yield ttft
 
 
-def _prom_type(suffix: str, kind: str) -> str:
-    # TTFT sum/count are exported as plain series (a Prometheus summary without quantiles).
-    return "untyped" if suffix.endswith(("_sum", "_count")) else kind
+def snapshot_registry(snapshot_of: Callable[[], Mapping[str, Any] | None]) -> Any:
+    """A prometheus_client registry holding only the plug-in's series."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot_of))  # type: ignore[arg-type]
+    return registry
 
 
 def render_prometheus(snapshot: Mapping[str, Any] | None) -> str:
-    """Prometheus text exposition of a snapshot (empty string for None)."""
+    """Prometheus text exposition of a snapshot (empty string for None), rendered by prometheus_client."""
     if not snapshot:
         return ""
-    lines: list[str] = []
-    engine = snapshot.get("engine", {})
-    tenants: Mapping[str, Mapping[str, Any]] = snapshot.get("tenants", {})
-    lines.append(f"# HELP {PREFIX}_info Equinox scheduler plug-in in use.")
-    lines.append(f"# TYPE {PREFIX}_info gauge")
-    lines.append(
-        f'{PREFIX}_info{{policy="{_label(str(engine.get("policy", "")))}",'
-        f'scheduler_base="{_label(str(engine.get("scheduler_base", "")))}"}} 1'
-    )
-    for key, name, kind, help_text in (
-        ("num_steps", "steps_total", "counter", "Engine iterations scheduled by Equinox."),
-        ("token_budget", "token_budget", "gauge", "Per-iteration token budget in force (adaptive batching)."),
-        ("max_num_seqs", "max_num_seqs", "gauge", "Per-iteration sequence cap in force."),
-        ("last_step_duration_s", "last_step_duration_seconds", "gauge", "Duration of the last iteration."),
-        ("num_kv_blocks_used", "kv_blocks_used", "gauge", "KV cache blocks in use."),
-        ("num_kv_blocks_total", "kv_blocks_total", "gauge", "KV cache blocks in total."),
-        ("overhead_s", "scheduler_overhead_seconds_total", "counter",
-         "Time spent in Equinox's code around vLLM's schedule and update_from_output."),
-    ):
-        lines.append(f"# HELP {PREFIX}_{name} {help_text}")
-        lines.append(f"# TYPE {PREFIX}_{name} {kind}")
-        lines.append(f"{PREFIX}_{name} {float(engine.get(key, 0))!r}")
-    for fld, suffix, kind, help_text in _TENANT_METRICS:
-        metric = f"{PREFIX}_tenant_{suffix}"
-        lines.append(f"# HELP {metric} {help_text}")
-        lines.append(f"# TYPE {metric} {_prom_type(suffix, kind)}")
-        for tenant, stats in tenants.items():
-            lines.append(f'{metric}{{tenant="{_label(tenant)}"}} {float(stats.get(fld, 0))!r}')
-    return "\n".join(lines) + "\n"
+    from prometheus_client import generate_latest
+
+    return generate_latest(snapshot_registry(lambda: snapshot)).decode()
 
 
 class SidePortServer:
-    """Serves the current metrics text on a side port from a daemon thread."""
+    """prometheus_client's HTTP server for the plug-in's series on a side port (a daemon thread)."""
 
-    def __init__(self, port: int, render: Any, host: str = "0.0.0.0") -> None:
-        renderer = render
+    def __init__(self, port: int, snapshot_of: Callable[[], Mapping[str, Any] | None], host: str = "0.0.0.0") -> None:
+        from prometheus_client import start_http_server
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = renderer().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                return
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="equinox-metrics", daemon=True)
-        self.thread.start()
+        self.server, self.thread = start_http_server(port, addr=host, registry=snapshot_registry(snapshot_of))
         logger.info("equinox metrics on http://%s:%d/metrics", host, port)
 
     def close(self) -> None:

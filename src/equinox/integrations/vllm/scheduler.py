@@ -31,7 +31,6 @@ from equinox.integrations.vllm.metrics import (
     MetricsBook,
     SidePortServer,
     ensure_log_handler,
-    render_prometheus,
     write_snapshot,
 )
 from equinox.integrations.vllm.queue import PolicyWaitingQueue, VllmRequestView
@@ -94,7 +93,7 @@ class EquinoxSchedulerMixin:
         self._eqx_schedule_times: dict[int, float] = {}
         self._eqx_step_log = self._eqx_open_step_log()
         self._eqx_side_port = (
-            SidePortServer(settings.metrics_port, lambda: render_prometheus(self._eqx_snapshot))
+            SidePortServer(settings.metrics_port, lambda: self._eqx_snapshot)
             if settings.metrics_port else None
         )
         logger.info(
