@@ -78,13 +78,15 @@ def plan_requests(config: BenchConfig, keys: TenantKeys) -> tuple[list[BenchRequ
     return plan, mapping, wl
 
 
-async def _scrape_loop(target: str, interval_s: float, t0_box: list[float], series: TimeSeries) -> None:
+async def _scrape_loop(target: str, interval_s: float, t0_box: list[float], series: TimeSeries,
+                       admin_key: str | None) -> None:
     """Sample the gateway's fairness counters once per interval (stops quietly when there are none)."""
     import time
 
     import httpx
 
-    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+    headers = {"authorization": f"Bearer {admin_key}"} if admin_key else {}
+    async with httpx.AsyncClient(timeout=5.0, trust_env=False, headers=headers) as client:
         while True:
             await asyncio.sleep(interval_s)
             try:
@@ -102,7 +104,8 @@ async def _scrape_loop(target: str, interval_s: float, t0_box: list[float], seri
 
 
 async def _run_async(config: BenchConfig, plan: list[BenchRequest], model: str,
-                     on_progress: Callable[[int, int], None] | None) -> tuple[list[Outcome], TimeSeries]:
+                     on_progress: Callable[[int, int], None] | None,
+                     admin_key: str | None = None) -> tuple[list[Outcome], TimeSeries]:
     import time
 
     opts = LoadOptions(target=config.target, model=model, duration_s=config.duration_s,
@@ -110,7 +113,7 @@ async def _run_async(config: BenchConfig, plan: list[BenchRequest], model: str,
                        ignore_eos=config.ignore_eos, tenant_xargs=config.tenant_xargs)
     counters = TimeSeries(config.interval_s)
     t0_box = [time.monotonic()]
-    scraper = (asyncio.create_task(_scrape_loop(config.target, config.interval_s, t0_box, counters))
+    scraper = (asyncio.create_task(_scrape_loop(config.target, config.interval_s, t0_box, counters, admin_key))
                if config.scrape_metrics else None)
     try:
         outcomes, t0 = await run_load(plan, opts, on_progress)
@@ -141,7 +144,7 @@ def run_bench(config: BenchConfig, keys: TenantKeys, out_dir: str | Path | None 
         except Exception as exc:
             raise BackendError(f"cannot list models at {config.target}/v1/models ({exc}); "
                                "check --target and the tenants file, or pass --model") from None
-    outcomes, counters = asyncio.run(_run_async(config, plan, model, on_progress))
+    outcomes, counters = asyncio.run(_run_async(config, plan, model, on_progress, keys.admin_key))
     records = [to_record(o) for o in outcomes]
     window_s, warmup_s = config.windows()
     end = max([config.duration_s] + [r.finish_time or 0.0 for r in records])

@@ -175,3 +175,19 @@ def test_public_metrics_is_an_explicit_setting(fake: Any, gateway: Any) -> None:
     gw = gateway([backend.url], public_metrics=True)
     assert httpx.get(gw.url + "/metrics").status_code == 200
     assert "backends" in httpx.get(gw.url + "/health").json()
+
+
+def test_bench_through_the_gateway_samples_counters_with_the_admin_key(fake: Any, gateway: Any,
+                                                                       tmp_path: Any) -> None:
+    from equinox.bench.keys import load_tenant_keys
+    from equinox.bench.runner import BenchConfig, run_bench
+
+    backend, _ = fake(ttft_s=0.01, itl_s=0.002)
+    gw = gateway([backend.url])
+    tenants = tmp_path / "tenants.toml"
+    tenants.write_text(f'admin_key = "{ADMIN_KEY}"\n[tenants]\nalice = "{KEYS["alice"]}"\nbob = "{KEYS["bob"]}"\n')
+    config = BenchConfig(target=gw.url, workload="overload", duration_s=3.0, interval_s=0.5, model=MODEL)
+    result = run_bench(config, load_tenant_keys(tenants), tmp_path / "run")
+    assert result.stats["num_errors"] == 0, result.stats
+    rows = (tmp_path / "run" / "counters.csv").read_text().splitlines()
+    assert len(rows) > 1 and any("alice" in r for r in rows[1:])
