@@ -33,6 +33,7 @@ from equinox.integrations.vllm.metrics import (
     ensure_log_handler,
     write_snapshot,
 )
+from equinox.integrations.vllm.platform import platform_from_vllm
 from equinox.integrations.vllm.queue import PolicyWaitingQueue, VllmRequestView
 from equinox.integrations.vllm.settings import PluginSettings, load_settings
 from equinox.request import RequestView
@@ -67,6 +68,7 @@ class EquinoxSchedulerMixin:
         self.eqx_settings: PluginSettings = settings
         self.eqx_clock = time.monotonic
         self.eqx_policy = make_policy(settings.policy, settings.policy_config())
+        self.eqx_policy.set_platform(platform_from_vllm(self.vllm_config, settings.platform_gpu))
         self._eqx_check_engine_mode()
         if len(self.waiting):
             raise RuntimeError("Equinox must replace vLLM's waiting queue before any request arrives")

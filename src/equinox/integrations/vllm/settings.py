@@ -16,6 +16,9 @@ Example::
     [batching]
     min_num_batched_tokens = 256   # adaptive batching may move vLLM's token budget
     max_num_batched_tokens = 2048  # within these bounds (default: vLLM's setting)
+    [platform]
+    gpu = "auto"                   # RFC cost constants: "auto" (CUDA device name), "proxy" or a
+                                   # GPU of equinox.sim.hardware (e.g. "h100-80gb"); see platform.py
     [metrics]
     file = "/tmp/equinox-vllm-metrics.json"  # snapshot the API server's /metrics appends
     port = 9400                    # optional side port serving the same metrics
@@ -48,9 +51,10 @@ TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
 _TOP_KEYS = {
     "policy", "tenant_key", "default_tenant", "admit_unknown_tenants", "prompt_weight",
     "output_weight", "rpm_limit", "rpm_limits", "tenant_weights", "policy_params",
-    "batching", "metrics",
+    "batching", "metrics", "platform",
 }
 _BATCHING_KEYS = {"min_num_batched_tokens", "max_num_batched_tokens"}
+_PLATFORM_KEYS = {"gpu"}
 _METRICS_KEYS = {"file", "port", "log_interval_s", "write_interval_s"}
 
 
@@ -74,6 +78,7 @@ class PluginSettings:
     metrics_port: int | None = None
     log_interval_s: float = 10.0
     write_interval_s: float = 0.5
+    platform_gpu: str = "auto"  # "auto", "proxy" or a hardware-registry GPU (integrations/vllm/platform.py)
     source: str = "(defaults)"
 
     def __post_init__(self) -> None:
@@ -99,6 +104,9 @@ class PluginSettings:
             raise ConfigError(f"{where}: metrics.port must be in 1..65535, got {self.metrics_port}")
         if not self.log_interval_s > 0 or not self.write_interval_s > 0:
             raise ConfigError(f"{where}: metrics intervals must be > 0 seconds")
+        from equinox.integrations.vllm.platform import check_gpu_setting
+
+        object.__setattr__(self, "platform_gpu", check_gpu_setting(self.platform_gpu, where))
 
     def policy_config(self) -> PolicyConfig:
         """The PolicyConfig handed to `make_policy`."""
@@ -159,7 +167,8 @@ def settings_from_dict(data: Mapping[str, Any], source: str = "(dict)") -> Plugi
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}")
     batching = _table(data, "batching", _BATCHING_KEYS, source)
     metrics = _table(data, "metrics", _METRICS_KEYS, source)
-    flat = {k: v for k, v in data.items() if k not in ("batching", "metrics")}
+    platform = _table(data, "platform", _PLATFORM_KEYS, source)
+    flat = {k: v for k, v in data.items() if k not in ("batching", "metrics", "platform")}
     for key in ("tenant_weights", "rpm_limits", "policy_params"):
         if key in flat and not isinstance(flat[key], dict):
             raise ConfigError(f"{source}: [{key}] must be a table")
@@ -169,7 +178,7 @@ def settings_from_dict(data: Mapping[str, Any], source: str = "(dict)") -> Plugi
             metrics_file=metrics.get("file"), metrics_port=metrics.get("port"),
             log_interval_s=float(metrics.get("log_interval_s", 10.0)),
             write_interval_s=float(metrics.get("write_interval_s", 0.5)),
-            source=source,
+            platform_gpu=platform.get("gpu", "auto"), source=source,
         )
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
