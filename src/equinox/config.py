@@ -33,13 +33,15 @@ class RunConfig:
     tensor_parallel: int = 1
     cost_model: str = "auto"
     engine_mode: str = "vllm"
-    max_num_batched_tokens: int | None = None  # None: 2048 (vllm) / 8192 (slora)
-    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None  # None: the engine's default (vllm 2048; slora max(pool / 6, 3072))
+    max_num_seqs: int | None = None  # None: the engine's default (vllm 256; slora running_max_req_size 1000)
     block_size: int = 16
     num_kv_blocks: int | None = None  # None: derived from GPU memory
     kv_capacity_tokens: int | None = None  # alternative to num_kv_blocks
     enable_chunked_prefill: bool | None = None
     admission_interval_steps: int = 10
+    kv_admission: str | None = None  # slora: "peak" (S-LoRA's rule) or "reserve-all"
+    lora_rank: int = 0  # slora: 4 x rank KV tokens set aside per adapter (tenant) in the batch
     prompt_weight: float = 1.0
     output_weight: float = 2.0
     rpm_limit: float | None = None
@@ -90,15 +92,18 @@ class RunConfig:
             blocks = self.kv_capacity_tokens // self.block_size
         else:
             blocks = derived_kv_blocks
-        budget = self.max_num_batched_tokens
-        if budget is None:
-            # slora: LightLLM's batch_max_tokens must hold the longest prompt (no chunking).
-            budget = 2048 if self.engine_mode == "vllm" else 8192
+        block_size = self.block_size
+        if self.engine_mode == "slora" and self.kv_admission in (None, "peak"):
+            # S-LoRA's pool is token-granular: exactly the tokens asked for (--kv-tokens 35000 is 35,000).
+            blocks = self.kv_capacity_tokens if self.kv_capacity_tokens is not None else blocks * block_size
+            block_size = 1
         return EngineConfig(
-            mode=self.engine_mode, max_num_batched_tokens=budget, max_num_seqs=self.max_num_seqs,
-            block_size=self.block_size, num_kv_blocks=blocks,
+            mode=self.engine_mode, max_num_batched_tokens=self.max_num_batched_tokens,  # type: ignore[arg-type]
+            max_num_seqs=self.max_num_seqs,  # type: ignore[arg-type]  # None: the engine's default
+            block_size=block_size, num_kv_blocks=blocks,
             enable_chunked_prefill=self.enable_chunked_prefill,
             admission_interval_steps=self.admission_interval_steps,
+            kv_admission=self.kv_admission, lora_rank=self.lora_rank,
         )
 
     def replace(self, **changes: Any) -> RunConfig:

@@ -196,8 +196,9 @@ class TestSlora:
         assert plans == [[("a", 1)], [("a", 1)], [("a", 1)], [("b", 8)]]
         assert plan(d.step()) == [("a", 1), ("b", 1)]
 
-    def test_reserves_whole_output_and_never_preempts(self) -> None:
-        s = sched(mode="slora", num_kv_blocks=12, max_num_batched_tokens=64, admission_interval_steps=1)
+    def test_reserve_all_reserves_whole_output_and_never_preempts(self) -> None:
+        s = sched(mode="slora", num_kv_blocks=12, max_num_batched_tokens=64, admission_interval_steps=1,
+                  kv_admission="reserve-all")
         rs = [req(f"r{i}", 8, 12) for i in range(4)]  # each reserves 20 tokens = 5 blocks
         for r in rs:
             s.add_request(r, 0.0)
@@ -208,6 +209,54 @@ class TestSlora:
         d.run()
         assert all(not o.preempted for o in d.outputs) and s.num_preemptions == 0
         assert all(r.status is RequestStatus.FINISHED and r.num_output_tokens_done == 12 for r in rs)
+
+    def test_peak_rule_admits_what_reserve_all_would_not(self) -> None:
+        # Pool of 48 tokens. r0 (prompt 8, output 30) alone peaks at 8 + 1 + 29 = 38 < 48. With r1
+        # (prompt 8, output 2), sorted by remaining output: max(29 * 1 + 9, 1 * 2 + 18) = 38 < 48,
+        # so S-LoRA admits both, where reserving 38 + 10 tokens up front would not fit.
+        for rule, expected in (("peak", ["r0", "r1"]), ("reserve-all", ["r0"])):
+            s = sched(mode="slora", num_kv_blocks=12, max_num_batched_tokens=64, kv_admission=rule)
+            s.add_request(req("r0", 8, 30), 0.0)
+            s.add_request(req("r1", 8, 2), 0.0)
+            assert [r for r, _ in plan(s.schedule(0.0))] == expected, rule
+
+    def test_peak_rule_runs_to_the_end_without_running_out(self) -> None:
+        # Requests of mixed lengths keep the token pool busy; the rule never lets it overflow.
+        s = sched(mode="slora", num_kv_blocks=16, max_num_batched_tokens=64, admission_interval_steps=2)
+        rs = [req(f"r{i}", 3 + i % 5, 2 + (7 * i) % 13) for i in range(30)]
+        for r in rs:
+            s.add_request(r, 0.0)
+        d = Driver(s)
+        d.run()
+        assert s.kv.block_size == 1 and s.kv.capacity_tokens == 64
+        assert all(r.status is RequestStatus.FINISHED for r in rs) and s.num_preemptions == 0
+        assert max(len([r for r, _ in plan(o)]) for o in d.outputs) > 2  # batches really share the pool
+
+    def test_peak_kv_need_is_s_loras_formula(self) -> None:
+        from equinox.sim.engine.slora import peak_kv_need
+
+        # sorted by remaining: (10, 5), (4, 3), (7, 0): max(5*1+10, 3*2+14, 0*3+21) = 21
+        assert peak_kv_need([(7, 0), (10, 5), (4, 3)]) == 21
+        assert peak_kv_need([]) == 0
+
+    def test_defaults_follow_s_lora(self) -> None:
+        cfg = EngineConfig(mode="slora", block_size=1, num_kv_blocks=35000)
+        assert cfg.max_num_batched_tokens == 35000 // 6 and cfg.max_num_seqs == 1000
+        assert EngineConfig(mode="slora", block_size=1, num_kv_blocks=10000).max_num_batched_tokens == 3072
+        assert EngineConfig().max_num_batched_tokens == 2048 and EngineConfig().max_num_seqs == 256
+        with pytest.raises(ConfigError, match="kv_admission"):
+            EngineConfig(mode="slora", kv_admission="greedy")
+        with pytest.raises(ConfigError, match="slora"):
+            EngineConfig(mode="vllm", lora_rank=8)
+
+    def test_lora_rank_sets_kv_aside_per_adapter(self) -> None:
+        # 64 tokens; rank 4 sets 16 tokens aside per tenant in the batch. r0 alone: 9 + 7 = 16 < 48.
+        # r1 of another tenant: need 32 >= 64 - 32, refused; of the same tenant, admitted.
+        for tenant, expected in (("b", ["r0"]), ("a", ["r0", "r1"])):
+            s = sched(mode="slora", num_kv_blocks=16, max_num_batched_tokens=64, lora_rank=4)
+            s.add_request(req("r0", 8, 8), 0.0)
+            s.add_request(req("r1", 8, 8, tenant=tenant), 0.0)
+            assert [r for r, _ in plan(s.schedule(0.0))] == expected, tenant
 
     def test_max_tokens_reservation_and_rejection(self) -> None:
         s = sched(mode="slora", num_kv_blocks=8, max_num_batched_tokens=64)

@@ -99,8 +99,11 @@ def test_vtc_service_difference_within_bound(engine_mode: str, num_kv_blocks: in
     out = run("vtc", engine_mode, num_kv_blocks)
     assert out.num_backlogged_steps > 1000  # the workload really overloads the deployment
     assert out.counter_spread <= out.bound
-    if engine_mode == "slora":  # no preemption: executed service is exactly what VTC charged
-        assert out.service_spread == out.counter_spread
+    if engine_mode == "slora":
+        # No preemption, so executed service tracks what VTC charged; it differs from the counter
+        # gap only by lifts at arrivals between two sampled steps (S-LoRA's peak rule admits whole
+        # queues at once, so a tenant's queue may empty and refill inside a folded decode run).
+        assert out.service_spread <= out.bound
 
 
 def test_fcfs_service_gap_exceeds_the_bound() -> None:

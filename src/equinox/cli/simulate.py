@@ -48,14 +48,20 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cost-model", help="cost model name, or auto (fitted when data exists, else roofline)")
     p.add_argument("--engine", choices=engine_names(), dest="engine_mode",
                    help="vllm: chunked, decode-first, admit every step; slora: the VTC artifact's engine")
-    p.add_argument("--max-num-batched-tokens", type=int)
-    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--max-num-batched-tokens", "--batch-max-tokens", type=int, dest="max_num_batched_tokens",
+                   help="token budget of an iteration (slora: S-LoRA's batch_max_tokens, default max(pool/6, 3072))")
+    p.add_argument("--max-num-seqs", "--running-max-req-size", type=int, dest="max_num_seqs",
+                   help="requests running at once (default: vllm 256, slora 1000)")
     p.add_argument("--block-size", type=int)
     p.add_argument("--kv-blocks", type=int, dest="num_kv_blocks")
-    p.add_argument("--kv-tokens", type=int, dest="kv_capacity_tokens")
+    p.add_argument("--kv-tokens", "--max-total-token-num", type=int, dest="kv_capacity_tokens",
+                   help="KV capacity in tokens (slora: S-LoRA's max_total_token_num, token-granular)")
     p.add_argument("--chunked-prefill", action=argparse.BooleanOptionalAction, dest="enable_chunked_prefill")
-    p.add_argument("--admission-interval", type=int, dest="admission_interval_steps",
-                   help="slora: decode steps between admissions (default 10)")
+    p.add_argument("--admission-interval", "--max-wait-tokens", type=int, dest="admission_interval_steps",
+                   help="slora: decode steps before waiting requests are considered (S-LoRA's max_wait_tokens, 10)")
+    p.add_argument("--kv-admission", choices=("peak", "reserve-all"),
+                   help="slora: peak future KV use (S-LoRA's rule, default) or reserve prompt + output up front")
+    p.add_argument("--lora-rank", type=int, help="slora: KV tokens 4 x rank set aside per adapter (tenant) in the batch")
     p.add_argument("--rpm-limit", type=float, help="requests per minute per tenant (policy rpm)")
     p.add_argument("--weight", action="append", metavar="TENANT=W", help="tenant weight (repeatable)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
@@ -70,7 +76,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 _FIELDS = (
     "workload", "seed", "duration_s", "rate_scale", "num_tenants", "gpu", "model", "tensor_parallel",
     "cost_model", "engine_mode", "max_num_batched_tokens", "max_num_seqs", "block_size", "num_kv_blocks",
-    "kv_capacity_tokens", "enable_chunked_prefill", "admission_interval_steps", "rpm_limit", "until_s",
+    "kv_capacity_tokens", "enable_chunked_prefill", "admission_interval_steps", "kv_admission", "lora_rank",
+    "rpm_limit", "until_s",
 )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from equinox.errors import ConfigError
 from equinox.request import Request, RequestStatus
 from equinox.scheduling.interface import Policy
 from equinox.sim.engine.cohort import DecodeCohort
@@ -64,6 +65,13 @@ class Engine:
     @classmethod
     def check_config(cls, config: EngineConfig) -> None:
         """Raise ConfigError when `config` asks for something this runtime cannot do."""
+        if config.kv_admission is not None or config.lora_rank:
+            raise ConfigError(f"engine {cls.name!r} has no kv_admission or lora_rank setting (engine 'slora' has)")
+
+    @classmethod
+    def default_limits(cls, config: EngineConfig) -> dict[str, int]:
+        """Values for the limits `config` leaves unset (None): max_num_batched_tokens, max_num_seqs."""
+        return {"max_num_batched_tokens": 2048, "max_num_seqs": 256}
 
     def __init__(self, config: EngineConfig, policy: Policy) -> None:
         self.config = config
@@ -139,52 +147,6 @@ class Engine:
     def use_cohort(self) -> None:
         """Advance decoding requests lazily from now on, where the engine supports it (vllm)."""
 
-    def _admit(
-        self,
-        now: float,
-        limits: BatchLimits,
-        budget: int,
-        scheduled: list[tuple[Request, int]],
-        reserve_all: bool = False,
-    ) -> None:
-        """Admit waiting requests in the policy's order until the head does not fit (no skipping)."""
-        if self._cohort is not None and self.policy.reads_running_progress and self.policy.num_waiting:
-            self._cohort.refresh_all()  # the policy reads running requests' progress when it admits
-        kv = self.kv
-        chunked = self.config.is_chunked
-        while budget > 0 and len(self.running) < limits.max_num_seqs:
-            view = self.policy.peek(now)
-            if view is None:
-                break
-            req: Request = view  # type: ignore[assignment]  # the mechanism owns the views it gave
-            n = req.num_tokens_to_compute
-            if n > budget and not chunked and (scheduled or n > self.config.max_num_batched_tokens):
-                break  # an empty batch takes the head whole even if the policy shrank the budget
-            if not chunked:
-                budget = max(budget, n)
-            n = min(n, budget)
-            if reserve_all:
-                need = kv.blocks_for(req.num_prompt_tokens + self._reserved_output(req))
-                reserve = need
-            else:
-                need = kv.blocks_for(n)
-                reserve = min(kv.blocks_for(self.policy.kv_reservation_tokens(req)), kv.num_blocks)
-            if kv.num_free < max(need, reserve):
-                break
-            self.policy.pop(req, now)
-            kv.allocate(need)
-            req.num_blocks = need
-            req.status = RequestStatus.RUNNING
-            req.admit_seq = self._admit_seq
-            self._admit_seq += 1
-            if req.first_scheduled_time is None:
-                req.first_scheduled_time = now
-            self.running.append(req)
-            if self._cohort is not None:
-                self._pending.append(req)
-            scheduled.append((req, n))
-            budget -= n
-
     def _shape(self, scheduled: list[tuple[Request, int]]) -> BatchShape:
         p_tokens = p_seqs = pairs = d_seqs = d_ctx = 0
         for req, n in scheduled:
@@ -228,7 +190,7 @@ class Engine:
                                              visible_time=visible_time, decode_time=decode_time)
             return self._cohort.plan_run(limits, now, step_time, first_stop, interval_s, decode_time=decode_time)
         return plan_decode_run(
-            self.running, self.kv.num_free, self.config.block_size, limits, now, step_time, first_stop, interval_s
+            self.running, self.kv.num_free, self.kv.block_size, limits, now, step_time, first_stop, interval_s
         )
 
     def apply_decode_run(self, run: DecodeRun) -> StepOutcome:
@@ -239,7 +201,7 @@ class Engine:
             k = run.num_steps
         else:
             finished, per_tenant, k = apply_decode_run(
-                run, self.running, self.config.block_size, self.kv.allocate, self.kv.free
+                run, self.running, self.kv.block_size, self.kv.allocate, self.kv.free
             )
         if finished:
             self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]

@@ -17,20 +17,35 @@ class EngineConfig:
     """Mechanism settings of one engine replica; `mode` names the engine model (registry.py)."""
 
     mode: str = "vllm"
-    max_num_batched_tokens: int = 2048
-    max_num_seqs: int = 256
+    # None: the engine's default (vllm: 2048 / 256; slora: batch_max_tokens = max(pool / 6, 3072)
+    # and running_max_req_size = 1000, as S-LoRA's launcher sets them).
+    max_num_batched_tokens: int = None  # type: ignore[assignment]  # resolved in __post_init__
+    max_num_seqs: int = None  # type: ignore[assignment]
     block_size: int = 16
-    num_kv_blocks: int = 8192
+    num_kv_blocks: int = 8192  # the pool holds num_kv_blocks * block_size tokens (slora: token-granular)
     enable_chunked_prefill: bool | None = None  # None: the engine's default (on for vllm, never for slora)
-    admission_interval_steps: int = 10  # slora: decode steps between admissions
+    admission_interval_steps: int = 10  # slora: S-LoRA's max_wait_tokens (decode steps before new requests count)
+    kv_admission: str | None = None  # slora: "peak" (S-LoRA's rule, default) or "reserve-all" (the old model)
+    lora_rank: int = 0  # slora: KV tokens 4 x rank per adapter (tenant) in the batch are set aside, as S-LoRA does
 
     def __post_init__(self) -> None:
+        cls = self.engine_class  # an unknown engine name fails here, naming the known ones
+        for name, value in cls.default_limits(self).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         for name in ("max_num_batched_tokens", "max_num_seqs", "block_size", "num_kv_blocks"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.admission_interval_steps < 1:
             raise ConfigError(f"admission_interval_steps must be >= 1, got {self.admission_interval_steps}")
-        self.engine_class.check_config(self)  # unknown engine names and engine-specific rules
+        if self.lora_rank < 0:
+            raise ConfigError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        cls.check_config(self)  # engine-specific rules
+
+    @property
+    def capacity_tokens(self) -> int:
+        """Tokens the KV pool holds."""
+        return self.num_kv_blocks * self.block_size
 
     @property
     def engine_class(self) -> type[Engine]:

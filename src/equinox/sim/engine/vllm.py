@@ -187,3 +187,44 @@ class VllmEngine(Engine):
             self._pending.remove(req)
         self.num_preemptions += 1
         self.policy.requeue(req, now)
+
+    def _admit(
+        self,
+        now: float,
+        limits: BatchLimits,
+        budget: int,
+        scheduled: list[tuple[Request, int]],
+    ) -> None:
+        """Admit waiting requests in the policy's order until the head does not fit (no skipping)."""
+        if self._cohort is not None and self.policy.reads_running_progress and self.policy.num_waiting:
+            self._cohort.refresh_all()  # the policy reads running requests' progress when it admits
+        kv = self.kv
+        chunked = self.config.is_chunked
+        while budget > 0 and len(self.running) < limits.max_num_seqs:
+            view = self.policy.peek(now)
+            if view is None:
+                break
+            req: Request = view  # type: ignore[assignment]  # the mechanism owns the views it gave
+            n = req.num_tokens_to_compute
+            if n > budget and not chunked and (scheduled or n > self.config.max_num_batched_tokens):
+                break  # an empty batch takes the head whole even if the policy shrank the budget
+            if not chunked:
+                budget = max(budget, n)
+            n = min(n, budget)
+            need = kv.blocks_for(n)
+            reserve = min(kv.blocks_for(self.policy.kv_reservation_tokens(req)), kv.num_blocks)
+            if kv.num_free < max(need, reserve):
+                break
+            self.policy.pop(req, now)
+            kv.allocate(need)
+            req.num_blocks = need
+            req.status = RequestStatus.RUNNING
+            req.admit_seq = self._admit_seq
+            self._admit_seq += 1
+            if req.first_scheduled_time is None:
+                req.first_scheduled_time = now
+            self.running.append(req)
+            if self._cohort is not None:
+                self._pending.append(req)
+            scheduled.append((req, n))
+            budget -= n
