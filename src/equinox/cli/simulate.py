@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,19 @@ def _run_one(config: RunConfig, out: str) -> dict[str, Any]:
     }
 
 
+def _check_compared_params(policies: list[str], params: Mapping[str, Any]) -> None:
+    """Every given parameter must belong to at least one compared policy (else it is a typo)."""
+    from equinox.scheduling.policy import policy_param_names
+
+    accepted = {name for p in policies for name in policy_param_names(p)}
+    unused = sorted(set(params) - accepted)
+    if unused:
+        raise ConfigError(
+            f"parameter(s) {', '.join(unused)} belong to none of the compared policies ({', '.join(policies)}); "
+            f"their parameters: {', '.join(sorted(accepted)) or '(none)'}"
+        )
+
+
 def run_compare(args: argparse.Namespace) -> int:
     """`equinox compare`: several policies on the same workload, one table."""
     if args.runs:
@@ -211,13 +225,15 @@ def run_compare(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise ConfigError("--policies is empty; give a comma-separated list, e.g. fcfs,vtc")
-    from equinox.scheduling.policy import make_policy, policy_names
+    from equinox.scheduling.policy import make_policy, params_for_policy, policy_names
 
     known = policy_names()
     for p in policies:
         if p not in known:
             raise ConfigError(f"unknown policy {p!r}; known: {', '.join(known)}")
-    configs = [base.replace(policy=p) for p in policies]
+    _check_compared_params(policies, base.policy_params)
+    # each policy gets only its own parameters (--alpha is Equinox's, cost_function VTC's, ...)
+    configs = [base.replace(policy=p, policy_params=params_for_policy(p, base.policy_params)) for p in policies]
     for c in configs:  # fail fast on a bad policy config (e.g. rpm without a limit)
         from equinox.scheduling.interface import PolicyConfig
 

@@ -114,9 +114,9 @@ def load_curves(runs: Sequence[RunData], path: Path) -> Plot | None:
 
 
 def _alpha_beta(run: RunData) -> tuple[float, float] | None:
-    if run.run_config.get("policy") != "equinox" or run.run_config.get("engine_mode", "vllm") != "vllm":
+    if run.run_config.get("engine_mode", "vllm") != "vllm":
         return None
-    p = run.params()
+    p = run.params()  # alpha and beta exist for policies whose parameters have them (the registry says)
     try:
         return float(p["alpha"]), float(p["beta"])
     except (KeyError, TypeError, ValueError):

@@ -97,15 +97,16 @@ class RunData:
         return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
 
     def params(self) -> dict[str, Any]:
-        """Policy parameters, with Equinox's defaults filled in for alpha and beta."""
-        params = dict(self.run_config.get("policy_params") or {})
-        if self.run_config.get("policy") == "equinox":
-            from equinox.scheduling.policies.equinox_params import EquinoxParams
+        """Policy parameters: those the run set, the policy's defaults (from the registry) for the rest."""
+        from equinox.errors import ConfigError
+        from equinox.scheduling.policy import policy_param_defaults
 
-            defaults = EquinoxParams()
-            params.setdefault("alpha", defaults.alpha)
-            params.setdefault("beta", defaults.beta)
-        return params
+        given = dict(self.run_config.get("policy_params") or {})
+        try:
+            defaults = policy_param_defaults(str(self.run_config.get("policy") or ""))
+        except ConfigError:  # a policy this version does not know (an older run directory)
+            defaults = {}
+        return {**defaults, **given}
 
 
 def floats(values: Iterable[str]) -> list[float]:

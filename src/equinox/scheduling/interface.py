@@ -35,11 +35,12 @@ Three parts of the contract serve every host alike (issues "Engines that tell th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from equinox.errors import ConfigError
 from equinox.request import RequestView
@@ -124,10 +125,32 @@ class Policy(ABC):
     """Decides who is served next and keeps the books on service received."""
 
     name: str = "policy"
+    # The frozen dataclass `PolicyConfig.params` is parsed into (None: the policy takes none).
+    params_class: ClassVar[type[Any] | None] = None
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         self.config = config or PolicyConfig()
         self.platform = Platform.proxy()
+
+    # Typed parameters ------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names `PolicyConfig.params` may hold for this policy (default: the fields of `params_class`)."""
+        if cls.params_class is None:
+            return []
+        return sorted(f.name for f in dataclasses.fields(cls.params_class))
+
+    @classmethod
+    def parse_params(cls, params: Mapping[str, object]) -> Any:
+        """`params` as this policy's typed parameters (None when it takes none); a ConfigError names
+        an unknown or ill-typed key and the valid ones. Default: `params_class.from_mapping(params)`."""
+        if cls.params_class is None:
+            if params:
+                raise ConfigError(
+                    f"policy {cls.name!r} takes no parameters, got {', '.join(map(repr, sorted(params)))}"
+                )
+            return None
+        return cls.params_class.from_mapping(params)
 
     # Host-supplied platform ------------------------------------------------------
     def set_platform(self, platform: Platform) -> None:

@@ -59,6 +59,7 @@ class EquinoxPolicy(CounterPolicy):
     """UFC + RFC -> Holistic Fairness score; MoPE predictions; adaptive batching; KV admission."""
 
     name = "equinox"
+    params_class = EquinoxParams
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)

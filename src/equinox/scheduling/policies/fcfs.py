@@ -17,6 +17,7 @@ class FcfsPolicy(Policy):
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)
+        self.parse_params(self.config.params)  # FCFS and RPM take none: any key is an error naming it
         self._queue = FifoQueue()
 
     def add_request(self, request: RequestView, now: float) -> str | None:

@@ -168,12 +168,23 @@ class VtcPolicy(CounterPolicy):
 
     name = "vtc"
     param_keys: frozenset[str] | None = BASE_KEYS  # None: every VtcParams field
+    params_class = VtcParams
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The VtcParams fields this variant reads."""
+        return super().param_names() if cls.param_keys is None else sorted(cls.param_keys)
+
+    @classmethod
+    def parse_params(cls, params: Mapping[str, object]) -> VtcParams:
+        """Typed VTC parameters; keys this variant does not read are an error naming the valid ones."""
+        return VtcParams.from_mapping(params, cls.name, cls.param_keys)
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config)
         self._charged: set[str] = set()
         cfg = self.config
-        self.params = VtcParams.from_mapping(cfg.params, self.name, self.param_keys)
+        self.params = self.parse_params(cfg.params)
         self._charges = (
             RequestCharges(self.params, cfg.prompt_weight, cfg.output_weight) if self.params.tracks_requests else None
         )
