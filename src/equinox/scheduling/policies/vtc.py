@@ -190,17 +190,30 @@ class VtcPolicy(CounterPolicy):
         )
 
     def export_state(self) -> dict[str, Any]:
-        """Counters plus the running requests whose prompt was charged (not charged again if preempted)."""
-        return {**super().export_state(), "charged": sorted(self._charged)}
+        """Counters plus the running requests whose prompt was charged (not charged again if preempted);
+        with charges that follow requests, what each was charged and the oracle draws' state."""
+        state = {**super().export_state(), "charged": sorted(self._charged)}
+        if self._charges is not None:
+            state["request_charges"] = self._charges.export_state()
+        return state
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
         """Resume counters and the charged running requests."""
         super().restore_state(state)
-        self._charged = set(StateReader(self.name, state).strings("charged"))
+        reader = StateReader(self.name, state)
+        self._charged = set(reader.strings("charged"))
+        if self._charges is not None and reader.has("request_charges"):
+            charges = reader.sub("request_charges")
+            draw = charges.state.get("draw_state")
+            if draw is not None and not isinstance(draw, list):
+                raise charges.error("draw_state", "a list", draw)
+            self._charges.restore_state(charges.number_map("charged_output"), draw)
 
     def charge_admission(self, request: RequestView) -> None:
         """Charge the prompt once (a preempted request re-admitted is not charged again)."""
         if request.request_id in self._charged:
+            if self._charges is not None:
+                self._charges.attach(request)
             return
         self._charged.add(request.request_id)
         cfg = self.config
@@ -228,6 +241,7 @@ class VtcPolicy(CounterPolicy):
         """Forget the request (settling what it generated when charges follow requests)."""
         self._charged.discard(request.request_id)
         if self._charges is not None:
+            self._charges.attach(request)
             amount = self._charges.finish(request.request_id)
             if amount:
                 self.charge(request.tenant, amount / self.config.weight(request.tenant))
@@ -248,7 +262,7 @@ class VtcPolicy(CounterPolicy):
         charges = self._charges
         assert charges is not None
         for request_id, (view, _) in list(charges.running.items()):
-            if tenants is None or view.tenant in tenants:
+            if view is not None and (tenants is None or view.tenant in tenants):
                 amount = charges.settle(request_id)
                 if amount:
                     self.charge(view.tenant, amount / self.config.weight(view.tenant))

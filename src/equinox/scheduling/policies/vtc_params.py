@@ -120,7 +120,9 @@ class RequestCharges:
         self.is_profile = params.cost_function == "profile"
         self.prompt_weight = prompt_weight
         self.output_weight = output_weight
-        self.running: dict[str, tuple[RequestView, float]] = {}  # request id -> (view, output tokens charged)
+        # request id -> (view, output tokens charged); the view is None after a restore until the
+        # host mentions the request again (its output is then settled at the latest on completion)
+        self.running: dict[str, tuple[RequestView | None, float]] = {}
         self.rng = random.Random(params.predict_seed)
 
     def cost(self, num_prompt_tokens: float, num_output_tokens: float) -> float:
@@ -134,9 +136,17 @@ class RequestCharges:
         self.running[request.request_id] = (request, predicted)
         return self.cost(request.num_prompt_tokens, predicted)
 
+    def attach(self, request: RequestView) -> None:
+        """Give a restored entry its view back (the host mentioned the request)."""
+        entry = self.running.get(request.request_id)
+        if entry is not None and entry[0] is None:
+            self.running[request.request_id] = (request, entry[1])
+
     def settle(self, request_id: str) -> float:
         """The charge for output generated beyond what `request_id` was charged so far."""
         view, charged = self.running[request_id]
+        if view is None:
+            return 0.0
         done = view.num_output_tokens_done
         if done <= charged:
             return 0.0
@@ -150,8 +160,26 @@ class RequestCharges:
             return 0.0
         amount = self.settle(request_id)
         view, charged = self.running.pop(request_id)
+        if view is None:
+            return amount
         x, done = view.num_prompt_tokens, view.num_output_tokens_done
         return amount + self.cost(x, done) - self.cost(x, charged)
+
+    def export_state(self) -> dict[str, Any]:
+        """Output tokens charged per running request and the oracle draws' generator state, JSON-safe."""
+        version, internal, gauss = self.rng.getstate()
+        return {"charged_output": {rid: c for rid, (_, c) in self.running.items()},
+                "draw_state": [version, list(internal), gauss]}
+
+    def restore_state(self, charged_output: Mapping[str, float], draw_state: list[Any] | None) -> None:
+        """Resume from `export_state()` (entries get their views back when the host mentions them)."""
+        self.running = {rid: (None, c) for rid, c in charged_output.items()}
+        if draw_state is not None:
+            try:
+                version, internal, gauss = draw_state
+                self.rng.setstate((version, tuple(internal), gauss))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"vtc state: draw_state is not a generator state ({exc})") from None
 
     def copy(self) -> RequestCharges:
         """An independent copy (the policy's fork for `waiting()`)."""
