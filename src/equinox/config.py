@@ -32,6 +32,9 @@ class RunConfig:
     model: str = "llama-2-7b"
     tensor_parallel: int = 1
     cost_model: str = "auto"
+    runtime_scale: float = 1.0  # the serving runtime: every iteration time x this (sim/cost_models/runtime.py)
+    step_overhead_s: float = 0.0  # ... plus this per iteration
+    seq_overhead_s: float = 0.0  # ... plus this per sequence in the iteration
     engine_mode: str = "vllm"
     max_num_batched_tokens: int | None = None  # None: the engine's default (vllm 2048; slora max(pool / 6, 3072))
     max_num_seqs: int | None = None  # None: the engine's default (vllm 256; slora running_max_req_size 1000)

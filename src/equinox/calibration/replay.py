@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,13 @@ class ReplayOptions:
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
+def adapter_rank(run: MeasuredRun) -> int:
+    """The LoRA rank in the artifact's adapter names (`dummy-lora-7b-rank-8-0`): S-LoRA sets 4 x rank
+    KV tokens aside per adapter in the batch even with --no-lora; 0 when the names do not say."""
+    ranks = {int(m.group(1)) for name in run.clients if (m := re.search(r"rank-(\d+)", name))}
+    return ranks.pop() if len(ranks) == 1 else 0
+
+
 def replay_config(run: MeasuredRun, options: ReplayOptions | None = None) -> RunConfig:
     """The RunConfig that replays `run`: its policy, GPU, model, KV pool and S-LoRA's batch limits."""
     opts = options or ReplayOptions()
@@ -45,6 +53,7 @@ def replay_config(run: MeasuredRun, options: ReplayOptions | None = None) -> Run
         max_num_seqs=plat.running_max_req_size, block_size=opts.block_size,
         kv_capacity_tokens=plat.max_total_token_num, tenant_weights=dict(run.scheduler.tenant_weights),
         policy_params=dict(run.scheduler.params), admission_interval_steps=10,  # S-LoRA's max_wait_tokens
+        lora_rank=adapter_rank(run) if opts.engine_mode == "slora" else 0,
     )
     try:
         return config.replace(**opts.overrides)

@@ -47,6 +47,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (see `equinox list`)")
     p.add_argument("--tensor-parallel", "--tp", type=int, dest="tensor_parallel")
     p.add_argument("--cost-model", help="cost model name, or auto (fitted when data exists, else roofline)")
+    p.add_argument("--runtime-scale", type=float, help="multiply every iteration time (a runtime-efficiency factor)")
+    p.add_argument("--step-overhead", type=float, dest="step_overhead_s",
+                   help="seconds the serving runtime adds to every iteration (its loop, RPC, output handling)")
+    p.add_argument("--seq-overhead", type=float, dest="seq_overhead_s",
+                   help="seconds the serving runtime adds per sequence in an iteration")
     p.add_argument("--engine", choices=engine_names(), dest="engine_mode",
                    help="vllm: chunked, decode-first, admit every step; slora: the VTC artifact's engine")
     p.add_argument("--max-num-batched-tokens", "--batch-max-tokens", type=int, dest="max_num_batched_tokens",
@@ -62,7 +67,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="slora: decode steps before waiting requests are considered (S-LoRA's max_wait_tokens, 10)")
     p.add_argument("--kv-admission", choices=("peak", "reserve-all"),
                    help="slora: peak future KV use (S-LoRA's rule, default) or reserve prompt + output up front")
-    p.add_argument("--lora-rank", type=int, help="slora: KV tokens 4 x rank set aside per adapter (tenant) in the batch")
+    p.add_argument("--lora-rank", type=int,
+                   help="slora: KV tokens 4 x rank set aside per adapter (tenant) in the batch")
     p.add_argument("--rpm-limit", type=float, help="requests per minute per tenant (policy rpm)")
     p.add_argument("--weight", action="append", metavar="TENANT=W", help="tenant weight (repeatable)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
@@ -76,7 +82,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 _FIELDS = (
     "workload", "seed", "duration_s", "rate_scale", "num_tenants", "gpu", "model", "tensor_parallel",
-    "cost_model", "engine_mode", "max_num_batched_tokens", "max_num_seqs", "block_size", "num_kv_blocks",
+    "cost_model", "runtime_scale", "step_overhead_s", "seq_overhead_s", "engine_mode", "max_num_batched_tokens",
+    "max_num_seqs", "block_size", "num_kv_blocks",
     "kv_capacity_tokens", "enable_chunked_prefill", "admission_interval_steps", "kv_admission", "lora_rank",
     "rpm_limit", "until_s",
 )

@@ -40,10 +40,14 @@ class RunResult:
 def build_cost_model(config: RunConfig, deployment: Deployment) -> CostModel:
     """The configured cost model (`auto`: a fitted model with data for the deployment, else roofline)."""
     from equinox.sim import cost_models
+    from equinox.sim.cost_models.runtime import with_runtime
 
     if config.cost_model == "auto":
-        return cost_models.default_cost_model(deployment)
-    return cost_models.build_cost_model(config.cost_model, deployment)
+        base = cost_models.default_cost_model(deployment)
+    else:
+        base = cost_models.build_cost_model(config.cost_model, deployment)
+    return with_runtime(base, scale=config.runtime_scale, step_s=config.step_overhead_s,
+                        seq_s=config.seq_overhead_s)
 
 
 def policy_config(config: RunConfig, workload: Workload) -> PolicyConfig:
