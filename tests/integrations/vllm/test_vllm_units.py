@@ -84,6 +84,47 @@ def test_remove_request_aborts_only_waiting_requests() -> None:
     assert q.pop_request() is b
 
 
+def test_queue_iterates_and_indexes_in_policy_order() -> None:
+    """vLLM lists and indexes its waiting queue: both follow the policy, not arrival."""
+    q = make_queue("vtc")
+    for i in range(3):
+        q.add_request(fake_request(f"h{i}", "heavy", prompt=100))
+    q.pop_request()  # heavy charged 100
+    q.add_request(fake_request("l0", "light", prompt=10))  # lifted to heavy's counter
+    q.add_request(fake_request("l1", "light", prompt=10))
+    order = [r.request_id for r in q]
+    assert order == ["h1", "l0", "l1", "h2"]  # tie at 100 -> heavy first seen; then light (110) before heavy (200)
+    assert [q[i].request_id for i in range(len(q))] == order and q[-1].request_id == "h2"
+    assert [q.pop_request().request_id for _ in range(4)] == order  # listing mutated nothing
+    with pytest.raises(IndexError):
+        q[0]
+
+
+def test_fcfs_queue_lists_preempted_requests_first() -> None:
+    q = make_queue("fcfs")
+    a, b = fake_request("a", "t"), fake_request("b", "u")
+    q.add_request(a)
+    q.add_request(b)
+    assert q.pop_request() is a
+    q.prepend_request(a)  # preempted: resumes first, as vLLM's deque lists it
+    assert list(q) == [a, b] and q[0] is a
+
+
+@pytest.mark.parametrize(("policy", "is_refused"), [("priority", True), ("fcfs", False)])
+def test_vllm_priority_scheduling_is_refused_at_construction(policy: str, is_refused: bool) -> None:
+    from equinox.integrations.vllm.scheduler import EquinoxSchedulerMixin
+
+    host = SimpleNamespace(
+        vllm_config=SimpleNamespace(scheduler_config=SimpleNamespace(policy=policy, async_scheduling=False)),
+        eqx_base_name="sync", eqx_policy=make_policy("vtc"),
+    )
+    if not is_refused:
+        EquinoxSchedulerMixin._eqx_check_engine_mode(host)  # type: ignore[arg-type]
+        return
+    with pytest.raises(ConfigError, match=r"--scheduling-policy priority .* start vLLM with --scheduling-policy fcfs"):
+        EquinoxSchedulerMixin._eqx_check_engine_mode(host)  # type: ignore[arg-type]
+
+
 def test_admission_sequence_and_admit_callback() -> None:
     admitted: list[str] = []
     s = PluginSettings()

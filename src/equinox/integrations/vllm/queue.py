@@ -176,7 +176,29 @@ class PolicyWaitingQueue:
         return len(self._waiting)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(list(self._waiting.values()))
+        """Waiting requests in the order the policy would admit them (as vLLM's queues iterate)."""
+        return iter(self.in_policy_order())
+
+    def __getitem__(self, index: int) -> Any:
+        """The request `index` places from the head in policy order (vLLM's FCFS queue is a deque)."""
+        return self.in_policy_order()[index]
+
+    def in_policy_order(self) -> list[Any]:
+        """Every waiting request, in `policy.waiting()` order: O(waiting x log tenants) per call.
+
+        vLLM iterates or indexes its waiting queue only outside the scheduling loop (tests,
+        pause/resume, KV release), never per step. A policy that cannot list its queue, or
+        lists only part of it, has the rest appended in arrival order.
+        """
+        waiting = self._waiting
+        try:
+            listed = [waiting[view.request_id] for view in self.policy.waiting() if view.request_id in waiting]
+        except NotImplementedError:
+            return list(waiting.values())
+        if len(listed) < len(waiting):
+            seen = {str(request.request_id) for request in listed}
+            listed += [request for rid, request in waiting.items() if rid not in seen]
+        return listed
 
     def __contains__(self, request: object) -> bool:
         return str(getattr(request, "request_id", "")) in self._waiting

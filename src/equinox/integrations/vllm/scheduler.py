@@ -123,7 +123,18 @@ class EquinoxSchedulerMixin:
         return log
 
     def _eqx_check_engine_mode(self) -> None:
-        is_async_engine = bool(getattr(self.vllm_config.scheduler_config, "async_scheduling", False))
+        sched = self.vllm_config.scheduler_config
+        vllm_policy = str(getattr(sched, "policy", "fcfs"))  # SchedulerConfig.policy: "fcfs" | "priority"
+        if vllm_policy != "fcfs":
+            # vLLM's priority mode would reorder its block-holding queue and pick preemption
+            # victims by request priority across tenants, overriding the policy's choices.
+            raise ConfigError(
+                f"vLLM's --scheduling-policy {vllm_policy} cannot run under the Equinox scheduler, which "
+                f"orders waiting requests by its own policy ({self.eqx_policy.name!r}) and would silently "
+                "ignore request priorities: start vLLM with --scheduling-policy fcfs (the default), or drop "
+                "--scheduler-cls to use vLLM's own priority scheduling"
+            )
+        is_async_engine = bool(getattr(sched, "async_scheduling", False))
         if is_async_engine and self.eqx_base_name != "async":
             raise ConfigError(
                 "vLLM runs with async scheduling but the Equinox scheduler class has the synchronous "
