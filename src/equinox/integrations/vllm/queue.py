@@ -3,7 +3,8 @@
 vLLM's scheduler asks its `waiting` queue for `peek_request`/`pop_request` and puts
 preempted or skipped requests back with `prepend_request(s)`. `PolicyWaitingQueue`
 implements that duck-typed `RequestQueue` surface on top of `Policy.peek/pop/requeue/abort`,
-so whichever registered policy runs decides who is admitted next. This module never
+so whichever registered policy runs decides who is admitted next; iterating or indexing it
+lists the waiting requests in that same order (`Policy.waiting()`), as vLLM's queues do. This module never
 imports vLLM: it only reads attributes of vLLM's `Request` (request_id, num_prompt_tokens,
 max_tokens, num_computed_tokens, num_output_tokens, num_preemptions, sampling_params).
 """
