@@ -25,6 +25,8 @@ POLICIES = {
     "vtc": ("vtc", {}),
     "lcf": ("lcf", {}),
     "vtc-predict": ("vtc-predict", {"prior_output_tokens": 50}),
+    "vtc-profile": ("vtc", {"cost_function": "profile"}),
+    "vtc-predict-oracle": ("vtc-predict", {"output_predictor": "oracle", "predict_range": 0.3}),
     "equinox": ("equinox", {}),
     "equinox-holistic": ("equinox", {"beta": 0.5, "f_min": 0.3, "latency_scale_s": 0.5}),
     "equinox-fifo-rfc-only": ("equinox", {"alpha": 0.0, "beta": 1.0, "shortest_prompt_first": False}),
@@ -121,11 +123,13 @@ def admitted_until_empty(policy: Policy, now: float) -> list[str]:
 def test_listing_is_the_admission_order(key: str, ops: list[tuple]) -> None:
     policy = make(key)
     now = drive(policy, ops)
+    reference = copy.deepcopy(policy)
     listed = [r.request_id for r in policy.waiting()]
     assert len(listed) == policy.num_waiting
-    assert listed == admitted_until_empty(copy.deepcopy(policy), now)
-    # Listing mutated nothing: the policy itself admits the same sequence.
+    assert listed == admitted_until_empty(reference, now)
+    # Listing mutated nothing: the policy itself admits the same sequence, charging the same.
     assert listed == admitted_until_empty(policy, now)
+    assert policy.counter_breakdown() == reference.counter_breakdown()
 
 
 def test_listing_follows_counters_not_arrivals() -> None:
