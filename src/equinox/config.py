@@ -13,6 +13,7 @@ from typing import Any
 
 from equinox.errors import ConfigError
 from equinox.sim.engine import EngineConfig
+from equinox.sim.frontend import FrontendModel
 from equinox.tomlfile import read_toml
 
 DEFAULT_WORKLOAD = "overload"
@@ -54,6 +55,11 @@ class RunConfig:
     window_s: float = 60.0
     warmup_s: float = 30.0
     until_s: float | None = None
+    # The API server around the engine (sim/frontend.py); all zero: a bare engine.
+    frontend_ingress_s: float = 0.0
+    frontend_ingress_per_token_s: float = 0.0
+    frontend_egress_s: float = 0.0
+    frontend_egress_per_token_s: float = 0.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -86,6 +92,17 @@ class RunConfig:
         for tenant, weight in self.tenant_weights.items():
             if not weight > 0:
                 raise ConfigError(f"weight of tenant {tenant!r} must be > 0, got {weight!r}")
+        for name in ("frontend_ingress_s", "frontend_ingress_per_token_s", "frontend_egress_s",
+                     "frontend_egress_per_token_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+
+    def frontend(self) -> FrontendModel:
+        """The front-end model around the engine (inactive when every frontend_* is zero)."""
+        return FrontendModel(self.frontend_ingress_s, self.frontend_ingress_per_token_s, self.frontend_egress_s,
+                             self.frontend_egress_per_token_s)
 
     def engine_config(self, derived_kv_blocks: int) -> EngineConfig:
         """The mechanism settings, with KV capacity derived from hardware unless given."""

@@ -76,6 +76,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, help="Equinox: weight of the user fairness counter")
     p.add_argument("--beta", type=float, help="Equinox: weight of the resource fairness counter")
     p.add_argument("--until", type=float, dest="until_s", help="stop the simulation at this time, s")
+    p.add_argument("--frontend-ingress", type=float, dest="frontend_ingress_s",
+                   help="API server: seconds from a request's send to the engine seeing it (default 0: bare engine)")
+    p.add_argument("--frontend-ingress-per-token", type=float, dest="frontend_ingress_per_token_s",
+                   help="API server: seconds of queued work per prompt token (tokenisation; bursts queue)")
+    p.add_argument("--frontend-egress", type=float, dest="frontend_egress_s",
+                   help="API server: seconds from the engine's token to the client")
+    p.add_argument("--frontend-egress-per-token", type=float, dest="frontend_egress_per_token_s",
+                   help="API server: seconds per streamed token (a token waits for half of the streams' tokens)")
     p.add_argument("-o", "--out", help="run directory (default runs/<workload>-<policy>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -86,6 +94,7 @@ _FIELDS = (
     "max_num_seqs", "block_size", "num_kv_blocks",
     "kv_capacity_tokens", "enable_chunked_prefill", "admission_interval_steps", "kv_admission", "lora_rank",
     "rpm_limit", "until_s",
+    "frontend_ingress_s", "frontend_ingress_per_token_s", "frontend_egress_s", "frontend_egress_per_token_s",
 )
 
 

@@ -83,21 +83,26 @@ def run_simulation(
     from equinox.metrics.resource import deployment_platform  # per-tenant GPU time for the resource metric
 
     collector = Collector(config.interval_s, flops_of, platform=deployment_platform(deployment))
+    frontend = config.frontend()  # the API server around the engine: zero-cost when inactive
+    requests = frontend.engine_arrivals(workload.requests) if frontend.is_active else workload.requests
     sim = Simulator(
-        workload.requests, scheduler, CostModelBackend(cost_model), collector,
+        requests, scheduler, CostModelBackend(cost_model), collector,
         until=config.until_s, progress=progress, num_requests_hint=len(workload.requests),
     )
     stats = sim.run()
+    records = collector.records
+    if frontend.is_active:
+        records = frontend.client_records(records, {r.request_id: r.arrival_time for r in workload.requests})
     arrival_end = workload.duration_s
     if arrival_end is None:
         arrival_end = workload.requests[-1].arrival_time if workload.requests else 0.0
     summary, matrix = summarise(
-        collector.records, collector.series, weights=pcfg.tenant_weights,
+        records, collector.series, weights=pcfg.tenant_weights,
         peak_flops=deployment.peak_flops, arrival_end_time=arrival_end,
         num_preemptions=collector.num_preemptions, prompt_weight=config.prompt_weight,
         output_weight=config.output_weight, window_s=config.window_s, warmup_s=config.warmup_s,
     )
     return RunResult(
-        config, workload, deployment, engine, cost_model.name, stats, collector.records,
+        config, workload, deployment, engine, cost_model.name, stats, records,
         collector.series, summary, matrix, time.perf_counter() - started,
     )

@@ -7,6 +7,7 @@ import json
 import math
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -16,14 +17,22 @@ from equinox.errors import ConfigError
 from equinox.integrations.vllm.calibration import (
     StepLog,
     api_latency,
+    calibrate_on_run,
     contention,
     engine_ttfts,
+    fit_frontend,
+    frontend_of,
+    frontend_samples,
+    machine_speed,
     read_step_log,
     replay_requests,
     simulate_replay,
     step_samples,
+    time_scaled,
 )
 from equinox.integrations.vllm.loadgen import RequestResult
+from equinox.metrics.collector import RequestRecord
+from equinox.request import RequestSpec
 from equinox.scheduling.interface import PolicyConfig
 from equinox.sim.cost_models.calibrated import (
     Calibration,
@@ -33,6 +42,7 @@ from equinox.sim.cost_models.calibrated import (
     save_calibration,
 )
 from equinox.sim.engine import EngineConfig
+from equinox.sim.frontend import FrontendModel
 from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
 
 REPO = Path(__file__).resolve().parents[3]
@@ -192,6 +202,95 @@ def test_replay_finishes_everything_and_adds_api_latency(policy: str) -> None:
     light = max(o.ttft_s for o in out if o.tenant == "light")
     heavy = max(o.ttft_s for o in out if o.tenant == "heavy")
     assert (light < heavy / 2) if policy == "vtc" else (light > heavy / 2)
+
+
+def test_replay_with_a_calibrated_frontend() -> None:
+    front = FrontendModel(ingress_s=0.004, ingress_per_token_s=2e-5, egress_s=0.002, egress_per_token_s=1e-3)
+    cal = Calibration(TRUE.overhead_s, TRUE.coefficients, metadata={"frontend": front.to_dict()})
+    assert frontend_of(cal) == front
+    engine = EngineConfig(max_num_batched_tokens=512, max_num_seqs=4, block_size=128, num_kv_blocks=1000)
+    requests = replay_requests(flood_results())
+    out = simulate_replay(requests, cal, "vtc", PolicyConfig(), engine)
+    bare = simulate_replay(requests, cal, "vtc", PolicyConfig(), engine, FrontendModel())
+    assert all(o.e2e_s > o.ttft_s == pytest.approx(o.engine_ttft_s) for o in bare)
+    # Ingress: the 20 heavy prompts (300 tokens, sent 1 ms apart) queue in the front-end, 6 ms each.
+    assert out[19].ttft_s - out[19].engine_ttft_s > 20 * 300 * 2e-5 - out[19].send_time
+    assert min(o.ttft_s - o.engine_ttft_s for o in out) >= 0.004 + 0.002 + 1e-3 - 1e-12  # one stream at least
+    assert sum(o.ttft_s for o in out) > sum(b.ttft_s for b in bare)
+    slower = simulate_replay(requests, time_scaled(cal, 2.0), "vtc", PolicyConfig(), engine)
+    assert sum(o.e2e_s for o in slower) > sum(o.e2e_s for o in out)
+
+
+def synthetic_run(front: FrontendModel) -> tuple[list[dict[str, object]], list[RequestResult]]:
+    """A run whose API path follows `front` exactly: the engine's log and the client's results on one clock."""
+    rng = random.Random(5)
+    sends = [(4.0 + 0.002 * k, "heavy", 500) for k in range(12)]
+    sends += [(rng.uniform(0, 10), "light", 40) for _ in range(30)] + [(rng.uniform(0, 10), "medium", 200)
+                                                                      for _ in range(15)]
+    sends.sort()
+    specs = [RequestSpec(f"q{i}", t, 100.0 + s, p, 16) for i, (s, t, p) in enumerate(sends)]
+    arrivals = list(front.engine_arrivals(specs))
+    engine = [(a.arrival_time, a.arrival_time + rng.uniform(0.005, 0.3), rng.uniform(0.05, 0.5)) for a in arrivals]
+    records: list[dict[str, object]] = [{"event": "config", "max_num_batched_tokens": 512, "max_num_seqs": 8,
+                                         "block_size": 128, "num_kv_blocks": 100, "enable_chunked_prefill": True}]
+    engine_recs = []
+    for spec, (arrival, first, span) in zip(specs, engine, strict=True):
+        for event, time in (("arrival", arrival), ("first_token", first), ("finish", first + span)):
+            records.append({"event": event, "request_id": spec.request_id, "tenant": spec.tenant, "time": time})
+        engine_recs.append(RequestRecord_(spec.request_id, arrival, first, first + span))
+    client = front.client_records([r.as_record() for r in engine_recs], {s.request_id: s.arrival_time for s in specs})
+    results = [RequestResult(s.tenant, s.num_prompt_tokens, status=200, send_time=s.arrival_time,
+                             token_times=[c.first_token_time or 0.0], finish_time=c.finish_time or 0.0,
+                             num_output_tokens=16, finish_reason="length") for s, c in zip(specs, client, strict=True)]
+    return records, results
+
+
+@dataclass(frozen=True)
+class RequestRecord_:
+    request_id: str
+    arrival: float
+    first: float
+    finish: float
+
+    def as_record(self) -> RequestRecord:
+        return RequestRecord(self.request_id, "t", self.arrival, 1, 16, 16, self.arrival, self.first, self.finish,
+                             0, 0.0, None)
+
+
+def test_fit_frontend_recovers_a_known_front_end() -> None:
+    true = FrontendModel(ingress_s=0.012, ingress_per_token_s=1e-5, egress_s=0.004, egress_per_token_s=0.003)
+    records, results = synthetic_run(true)
+    samples = {s.tenant: s for s in frontend_samples(records, results)}
+    assert set(samples) == {"heavy", "light", "medium"}
+    assert samples["heavy"].ingress_s > samples["light"].ingress_s  # the burst queued in the front-end
+    fit = fit_frontend(records, results)
+    assert fit.ingress_per_token_s == pytest.approx(true.ingress_per_token_s, rel=1e-6)  # a grid point
+    for name in ("ingress_s", "egress_s", "egress_per_token_s"):
+        assert getattr(fit, name) == pytest.approx(getattr(true, name), rel=1e-3), name
+    assert fit_frontend(*synthetic_run(FrontendModel())) == FrontendModel()
+    with pytest.raises(ValueError, match="tenant 'light': 30 client requests but 29"):
+        frontend_samples([r for r in records if r.get("request_id") != "q1"], results)
+
+
+def test_calibrate_on_run_and_machine_speed(tmp_path: Path) -> None:
+    log = StepLog(tmp_path / "steps.jsonl")
+    log.config(max_num_batched_tokens=512, max_num_seqs=8, block_size=128, num_kv_blocks=100,
+               enable_chunked_prefill=True)
+    records, results = synthetic_run(FrontendModel(ingress_s=0.01))
+    end = min(r.send_time for r in results)  # the run's own iterations (earlier ones are not the workload's)
+    for i, batch in enumerate(synthetic_batches(60, seed=3)):
+        log.step(report(i, batch), schedule_time=end, end_time=end + 2 * TRUE.predict(batch), prev_end_time=end,
+                 was_idle=False)
+        end += 2 * TRUE.predict(batch)
+    log.close()
+    records = read_step_log(tmp_path / "steps.jsonl") + records[1:]
+    cal = calibrate_on_run(records, results)
+    assert frontend_of(cal).ingress_s == pytest.approx(0.01, rel=1e-3)
+    assert cal.coefficients["num_decode_seqs"] == pytest.approx(2 * 8e-5, rel=1e-3)
+    assert machine_speed(records, cal) == pytest.approx(1.0, rel=1e-6)
+    assert machine_speed(records, time_scaled(cal, 0.5)) == pytest.approx(2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="no iteration"):
+        machine_speed(records[-5:], cal)
 
 
 # Real vLLM versus the simulator ---------------------------------------------------------

@@ -10,6 +10,7 @@ batch shape) plus the API server's per-request latency outside the engine.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from equinox.request import RequestSpec
 from equinox.scheduling.interface import PolicyConfig
 from equinox.sim.cost_models.calibrated import CalibratedCostModel, Calibration, fit_calibration
 from equinox.sim.engine import EngineConfig
+from equinox.sim.frontend import FrontendModel
 from equinox.types import BatchShape, StepReport
 
 logger = logging.getLogger(__name__)
@@ -348,13 +350,14 @@ def replay_requests(results: Sequence[RequestResult]) -> list[ReplayRequest]:
 
 def simulate_replay(
     requests: Sequence[ReplayRequest], calibration: Calibration, policy: str, policy_config: PolicyConfig,
-    engine: EngineConfig,
+    engine: EngineConfig, frontend: FrontendModel | None = None,
 ) -> list[ReplayOutcome]:
-    """Run `requests` through the simulator with the calibrated cost model and the API-path latencies.
+    """Run `requests` through the simulator with the calibrated cost model and front-end.
 
-    A request reaches the engine `api_in_s` after it is sent and its tokens reach the client
-    `api_out_s` after the engine produced them; one that finds the engine idle also pays the
-    measured first-iteration-after-idle extra.
+    The front-end is `frontend`, else the calibration's (`frontend_of`); it delays each
+    request's arrival at the engine and each token's delivery to the client
+    (`equinox.sim.frontend`). A request that finds the engine idle also pays the measured
+    first-iteration-after-idle extra.
     """
     from equinox.metrics.collector import Collector
     from equinox.scheduling.policy import make_policy
@@ -362,25 +365,187 @@ def simulate_replay(
     from equinox.sim.engine import make_engine
     from equinox.sim.loop import Simulator
 
-    meta = calibration.metadata
-    in_s, out_s = float(meta.get("api_in_s", 0.0)), float(meta.get("api_out_s", 0.0))
-    idle_s = float(meta.get("idle_step_extra_s", 0.0))
+    front = frontend_of(calibration) if frontend is None else frontend
+    idle_s = float(calibration.metadata.get("idle_step_extra_s", 0.0))
     order = sorted(range(len(requests)), key=lambda i: requests[i].send_time)
-    specs = [RequestSpec(f"r{i:06d}", requests[i].tenant, requests[i].send_time + in_s,
-                         requests[i].num_prompt_tokens, requests[i].num_output_tokens) for i in order]
+    sent = [RequestSpec(f"r{i:06d}", requests[i].tenant, requests[i].send_time, requests[i].num_prompt_tokens,
+                        requests[i].num_output_tokens) for i in order]
+    specs = list(front.engine_arrivals(sent)) if front.is_active else sent
     scheduler = make_engine(engine, make_policy(policy, policy_config))
     collector = Collector(1.0)
     Simulator(specs, scheduler, CostModelBackend(CalibratedCostModel(calibration)), collector,
               num_requests_hint=len(specs)).run()
-    by_id = {rec.request_id: rec for rec in collector.records}
+    engine_side = {rec.request_id: rec for rec in collector.records}
+    client_side = {rec.request_id: rec for rec in front.client_records(
+        collector.records, {s.request_id: s.arrival_time for s in sent})}
     out = []
-    for spec, i in zip(specs, order, strict=True):
-        rec = by_id[spec.request_id]
-        if rec.first_token_time is None or rec.finish_time is None:
+    for spec in specs:
+        rec, client = engine_side[spec.request_id], client_side[spec.request_id]
+        if client.first_token_time is None or client.finish_time is None or rec.first_token_time is None:
             raise RuntimeError(f"simulated request {spec.request_id} did not finish")
         extra = idle_s if rec.first_scheduled_time == rec.arrival_time else 0.0
-        send = requests[i].send_time
-        out.append(ReplayOutcome(spec.tenant, send, rec.num_output_tokens,
-                                 rec.first_token_time + extra + out_s - send, rec.finish_time + extra + out_s - send,
-                                 rec.first_token_time + extra - spec.arrival_time))
+        send = client.arrival_time
+        out.append(ReplayOutcome(spec.tenant, send, rec.num_output_tokens, client.first_token_time + extra - send,
+                                 client.finish_time + extra - send, rec.first_token_time + extra - rec.arrival_time))
     return out
+
+
+def frontend_of(calibration: Calibration) -> FrontendModel:
+    """The calibration's front-end (`frontend` in its metadata; older files: their `api_in_s`/`api_out_s`)."""
+    meta = calibration.metadata
+    if "frontend" in meta:
+        return FrontendModel.from_dict(meta["frontend"], f"calibration {calibration.name!r}: frontend")
+    return FrontendModel(ingress_s=float(meta.get("api_in_s", 0.0)), egress_s=float(meta.get("api_out_s", 0.0)))
+
+
+@dataclass(frozen=True)
+class FrontendSample:
+    """One tenant's measured API path in a real run (means over its requests, seconds)."""
+
+    tenant: str
+    num_requests: int
+    ingress_s: float  # client send to engine arrival
+    first_egress_s: float  # engine first token to client first token
+    first_streams: float  # mean (streams + 1) / 2 at the engine's first tokens
+    finish_egress_s: float  # engine finish to the end of the client's stream
+    finish_streams: float  # mean (streams + 1) / 2 at the engine's finishes
+    first_times: tuple[float, ...] = ()  # the engine's first-token times (same clock as the client's sends)
+    finish_times: tuple[float, ...] = ()  # the engine's finish times
+
+
+def frontend_samples(records: Sequence[Mapping[str, Any]], results: Sequence[RequestResult]) -> list[FrontendSample]:
+    """Per tenant, the measured front-end delays of a run (client results and the engine's step log, one clock).
+
+    Client and engine requests are matched per tenant in order (the engine's request ids are
+    not the client's); means do not depend on the matching. Engine events before the
+    run's first send (a calibration sweep, probes) are ignored.
+    """
+    ok = [r for r in results if r.is_ok]
+    since = min(r.send_time for r in ok) - 1e-3
+    events: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("event") in ("arrival", "first_token", "finish"):
+            events.setdefault(str(r["request_id"]), {"tenant": r["tenant"]})[str(r["event"])] = float(r["time"])
+    runs = [e for e in events.values() if e.get("arrival", -math.inf) >= since and "finish" in e
+            and "first_token" in e]
+    starts = sorted(e["first_token"] for e in runs)
+    ends = sorted(e["finish"] for e in runs)
+
+    def half_streams(time: float) -> float:
+        return (max(bisect.bisect_right(starts, time) - bisect.bisect_left(ends, time), 1) + 1) / 2
+
+    out = []
+    for tenant in dict.fromkeys(str(r.tenant) for r in ok):
+        client = [r for r in ok if r.tenant == tenant]
+        mine = [e for e in runs if e["tenant"] == tenant]
+        if len(mine) != len(client):
+            raise ValueError(f"tenant {tenant!r}: {len(client)} client requests but {len(mine)} in the step log")
+        out.append(FrontendSample(
+            tenant, len(client),
+            statistics.fmean(e["arrival"] for e in mine) - statistics.fmean(r.send_time for r in client),
+            statistics.fmean(r.token_times[0] for r in client) - statistics.fmean(e["first_token"] for e in mine),
+            statistics.fmean(half_streams(e["first_token"]) for e in mine),
+            statistics.fmean(r.finish_time for r in client) - statistics.fmean(e["finish"] for e in mine),
+            statistics.fmean(half_streams(e["finish"]) for e in mine),
+            tuple(e["first_token"] for e in mine), tuple(e["finish"] for e in mine),
+        ))
+    return out
+
+
+def fit_frontend(records: Sequence[Mapping[str, Any]], results: Sequence[RequestResult]) -> FrontendModel:
+    """The `FrontendModel` that best reproduces each tenant's mean front-end delays in one real run.
+
+    Relative least squares over tenants: ingress (the per-token cost by a grid search over the
+    first-come-first-served queue replayed on the run's own sends, the fixed latency in closed
+    form) and egress (fixed latency and per-token cost, non-negative, over each tenant's
+    first-token and end-of-stream delays).
+    """
+    samples = frontend_samples(records, results)
+    ok = sorted((r for r in results if r.is_ok), key=lambda r: r.send_time)
+    sent = [RequestSpec(f"c{i}", str(r.tenant), r.send_time, max(r.num_prompt_tokens, 1), 1)
+            for i, r in enumerate(ok)]
+    best: tuple[float, float, float] | None = None
+    for per_token in (0.0, *(1e-7 * 10 ** (k / 8) for k in range(33))):  # 0.1 us .. 1 ms per token
+        queued: dict[str, list[float]] = {}
+        for spec in FrontendModel(ingress_per_token_s=per_token).engine_arrivals(sent):
+            queued.setdefault(spec.tenant, []).append(spec.arrival_time)
+        model = {t: statistics.fmean(v) - statistics.fmean(s.arrival_time for s in sent if s.tenant == t)
+                 for t, v in queued.items()}
+        weights = [(1 / max(s.ingress_s, 1e-4) ** 2, s.ingress_s - model[s.tenant]) for s in samples]
+        fixed = max(sum(w * d for w, d in weights) / sum(w for w, _ in weights), 0.0)
+        cost = sum(w * (d - fixed) ** 2 for w, d in weights)
+        if best is None or cost < best[0]:
+            best = (cost, per_token, fixed)
+    assert best is not None
+    # Egress net of the ingress work the front-end still had queued when each token left the engine.
+    sends = [s.arrival_time for s in sent]
+    dones = [s.arrival_time for s in FrontendModel(ingress_per_token_s=best[1]).engine_arrivals(sent)]
+
+    def backlog(times: Sequence[float]) -> float:
+        return statistics.fmean(max(dones[k] - t, 0.0) if (k := bisect.bisect_right(sends, t) - 1) >= 0 else 0.0
+                                for t in times)
+
+    points = [(s.first_streams, s.first_egress_s - backlog(s.first_times)) for s in samples]
+    points += [(s.finish_streams, s.finish_egress_s - backlog(s.finish_times)) for s in samples]
+    egress_s, per_token_s = _fit_line_non_negative(points)
+    return FrontendModel(ingress_s=best[2], ingress_per_token_s=best[1], egress_s=egress_s,
+                         egress_per_token_s=per_token_s)
+
+
+def _fit_line_non_negative(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """(a, b) >= 0 minimising sum(((a + b x - y) / y)^2) over the points with y > 0."""
+    pts = [(1 / y**2, x, y) for x, y in points if y > 0]
+    if not pts:
+        return 0.0, 0.0
+    sw, sx, sy = sum(w for w, _, _ in pts), sum(w * x for w, x, _ in pts), sum(w * y for w, _, y in pts)
+    sxx, sxy = sum(w * x * x for w, x, _ in pts), sum(w * x * y for w, x, y in pts)
+    candidates = [(sy / sw, 0.0), (0.0, sxy / sxx if sxx > 0 else 0.0)]
+    det = sw * sxx - sx * sx
+    if det > 1e-12 * sw * sxx:
+        slope = (sw * sxy - sx * sy) / det
+        candidates.append(((sy - slope * sx) / sw, slope))
+    feasible = [(a, b) for a, b in candidates if a >= 0 and b >= 0] or [(0.0, 0.0)]
+    return min(feasible, key=lambda ab: sum(w * (ab[0] + ab[1] * x - y) ** 2 for w, x, y in pts))
+
+
+def calibrate_on_run(records: Sequence[Mapping[str, Any]], results: Sequence[RequestResult],
+                     name: str = "vllm-cpu-run") -> Calibration:
+    """Cost model and front-end fitted on one real run of a workload (its step log and client results).
+
+    The cost model is fitted on the run's own iterations (the batch shapes the workload
+    produces, under the machine's load at the time), the front-end by `fit_frontend`.
+    """
+    since = min(r.send_time for r in results if r.is_ok) - 1e-3
+    recent = [r for r in records if r.get("event") != "step" or float(r["schedule_time"]) >= since]
+    batches, durations = step_samples(recent)
+    front = fit_frontend(records, results)
+    meta = {"engine": engine_config(records), "frontend": front.to_dict(),
+            "source": "one real run: vLLM step log (EQUINOX_VLLM_STEP_LOG) and client results"}
+    calib = fit_calibration(batches, durations, name=name, metadata=meta)
+    idle = idle_step_extra_s(recent, calib)
+    return Calibration(calib.overhead_s, calib.coefficients, name, {**calib.metadata, "idle_step_extra_s": idle})
+
+
+def machine_speed(records: Sequence[Mapping[str, Any]], calibration: Calibration) -> float:
+    """Measured / predicted total time of the iterations in `records`: how much slower (> 1) the machine ran them.
+
+    On a shared machine the engine's speed drifts with the other jobs' load (iteration times
+    of the same batches differed 1.8x between two runs five minutes apart here); this one
+    figure, read from the engine's own log, lets a replay run at the speed of the run it
+    replays (`time_scaled`).
+    """
+    batches, durations = step_samples([r for r in records if r.get("event") == "step"])
+    predicted = sum(calibration.predict(b) for b in batches)
+    if not predicted or not durations:
+        raise ValueError("no iteration in these step-log records to measure the machine's speed on")
+    return sum(durations) / predicted
+
+
+def time_scaled(calibration: Calibration, factor: float) -> Calibration:
+    """The calibration with its cost model `factor` times slower (the front-end and metadata unchanged).
+
+    The front-end is left alone on purpose: its measured delays did not follow the engine's
+    speed between runs (issue 10 item 4, docs/results.md).
+    """
+    return Calibration(calibration.overhead_s * factor, {k: v * factor for k, v in calibration.coefficients.items()},
+                       calibration.name, {**calibration.metadata, "time_scale": factor})
