@@ -34,6 +34,7 @@ class RunConfig:
     tensor_parallel: int = 1
     cost_model: str = "auto"
     runtime_scale: float = 1.0  # the serving runtime: every iteration time x this (sim/cost_models/runtime.py)
+    decode_scale: float | None = None  # ... decode-only iterations x this instead (None: runtime_scale)
     step_overhead_s: float = 0.0  # ... plus this per iteration
     seq_overhead_s: float = 0.0  # ... plus this per sequence in the iteration
     engine_mode: str = "vllm"

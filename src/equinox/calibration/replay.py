@@ -11,18 +11,31 @@ from equinox.calibration.fidelity import Comparison, Row, figures
 from equinox.calibration.vtc_measured import MeasuredRun
 from equinox.config import RunConfig
 from equinox.errors import ConfigError
-from equinox.sim.cost_model import COST_MODELS, CostModel
-from equinox.sim.hardware import Deployment
-from equinox.types import BatchShape
+
+# The serving runtime's cost on top of each GPU's cost model, per GPU, as RunConfig fields
+# (sim/cost_models/runtime.py), fitted by `benchmarks/engine_fidelity.py --fit` on the fit half
+# of the measured runs (docs/results.md, "Engine fidelity", has the fit's log). A10G: the
+# artifact's own profile (`vtc-a10g`) plus S-LoRA's per-iteration overhead; A100: the
+# calibrated roofline for Llama-2-13B (no profile covers it) times a runtime-efficiency factor.
+SLORA_RUNTIME: dict[str, dict[str, float]] = {
+    "a10g": {"step_overhead_s": 0.004, "seq_overhead_s": 0.0},
+    "a100-80gb": {"runtime_scale": 1.15, "step_overhead_s": 0.0},
+}
+
+
+def _fitted_runtime() -> dict[str, dict[str, float]]:
+    return {gpu: dict(fields) for gpu, fields in SLORA_RUNTIME.items()}
 
 
 @dataclass(frozen=True)
 class ReplayOptions:
     """How to replay: the engine and cost model, and changes to the run config (engine variants).
 
-    `time_scale` multiplies every iteration time on a GPU (`{"a100-80gb": 1.2}`): a
-    runtime-efficiency factor, fitted on one half of the runs (benchmarks/engine_fidelity.py).
-    `overrides` are RunConfig fields applied last (e.g. `{"block_size": 16}`).
+    `runtime` holds, per GPU, the serving runtime's cost on top of the cost model as RunConfig
+    fields (`runtime_scale`, `decode_scale`, `step_overhead_s`, `seq_overhead_s`; see
+    sim/cost_models/runtime.py); default: SLORA_RUNTIME, fitted on one half of the runs.
+    `time_scale` is the shorthand `{gpu: runtime_scale}`. `overrides` are RunConfig fields
+    applied last (e.g. `{"block_size": 16}`).
     """
 
     engine_mode: str = "slora"
@@ -30,6 +43,14 @@ class ReplayOptions:
     cost_model: str = "auto"
     time_scale: Mapping[str, float] = field(default_factory=dict)
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    runtime: Mapping[str, Mapping[str, float]] = field(default_factory=_fitted_runtime)
+
+    def runtime_of(self, gpu: str) -> dict[str, float]:
+        """The runtime's RunConfig fields on `gpu`."""
+        fields = dict(self.runtime.get(gpu, {}))
+        if gpu in self.time_scale:
+            fields["runtime_scale"] = float(self.time_scale[gpu])
+        return fields
 
 
 def adapter_rank(run: MeasuredRun) -> int:
@@ -44,9 +65,6 @@ def replay_config(run: MeasuredRun, options: ReplayOptions | None = None) -> Run
     opts = options or ReplayOptions()
     plat = run.platform
     cost_model = opts.cost_model
-    scale = float(opts.time_scale.get(plat.gpu, 1.0))
-    if scale != 1.0:
-        cost_model = scaled_cost_model(cost_model, scale)
     config = RunConfig(
         workload=run.name, policy=run.scheduler.policy, gpu=plat.gpu, model=plat.model, cost_model=cost_model,
         engine_mode=opts.engine_mode, max_num_batched_tokens=plat.batch_max_tokens,
@@ -56,7 +74,7 @@ def replay_config(run: MeasuredRun, options: ReplayOptions | None = None) -> Run
         lora_rank=adapter_rank(run) if opts.engine_mode == "slora" else 0,
     )
     try:
-        return config.replace(**opts.overrides)
+        return config.replace(**opts.runtime_of(plat.gpu), **opts.overrides)
     except TypeError as exc:
         raise ConfigError(f"bad engine override: {exc}") from None
 
@@ -96,34 +114,3 @@ def replay(run: MeasuredRun, options: ReplayOptions | None = None) -> Replay:
         figures(sim_rows, weights, arrival_end_time=end),
     )
     return Replay(run, config, result.cost_model_name, comparison, len(run.requests) - len(sim_rows), result.wall_s)
-
-
-class ScaledCostModel:
-    """A cost model whose every iteration takes `scale` times as long (a runtime-efficiency factor)."""
-
-    def __init__(self, base: CostModel, scale: float) -> None:
-        self.base = base
-        self.scale = scale
-        self.name = f"{base.name}*{scale:.4g}"
-
-    def iteration_time(self, batch: BatchShape) -> float:
-        """The base model's time, scaled."""
-        return self.scale * self.base.iteration_time(batch)
-
-
-def scaled_cost_model(base: str, scale: float) -> str:
-    """Register (once) and return the name of cost model `base` scaled by `scale`."""
-    if not scale > 0:
-        raise ConfigError(f"time scale must be > 0, got {scale!r}")
-    name = f"{base}*{scale:.6g}"
-    if name not in COST_MODELS:
-
-        def build(deployment: Deployment) -> CostModel:
-            from equinox.sim import cost_models
-
-            inner = (cost_models.default_cost_model(deployment) if base == "auto"
-                     else cost_models.build_cost_model(base, deployment))
-            return ScaledCostModel(inner, scale)
-
-        COST_MODELS.register(name, build, f"{base} with every iteration time x{scale:.6g}")
-    return name

@@ -47,7 +47,7 @@ def build_cost_model(config: RunConfig, deployment: Deployment) -> CostModel:
     else:
         base = cost_models.build_cost_model(config.cost_model, deployment)
     return with_runtime(base, scale=config.runtime_scale, step_s=config.step_overhead_s,
-                        seq_s=config.seq_overhead_s)
+                        seq_s=config.seq_overhead_s, decode_scale=config.decode_scale)
 
 
 def policy_config(config: RunConfig, workload: Workload) -> PolicyConfig:
