@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from equinox.experiments.spec import ExperimentSet, RunSpec
 from equinox.report import series
@@ -74,7 +75,7 @@ def _comparisons(exp: ExperimentSet, specs: Sequence[RunSpec], runs: Sequence[Ru
 
 
 def results_markdown(exp: ExperimentSet, tables: Sequence[Table], command: str, quick: bool,
-                     failures: Sequence[str] = ()) -> str:
+                     failures: Sequence[str] = (), plots: Sequence[str] = ()) -> str:
     """results.md: every table with the exact command that produced it."""
     lines = [f"# Experiment `{exp.name}`{' (quick)' if quick else ''}", "", exp.description[0].upper()
              + exp.description[1:] + ".", "", f"Every table below was produced by `{command}` "
@@ -84,6 +85,8 @@ def results_markdown(exp: ExperimentSet, tables: Sequence[Table], command: str, 
         lines += [f"- {f}" for f in failures] + [""]
     for table in tables:
         lines += [f"## {table.title}", "", f"Produced by `{command}`.", "", markdown(table), ""]
+    if plots:
+        lines += ["## Figures", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += ["Metric definitions:", ""] + [f"- {n}" for n in METRIC_NOTES]
     lines += ["- rate scale: multiplier on the workload's arrival rates; loads given as 'x capacity' are "
               "relative to the platform's saturated throughput on that workload (a short overloaded FCFS probe, "

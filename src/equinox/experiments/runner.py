@@ -171,17 +171,25 @@ def _write_outputs(exp: ExperimentSet, specs: Sequence[RunSpec], run_dirs: Seque
                    quick: bool, command: str | None, failures: list[str],
                    progress: ProgressFn | None) -> tuple[Path, Path]:
     from equinox.report import ReportOptions, load_run, write_report
+    from equinox.report.plots import Plot
 
     out = runs_root.parent
     runs = [load_run(d, str(d.relative_to(runs_root))) for d in run_dirs]  # labels as in the spec paths
     detail = [r.label for r, s in zip(runs, specs, strict=True) if s.is_detailed]
     cmd = command or f"equinox experiment {exp.name}" + (" --quick" if quick else "")
     tables = results_tables(exp, specs, runs)
+    extra_plots: list[Plot] = []
+    if exp.analyse is not None:
+        # Drawn before the report, which clears stale figures only of its own kinds (*.png it rewrites).
+        analysis_tables, extra_plots = exp.analyse(specs, runs, out / "report" / "analysis")
+        tables = [*analysis_tables, *tables]
     options = ReportOptions(title=f"Equinox experiment: {exp.name}" + (" (quick)" if quick else ""), command=cmd,
                             detail_labels=detail, max_scenarios=exp.max_scenarios, extra_tables=tables,
-                            failures=tuple(failures))
+                            failures=tuple(failures), extra_plots=extra_plots,
+                            extra_plots_title="Pareto views and analysis")
     report = write_report(runs, out / "report", options,
                           progress=(lambda d, t: progress("report", d, t)) if progress else None)
     results = out / "results.md"
-    results.write_text(results_markdown(exp, tables, cmd, quick, failures), encoding="utf-8")
+    plot_links = [str(p.path.relative_to(out)) for p in extra_plots]
+    results.write_text(results_markdown(exp, tables, cmd, quick, failures, plot_links), encoding="utf-8")
     return report.html, results

@@ -1,9 +1,11 @@
-"""The named experiment sets: paper, vtc-suites, load-sweep, alpha-beta (issue #6)."""
+"""The named experiment sets: paper, vtc-suites, load-sweep, alpha-beta (issue #6), holistic (issue 11)."""
 
 from __future__ import annotations
 
 from equinox.config import RunConfig
 from equinox.errors import UnknownNameError
+from equinox.experiments.holistic import holistic_specs
+from equinox.experiments.pareto import holistic_analysis
 from equinox.experiments.spec import ExperimentSet, RunSpec
 
 # (gpu, model, tensor parallel): the paper's three platforms, plus a 70B model on several GPUs.
@@ -124,6 +126,12 @@ EXPERIMENTS: dict[str, ExperimentSet] = {
                       comparisons=(("equinox", "vtc"),), max_scenarios=0),
         ExperimentSet("alpha-beta", "Equinox's fairness/throughput surface as alpha and beta move", _alpha_beta,
                       max_scenarios=0),
+        ExperimentSet(
+            "holistic", "scenarios where user-side and resource-side fairness disagree (prefill- vs decode-heavy, "
+            "long context, bursty vs steady, weighted, LMSYS-shaped; one mix on A10G, A100 and H100), "
+            "Equinox's knobs swept against VTC, FCFS, RPM and VTC on its artifact engine", holistic_specs,
+            comparisons=(("equinox", "vtc"), ("equinox", "vtc@slora")), max_scenarios=0,
+            analyse=holistic_analysis),
     )
 }
 

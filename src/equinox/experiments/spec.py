@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from equinox.config import RunConfig
+
+if TYPE_CHECKING:
+    from equinox.report.load import RunData
+    from equinox.report.plots import Plot
+    from equinox.report.tables import Table
+
+# (specs, their loaded runs, plot directory) -> extra tables and figures for the report and results.md
+Analysis = Callable[[Sequence["RunSpec"], Sequence["RunData"], Path], tuple[list["Table"], list["Plot"]]]
 
 PROBE_RATE_SCALE = 20.0  # far past saturation on every platform we ship
 PROBE_DURATION_S = 60.0
@@ -87,6 +97,7 @@ class ExperimentSet:
     comparisons: tuple[tuple[str, str], ...] = ()
     max_scenarios: int | None = None  # scenario figures in the report (None: all)
     notes: Mapping[str, str] = field(default_factory=dict)
+    analyse: Analysis | None = None  # experiment-specific tables and figures (e.g. Pareto views)
 
     def specs(self, quick: bool) -> list[RunSpec]:
         """The runs, checked for duplicate paths."""

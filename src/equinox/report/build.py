@@ -29,6 +29,8 @@ class ReportOptions:
     max_scenarios: int | None = None  # scenario comparison figures for the first N scenarios (None: all)
     extra_tables: Sequence[Table] = ()  # experiment-specific tables, shown first
     failures: Sequence[str] = ()  # runs an experiment could not make, listed at the top
+    extra_plots: Sequence[Plot] = ()  # experiment-specific figures, in their own section after the summary
+    extra_plots_title: str = "Experiment figures"
 
 
 @dataclass
@@ -80,6 +82,9 @@ def write_report(
     for i, table in enumerate(opts.extra_tables):
         csvs.append(write_csv(table, out / f"{slug(table.title).lower() or f'table-{i}'}.csv"))
     sections = [Section("Summary", "summary", tables=[*opts.extra_tables, summary])]
+    if opts.extra_plots:
+        sections.append(Section(opts.extra_plots_title, slug(opts.extra_plots_title).lower(),
+                                plots=list(opts.extra_plots)))
     compare = comparison_plots(runs, plot_dir, max_scenarios=opts.max_scenarios)
     if progress:
         progress(1, total)
@@ -87,7 +92,7 @@ def write_report(
         sections.append(Section("Comparisons", "comparisons", plots=compare,
                                 intro=f"{len(scenarios(runs))} scenario(s); a scenario is one workload on one "
                                       "platform at one load, run under each policy."))
-    all_plots = list(compare)
+    all_plots = [*opts.extra_plots, *compare]
     for i, run in enumerate(detail, start=2):
         plots = run_plots(run, plot_dir)
         all_plots.extend(plots)
@@ -106,11 +111,12 @@ def write_report(
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     md_path = out / "report.md"
-    md_path.write_text(_markdown(opts, runs, sections, problems), encoding="utf-8")
+    md_path.write_text(_markdown(opts, runs, sections, problems, out), encoding="utf-8")
     return ReportResult(out, html_path, md_path, csvs, all_plots, problems)
 
 
-def _markdown(opts: ReportOptions, runs: Sequence[RunData], sections: Sequence[Section], problems: list[str]) -> str:
+def _markdown(opts: ReportOptions, runs: Sequence[RunData], sections: Sequence[Section], problems: list[str],
+              out: Path) -> str:
     lines = [f"# {opts.title}", ""]
     if opts.command:
         lines += [f"Produced by `{opts.command}`.", ""]
@@ -126,6 +132,7 @@ def _markdown(opts: ReportOptions, runs: Sequence[RunData], sections: Sequence[S
         for table in sec.tables:
             lines += [f"### {table.title}", "", markdown(table), ""]
         for plot in sec.plots:
-            lines += [f"![{plot.title}](plots/{plot.path.name})", "", f"*{plot.title}.* {plot.caption}", ""]
+            link = plot.path.relative_to(out) if plot.path.is_relative_to(out) else plot.path
+            lines += [f"![{plot.title}]({link.as_posix()})", "", f"*{plot.title}.* {plot.caption}", ""]
     lines += ["## Definitions", ""] + [f"- {n}" for n in METRIC_NOTES] + [""]
     return "\n".join(lines)

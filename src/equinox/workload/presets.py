@@ -42,6 +42,7 @@ PRESET_NAMES = (
     "azure-conv",
     "mooncake-conv",
     "servegen-multitenant",
+    "lmsys-chat",
 )
 DEFAULT_DURATION_S = 600.0
 DEFAULT_PRESET_TENANTS = 4
@@ -222,10 +223,11 @@ def _parse_query(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def known_workloads() -> list[str]:
-    """Every preset and VTC suite name."""
+    """Every preset, VTC suite and scenario name."""
+    from equinox.workload.scenarios import SCENARIOS
     from equinox.workload.suites import SUITES
 
-    return sorted(PRESET_NAMES) + sorted(SUITES)
+    return sorted(PRESET_NAMES) + sorted(SUITES) + sorted(SCENARIOS)
 
 
 def resolve(
@@ -236,12 +238,18 @@ def resolve(
     rate_scale: float = 1.0,
     num_tenants: int | None = None,
 ) -> Workload:
-    """A VTC suite name, a preset name, or a trace path (format detected), each with optional
-    `?key=value&...` options (files: format, tenants, skip_bad, rate, tokenizer, start_s;
+    """A VTC suite name, a preset name, a scenario name, or a trace path (format detected), each with
+    optional `?key=value&...` options (files: format, tenants, skip_bad, rate, tokenizer, start_s;
     presets: tenants, day_s)."""
+    from equinox.workload.scenarios import generate_scenario, scenario_key
     from equinox.workload.suites import generate_suite, suite_key
 
     name, opts = _parse_query(spec.strip())
+    if scenario_key(name) is not None:
+        if opts:
+            raise ConfigError(f"scenarios take no options, got {', '.join(opts)}")
+        return generate_scenario(name, seed=seed, duration_s=duration_s, rate_scale=rate_scale,
+                                 num_tenants=num_tenants)
     if suite_key(name) is not None:
         if opts:
             raise ConfigError(f"VTC suites take no options, got {', '.join(opts)}")
@@ -285,11 +293,13 @@ def _float_opt(opts: dict[str, str], key: str) -> float | None:
 
 
 def catalogue() -> list[tuple[str, str]]:
-    """(name, one-line description) of every VTC suite and preset, for `equinox list`."""
+    """(name, one-line description) of every VTC suite, preset and scenario, for `equinox list`."""
+    from equinox.workload.scenarios import SCENARIOS
     from equinox.workload.suites import SUITES
 
     out = [(name, f"VTC suite: {s.description}, {s.duration_s:g} s") for name, s in SUITES.items()]
     for name in PRESET_NAMES:
         st = preset_stats(name)
         out.append((name, f"preset: {st['description']} [{st['source']['licence']}]"))
+    out += [(name, f"scenario: {sc.description}") for name, sc in SCENARIOS.items()]
     return out
