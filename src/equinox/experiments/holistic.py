@@ -9,7 +9,6 @@ H100-80GB with the calibrated roofline (one cost-model family across the three),
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +22,8 @@ CROSS_GPUS = ("a10g", "a100-80gb", "h100-80gb")
 SCENARIOS_FULL = ("holistic-prefill-decode", "holistic-long-context", "holistic-bursty", "holistic-weighted",
                   "holistic-lmsys")
 SCENARIOS_QUICK = ("holistic-prefill-decode", "holistic-lmsys")
-# The serving runtime around VTC's artifact engine, as benchmarks/engine_fidelity.py FITTED_RUNTIME fits it
-# against the artifact's measured runs (no fit exists for the H100: the bare engine there).
-ARTIFACT_RUNTIME: Mapping[str, Mapping[str, float]] = {
-    "a10g": {"step_overhead_s": 0.004},
-    "a100-80gb": {"runtime_scale": 1.15},
-}
+# VTC on its artifact engine runs with the serving runtime that benchmarks/engine_fidelity.py fits against
+# the artifact's measured runs (calibration/replay.py SLORA_RUNTIME; no fit for the H100: the bare engine).
 BASELINES = ("vtc", "fcfs", "rpm", "vtc@slora", "equinox")
 
 
@@ -90,7 +85,9 @@ def _baseline(base: RunConfig, policy: str, path: str, section: str, labels: tup
     config = base
     if policy == "vtc@slora":  # VTC as its artifact ran it: S-LoRA's engine and runtime
         name, engine = "vtc", "slora"
-        config = config.replace(**ARTIFACT_RUNTIME.get(base.gpu, {}))
+        from equinox.calibration.replay import SLORA_RUNTIME
+
+        config = config.replace(**SLORA_RUNTIME.get(base.gpu, {}))
     config = config.replace(policy=name, engine_mode=engine, rpm_limit=1.0 if name == "rpm" else None)
     return RunSpec(path, config, section, (*labels, ("policy", policy)), policy, RHO,
                    RPM_SHARE if name == "rpm" else None, is_detailed=False)
