@@ -8,6 +8,7 @@ or a trace path whose format is detected. Heavier modules load lazily so that
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from equinox.workload.schema import Workload
@@ -81,4 +82,8 @@ def load_workload(
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if duration_s is not None and not (0 < duration_s < math.inf):
+        raise ConfigError(f"duration must be a finite number of seconds > 0, got {duration_s!r}")
+    if not (0 < rate_scale < math.inf):
+        raise ConfigError(f"rate scale must be a finite number > 0, got {rate_scale!r}")
     return resolve(spec, seed=seed, duration_s=duration_s, rate_scale=rate_scale, num_tenants=num_tenants)

@@ -99,6 +99,17 @@ class Piecewise:
 # Arrival processes.
 
 
+MAX_ARRIVALS = 100_000_000  # one tenant's arrivals in one workload (a 1M-request run is already large)
+
+
+def check_arrival_count(expected: float) -> float:
+    """`expected` arrivals, or ConfigError when no run could hold them (absurd rate or duration)."""
+    if not expected <= MAX_ARRIVALS:  # also catches inf and nan
+        raise ConfigError(f"the workload would have about {expected:.3g} arrivals for one tenant (at most "
+                          f"{MAX_ARRIVALS:,}); lower the rate scale or the duration")
+    return expected
+
+
 class ArrivalProcess(Protocol):
     """Sorted arrival times in [0, duration_s)."""
 
@@ -118,7 +129,7 @@ class UniformArrivals:
         if self.rate <= 0:
             return np.empty(0)
         phase = rng.random() if self.random_phase else 0.0
-        n = int(self.rate * duration_s)
+        n = int(check_arrival_count(self.rate * duration_s))
         t = (phase + np.arange(n)) / self.rate
         return t[t < duration_s]
 
@@ -148,7 +159,7 @@ class RenewalArrivals:
         if total <= 0:
             return np.empty(0)
         k = 1.0 / (self.cv * self.cv)
-        n = int(total + 6 * math.sqrt(total) * self.cv + 16)
+        n = int(check_arrival_count(total) + 6 * math.sqrt(total) * self.cv + 16)
         ops = np.cumsum(rng.gamma(k, 1.0 / k, size=n))
         while ops[-1] < total:
             ops = np.concatenate([ops, ops[-1] + np.cumsum(rng.gamma(k, 1.0 / k, size=n))])

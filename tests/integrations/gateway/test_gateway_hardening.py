@@ -191,3 +191,15 @@ def test_bench_through_the_gateway_samples_counters_with_the_admin_key(fake: Any
     assert result.stats["num_errors"] == 0, result.stats
     rows = (tmp_path / "run" / "counters.csv").read_text().splitlines()
     assert len(rows) > 1 and any("alice" in r for r in rows[1:])
+
+
+def test_completions_cannot_smuggle_max_completion_tokens(fake: Any, gateway: Any) -> None:
+    backend, fstate = fake()
+    gw = gateway([backend.url])
+    r = httpx.post(gw.url + "/v1/completions", headers=auth("alice"),
+                   json={"model": MODEL, "prompt": "x", "max_completion_tokens": 10**15})
+    assert r.status_code == 400 and "max_completion_tokens" in r.json()["error"]["message"]
+    r = httpx.post(gw.url + "/v1/completions", headers=auth("alice"),
+                   json={"model": MODEL, "prompt": "x", "max_completion_tokens": 7, "max_tokens": 2})
+    assert r.json()["usage"]["completion_tokens"] == 2
+    assert (fstate.recent[-1]["max_completion_tokens"], fstate.recent[-1]["max_tokens"]) == (2, 2)

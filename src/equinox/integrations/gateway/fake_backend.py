@@ -139,8 +139,8 @@ class FakeBackend:
         st = self.state
         if st.mode == "stall":
             await asyncio.sleep(3600)
-        # vLLM's order: max_completion_tokens first, then max_tokens (the gateway must charge that one)
-        n = int(doc.get("max_completion_tokens") or doc.get("max_tokens") or 16)
+        # as vLLM: chat reads max_completion_tokens first, then max_tokens; completions only max_tokens
+        n = int((doc.get("max_completion_tokens") if is_chat else None) or doc.get("max_tokens") or 16)
         prompt_tokens = len(str(doc.get("prompt") or doc.get("messages") or "").split())
         rid = f"fake-{st.num_requests}"
         is_stream = bool(doc.get("stream"))

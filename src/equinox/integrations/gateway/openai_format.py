@@ -51,22 +51,21 @@ def json_depth(doc: Any) -> int:
     return deepest
 
 
-OUTPUT_FIELDS_CHAT = ("max_completion_tokens", "max_tokens")  # vLLM reads max_completion_tokens first
-OUTPUT_FIELDS_TEXT = ("max_tokens",)
+OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
 def output_limit(payload: dict[str, Any], limit: int, *, is_chat: bool) -> int:
     """The output-token bound the backend will use; rewrites `payload` so every backend uses that one bound.
 
-    Each output-limit field present must be a positive integer within `limit` (ValueError
-    otherwise). Chat requests may carry both `max_completion_tokens` and `max_tokens`;
-    vLLM honours the first, other servers may honour the second, so both are set to the
-    value vLLM would use: the policy is charged what any backend generates (issue #12).
-    Without any, `max_tokens` is set to `limit`.
+    Both output-limit fields, when present, must be positive integers within `limit`
+    (ValueError otherwise), on both endpoints. vLLM reads `max_completion_tokens` first
+    for chat and ignores it for text completions; other OpenAI-compatible servers may read
+    either, so every field present is set to the bound vLLM uses, and the policy is
+    charged what any backend generates (issue #12). Without a bound, `max_tokens` is set
+    to `limit`.
     """
-    fields = OUTPUT_FIELDS_CHAT if is_chat else OUTPUT_FIELDS_TEXT
     values: dict[str, int] = {}
-    for name in fields:
+    for name in OUTPUT_FIELDS:
         value = payload.get(name)
         if value is None:
             payload.pop(name, None)
@@ -76,10 +75,9 @@ def output_limit(payload: dict[str, Any], limit: int, *, is_chat: bool) -> int:
         if value > limit:
             raise ValueError(f"{name}={value} exceeds this API key's limit of {limit}")
         values[name] = value
-    if not values:
-        payload["max_tokens"] = limit
-        return limit
-    bound = values[next(name for name in fields if name in values)]
+    read_by_vllm = OUTPUT_FIELDS if is_chat else ("max_tokens",)
+    bound = next((values[name] for name in read_by_vllm if name in values), limit)
+    payload["max_tokens"] = bound
     for name in values:
         payload[name] = bound
     return bound
