@@ -286,6 +286,28 @@ def format_frontend_table(samples: Sequence[Sequence[FrontendSample]], markdown:
     return _render(head, body, markdown)
 
 
+def frontend_delay_s(samples: Sequence[FrontendSample]) -> float:
+    """A run's mean measured front-end delay per request: ingress plus egress of the first token."""
+    return (sum(s.num_requests * (s.ingress_s + s.first_egress_s) for s in samples)
+            / sum(s.num_requests for s in samples))
+
+
+def drift(out: dict[str, object]) -> tuple[float, float]:
+    """(front-end delay, engine speed) of the check runs relative to the calibration run (1.0: unchanged).
+
+    How far the machine's load moved between calibrating and checking; nan when the
+    calibration was loaded from a file.
+    """
+    cal_run: RealRun | None = out["calibration_run"]  # type: ignore[assignment]
+    if cal_run is None:
+        return math.nan, math.nan
+    cal_delay = frontend_delay_s(frontend_samples(cal_run.records, cal_run.results))
+    checks: list[list[FrontendSample]] = out["frontend_rows"]  # type: ignore[assignment]
+    replays: list[Replay] = out["replays"]  # type: ignore[assignment]
+    return (statistics.fmean(frontend_delay_s(c) for c in checks) / cal_delay,
+            statistics.fmean(r.speed for r in replays))
+
+
 def window(records: Sequence[dict[str, object]], start: float, end: float = math.inf) -> list[dict[str, object]]:
     """The step-log records of one run: its iterations and request events in [start, end), plus headers."""
     out = []
@@ -415,6 +437,10 @@ def report(out: dict[str, object], args: argparse.Namespace) -> str:
                      f"load average {r.load_before:.1f} -> {r.load_after:.1f}; cost model on its {num_steps} "
                      f"iterations: total time {err:+.1%} (machine speed x{1 / (1 + err):.2f})")
     num_ok = sum(r.is_within for r in rows)
+    frontend_x, speed_x = drift(out)
+    if not math.isnan(frontend_x):
+        lines.append(f"check runs versus the calibration run: measured front-end delay x{frontend_x:.2f}, "
+                     f"engine speed x{speed_x:.2f} (the machine's load moved by that much)")
     lines += [
         "",
         f"Real (mean of {len(runs)} runs, spread = (max - min) / mean) versus simulated (sim: calibrated front-end, "

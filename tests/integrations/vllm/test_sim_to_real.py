@@ -303,12 +303,22 @@ def load_benchmark() -> ModuleType:
     return module
 
 
+# The real test's band on mean TTFT and E2E per tenant, where the repeats' own spread is narrower: twice the
+# 15 % target of the 60 s benchmark. Measured here (docs/results.md, "Sim-to-real on CPU"): two repeats of the
+# same 60 s run differed by up to 37 % (light TTFT, load average 9-11 on 2 cores); a 20 s run has a third of
+# the requests and one or two bursts, so one unlucky scheduling stall weighs three times as much.
+BAND_PCT = 30.0
+# The comparison only means something when the check runs saw the machine as the calibration run did. On the
+# shared 2-core machine the front-end's delays moved 0.6x-10x between runs minutes apart (docs/results.md).
+MAX_DRIFT = 1.5
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_sim_to_real_reduced(vllm_python: Path, tiny_model: Path, tmp_path: Path) -> None:
-    """~60-80 s on 2 cores: calibrate, 20 s of load under VTC, replay; loose bounds (the 10% goal is printed)."""
+    """~3 min on 2 cores: calibrate on a 20 s run (seed 1), check two 20 s runs of seed 0 under VTC."""
     bench = load_benchmark()
-    args = bench.parse_args(["--policy", "vtc", "--duration-s", "20", "--quick-calibration", "--workdir",
+    args = bench.parse_args(["--policy", "vtc", "--duration-s", "20", "--repeats", "2", "--workdir",
                              str(tmp_path), "--model", str(tiny_model), "--python", str(vllm_python)])
     out = bench.run(args)
     print("\n" + bench.report(out, args))
@@ -316,7 +326,18 @@ def test_sim_to_real_reduced(vllm_python: Path, tiny_model: Path, tmp_path: Path
     assert set(rows) == {"heavy", "medium", "light", "all"}
     for row in rows.values():
         assert abs(bench.Row.error(row.real_tput, row.sim_tput)) < 25, row
-    assert abs(bench.Row.error(rows["all"].real_e2e_s, rows["all"].sim_e2e_s)) < 40, rows["all"]
+    # The front-end is what the light tenants' TTFT is made of: a bare engine misses most of it.
+    for tenant in ("light", "medium"):
+        row = rows[tenant]
+        assert abs(bench.Row.error(row.real_ttft_s, row.sim_ttft_s)) < abs(bench.Row.error(row.real_ttft_s,
+                                                                                           row.bare_ttft_s)), row
     # The bursty heavy tenant waits longest, in the real engine and in the simulator.
     for ttft in (lambda r: r.real_ttft_s, lambda r: r.sim_ttft_s):
         assert ttft(rows["heavy"]) > ttft(rows["light"]) and ttft(rows["heavy"]) > ttft(rows["medium"])
+    frontend_x, speed_x = bench.drift(out)
+    if not 1 / MAX_DRIFT <= frontend_x <= MAX_DRIFT:
+        pytest.skip(f"the machine's load moved between the calibration and the check runs (front-end delays "
+                    f"x{frontend_x:.2f}, engine speed x{speed_x:.2f}): the accuracy band is not checked")
+    for row in rows.values():
+        assert abs(bench.Row.error(row.real_ttft_s, row.sim_ttft_s)) <= max(BAND_PCT, row.ttft_spread_pct), row
+        assert abs(bench.Row.error(row.real_e2e_s, row.sim_e2e_s)) <= max(BAND_PCT, row.e2e_spread_pct), row
