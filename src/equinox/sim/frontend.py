@@ -6,8 +6,9 @@ streamed chunk per token on the way out). The simulator's engine starts where th
 reaches the scheduler and ends where a token leaves it; `FrontendModel` adds the rest, so a
 simulated request's TTFT and end-to-end latency are what its client would see.
 
-    engine arrival  = front-end done + ingress_s,   front-end done = max(send, previous done) + p * ingress_per_token_s
-    client token    = engine token + egress_s + egress_per_token_s * (num_streams + 1) / 2
+    ingress done   = max(send, previous request's ingress done) + prompt_tokens * ingress_per_token_s
+    engine arrival = ingress done + ingress_s
+    client token   = engine token + backlog + egress_s + egress_per_token_s * (num_streams + 1) / 2
 
 Ingress: the prompt's tokens are processed one request after another by the single
 front-end process (a burst of long prompts queues there, and so does a short request sent
@@ -15,9 +16,11 @@ just after it), plus a fixed latency (HTTP, the hop to the engine). Egress: ever
 step hands the front-end one token per streaming request, processed one after another, so
 on average a token waits for half of the step's tokens (`num_streams` = requests that
 have produced their first token and not finished at that instant, itself included), plus
-a fixed latency. Measured on vLLM-CPU (issue 10 item 4, `docs/results.md`): the front-end's
-delay at the last token is about the one at the first, so a request's own length adds
-nothing; what grows is other streams' traffic and bursts of prompts.
+a fixed latency, plus the ingress work still queued at that instant (`backlog`: the
+front-end is one process, so tokens wait behind prompts being tokenised). Measured on
+vLLM-CPU (issue 10 item 4, `docs/results.md`): the front-end's delay at the last token is
+about the one at the first, so a request's own length adds nothing; what grows is other
+streams' traffic and bursts of prompts.
 
 All zero (the default) is a bare engine: `is_active` is False and the simulator never
 calls the model, so such runs stay bit-identical to runs without it. Deterministic: no
