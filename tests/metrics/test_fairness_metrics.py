@@ -160,3 +160,16 @@ def test_service_matrix_records_queued_service_at_interval_ends() -> None:
     assert m.queued is not None
     # "a" (10 + 2 * 5 = 20) waits at the ends of intervals 0 and 1; "b" is admitted within its interval.
     assert m.queued[0, :4].tolist() == [20.0, 20.0, 0.0, 0.0]
+
+
+def test_fairness_of_a_run_that_ended_before_the_arrival_span() -> None:
+    """A served-alone reference run can record fewer intervals than the arrival span: no index error."""
+    import numpy as np
+
+    from equinox.metrics.fairness import ServiceMatrix, fairness
+
+    n = 149  # intervals recorded; the arrival span asks for 151
+    m = ServiceMatrix(("a", "b"), 1.0, np.ones((2, n)), np.ones((2, n)), np.zeros((2, n)), np.zeros((2, n)))
+    out = fairness(m, end_time=151.0)
+    assert out.num_windows == n - 60 - 30 + 1
+    assert out.jain_mean == 1.0

@@ -133,6 +133,9 @@ def fairness(
     width = max(1, round(window_s / dt))
     first = math.ceil(warmup_s / dt)
     last = int(end_time / dt) - width  # last window start (inclusive)
+    # A run can end before the arrival span does (a served-alone reference run whose tenant stopped
+    # sending early): windows past the recorded intervals are dropped, not read out of bounds.
+    last = min(last, matrix.service.shape[1] - width)
     nan = math.nan
     if last < first or len(matrix.tenants) == 0:
         return FairnessSummary(0, nan, nan, nan, nan, nan)
