@@ -276,3 +276,10 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     for args in (["nope"], ["simulate", "--duration", "x"], ["trace", "inspect"], ["gateway", "--port", "x"]):
         code, _, err = run_cli(args, capsys)
         assert_one_line_error(code, err)
+
+
+def test_inspect_of_a_workload_cut_to_no_requests(capsys: pytest.CaptureFixture[str]) -> None:
+    # found by tests/cli/test_cli_fuzz.py: an empty workload made the length quantiles fail
+    code, out, err = run_cli(["trace", "inspect", "overload", "--duration", "0.25", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["num_requests"] == 0

@@ -69,6 +69,8 @@ class TraceStats:
 
 
 def _lengths(x: np.ndarray) -> LengthStats:
+    if not len(x):  # a tenant (or a whole trace cut by --duration) without requests
+        return LengthStats(math.nan, math.nan, math.nan, math.nan, 0)
     q = np.quantile(x, QUANTILES)
     return LengthStats(float(x.mean()), float(q[0]), float(q[1]), float(q[2]), int(x.max()))
 

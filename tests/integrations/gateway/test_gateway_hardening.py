@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -137,18 +138,24 @@ def test_authenticated_body_trickle_gets_408(fake: Any, gateway: Any) -> None:
 
 
 def test_slow_connections_beyond_the_cap_evict_the_oldest_and_clients_are_served(fake: Any, gateway: Any) -> None:
+    from equinox.integrations.gateway.server import MIN_EVICT_AGE_S
+
     backend, _ = fake()
     gw = gateway([backend.url], max_pending_connections=8, header_timeout_s=60.0)
-    socks = [_connect(gw.url) for _ in range(40)]
+    old = [_connect(gw.url) for _ in range(20)]
+    for s in old:
+        s.sendall(b"GET /v1/models HTTP/1.1\r\n")
+    time.sleep(MIN_EVICT_AGE_S + 0.2)  # old enough to be evicted (young ones never are)
+    new = [_connect(gw.url) for _ in range(20)]
     try:
-        for s in socks:
+        for s in new:
             s.sendall(b"GET /v1/models HTTP/1.1\r\n")
         r = httpx.get(gw.url + "/v1/models", headers=auth("bob"), timeout=30)  # served despite the flood
         assert r.status_code == 200
-        assert all(_is_closed_by_server(s) for s in socks[:24])  # well past the cap: evicted
-        assert not _is_closed_by_server(socks[-1], wait_s=0.3)  # the newest is still waiting for its headers
+        assert all(_is_closed_by_server(s) for s in old)  # past the cap: the oldest were closed
+        assert not _is_closed_by_server(new[-1], wait_s=0.3)  # the newest is still waiting for its headers
     finally:
-        for s in socks:
+        for s in old + new:
             s.close()
 
 

@@ -6,8 +6,10 @@ connections and trickles bytes holds them without ever showing a key (issue #12)
 within `header_timeout_s` of its opening (or of the first byte of a later request on a
 kept-alive connection), and keeps at most `max_pending_connections` such connections: a
 new one closes the oldest (the one nearest its timeout anyway), so a flood of slow
-connections cannot starve clients that send their headers at once. Idle kept-alive
-connections are not counted; uvicorn closes them after `keep_alive_timeout_s`.
+connections cannot starve clients that send their headers at once. Connections younger
+than `MIN_EVICT_AGE_S` are not evicted (a busy loop may not have read a burst of real
+clients' headers yet), so the cap can be passed briefly. Idle kept-alive connections
+are not counted; uvicorn closes them after `keep_alive_timeout_s`.
 Bodies are read by the handlers, which authenticate first and bound the read with
 `body_timeout_s`.
 
@@ -34,13 +36,15 @@ from equinox.integrations.gateway.runtime import GatewayState
 
 logger = logging.getLogger(__name__)
 
+MIN_EVICT_AGE_S = 1.0  # the cap closes only connections that have been sending headers at least this long
+
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a header read timeout and a cap on connections still sending headers."""
 
     header_timeout_s = 10.0
     max_pending = 256
-    pending: OrderedDict[GuardedH11Protocol, None]  # per server: set by `guarded_protocol`
+    pending: OrderedDict[GuardedH11Protocol, float]  # per server (set by `guarded_protocol`): -> armed at
     num_closed_slow = 0  # per server: connections closed for slow headers or evicted by the cap
 
     _header_timer: Any = None
@@ -64,10 +68,14 @@ class GuardedH11Protocol(H11Protocol):
     def _arm(self) -> None:
         self._disarm()
         cls = type(self)
+        now = self.loop.time()
         while len(cls.pending) >= cls.max_pending:
-            oldest, _ = cls.pending.popitem(last=False)
+            oldest, since = next(iter(cls.pending.items()))
+            if now - since < min(MIN_EVICT_AGE_S, cls.header_timeout_s):
+                break  # all young: a burst of real clients the loop has not read yet, not a slowloris
+            cls.pending.pop(oldest)
             oldest._close_slow()
-        cls.pending[self] = None
+        cls.pending[self] = now
         self._header_timer = self.loop.call_later(cls.header_timeout_s, self._close_slow)
 
     def _disarm(self) -> None:
