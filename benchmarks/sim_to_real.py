@@ -240,6 +240,16 @@ def format_table(rows: Sequence[Row], markdown: bool = False) -> str:
     return _render(head, body, markdown)
 
 
+def format_in_sample_table(rows: Sequence[Row], markdown: bool = False) -> str:
+    """Errors of the calibration run's own replay, with and without the front-end."""
+    head = ["tenant", "real TTFT ms", "err %", "bare err %", "real E2E ms", "err %", "bare err %"]
+    body = [[r.tenant, f"{r.real_ttft_s * 1e3:.1f}", f"{Row.error(r.real_ttft_s, r.sim_ttft_s):+.1f}",
+             f"{Row.error(r.real_ttft_s, r.bare_ttft_s):+.1f}", f"{r.real_e2e_s * 1e3:.1f}",
+             f"{Row.error(r.real_e2e_s, r.sim_e2e_s):+.1f}", f"{Row.error(r.real_e2e_s, r.bare_e2e_s):+.1f}"]
+            for r in rows]
+    return _render(head, body, markdown)
+
+
 def _triple(real: float, sim: float) -> list[str]:
     return [f"{real:.1f}", f"{sim:.1f}", f"{Row.error(real, sim):+.1f}"]
 
@@ -407,7 +417,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                               simulate_replay(requests, calibration, args.policy, pcfg, engine),
                               simulate_replay(requests, matched, args.policy, pcfg, engine, FrontendModel()), speed))
     rows = compare(replays)
-    return {"rows": rows, "calibration": calibration, "engine": engine, "runs": runs,
+    in_sample = None
+    if calibration_run is not None:  # the calibration run replayed: how well the model fits where it was fitted
+        requests = replay_requests(calibration_run.results)
+        sim = simulate_replay(requests, calibration, args.policy, pcfg, engine)
+        in_sample = compare([Replay(calibration_run.results, sim, sim, simulate_replay(
+            requests, calibration, args.policy, pcfg, engine, FrontendModel()), 1.0)])
+    return {"rows": rows, "in_sample_rows": in_sample, "calibration": calibration, "engine": engine, "runs": runs,
             "calibration_run": calibration_run, "replays": replays,
             "engine_rows": engine_rows([(r.records, p.sim) for r, p in zip(runs, replays, strict=True)],
                                        [r.tenant for r in rows[:-1]]),
@@ -448,6 +464,9 @@ def report(out: dict[str, object], args: argparse.Namespace) -> str:
         f"band = max({TOLERANCE_PCT:.0f} %, spread) on mean TTFT and E2E:",
         format_table(rows, args.markdown),
         f"{num_ok} of {len(rows)} rows within their band.",
+        *(["", "The calibration run replayed (in-sample: the model's own fit, no drift):",
+            format_in_sample_table(out["in_sample_rows"], args.markdown)]  # type: ignore[arg-type]
+          if out.get("in_sample_rows") else []),
         "",
         "TTFT inside the engine (scheduler clock: no HTTP, tokenizer or client time), all check runs:",
         format_engine_table(out["engine_rows"], args.markdown),  # type: ignore[arg-type]

@@ -305,11 +305,11 @@ def load_benchmark() -> ModuleType:
 
 # The real test's band on mean TTFT and E2E per tenant, where the repeats' own spread is narrower: twice the
 # 15 % target of the 60 s benchmark. Measured here (docs/results.md, "Sim-to-real on CPU"): two repeats of the
-# same 60 s run differed by up to 37 % (light TTFT, load average 9-11 on 2 cores); a 20 s run has a third of
+# same 60 s run differed by up to 44 % (medium TTFT, load average 7-11 on 2 cores); a 20 s run has a third of
 # the requests and one or two bursts, so one unlucky scheduling stall weighs three times as much.
 BAND_PCT = 30.0
 # The comparison only means something when the check runs saw the machine as the calibration run did. On the
-# shared 2-core machine the front-end's delays moved 0.6x-10x between runs minutes apart (docs/results.md).
+# shared 2-core machine the front-end's delays moved 0.4x-10x between runs minutes apart (docs/results.md).
 MAX_DRIFT = 1.5
 
 
