@@ -309,8 +309,9 @@ def load_benchmark() -> ModuleType:
 # the requests and one or two bursts, so one unlucky scheduling stall weighs three times as much.
 BAND_PCT = 30.0
 # The comparison only means something when the check runs saw the machine as the calibration run did. On the
-# shared 2-core machine the front-end's delays moved 0.4x-10x between runs minutes apart (docs/results.md).
-MAX_DRIFT = 1.5
+# shared 2-core machine the front-end's delays moved 0.4x-10x between runs minutes apart (docs/results.md); at
+# 1.4x a reduced run's light TTFT was 57 % low, at 0.93x all rows were within the band.
+MAX_DRIFT = 1.25
 
 
 @pytest.mark.vllm
