@@ -327,11 +327,6 @@ def test_sim_to_real_reduced(vllm_python: Path, tiny_model: Path, tmp_path: Path
     assert set(rows) == {"heavy", "medium", "light", "all"}
     for row in rows.values():
         assert abs(bench.Row.error(row.real_tput, row.sim_tput)) < 25, row
-    # The front-end is what the light tenants' TTFT is made of: a bare engine misses most of it.
-    for tenant in ("light", "medium"):
-        row = rows[tenant]
-        assert abs(bench.Row.error(row.real_ttft_s, row.sim_ttft_s)) < abs(bench.Row.error(row.real_ttft_s,
-                                                                                           row.bare_ttft_s)), row
     # The bursty heavy tenant waits longest, in the real engine and in the simulator.
     for ttft in (lambda r: r.real_ttft_s, lambda r: r.sim_ttft_s):
         assert ttft(rows["heavy"]) > ttft(rows["light"]) and ttft(rows["heavy"]) > ttft(rows["medium"])
@@ -339,6 +334,11 @@ def test_sim_to_real_reduced(vllm_python: Path, tiny_model: Path, tmp_path: Path
     if not 1 / MAX_DRIFT <= frontend_x <= MAX_DRIFT:
         pytest.skip(f"the machine's load moved between the calibration and the check runs (front-end delays "
                     f"x{frontend_x:.2f}, engine speed x{speed_x:.2f}): the accuracy band is not checked")
+    # The front-end is what the light tenants' TTFT is made of: a bare engine misses most of it.
+    for tenant in ("light", "medium"):
+        row = rows[tenant]
+        assert abs(bench.Row.error(row.real_ttft_s, row.sim_ttft_s)) < abs(bench.Row.error(row.real_ttft_s,
+                                                                                           row.bare_ttft_s)), row
     for row in rows.values():
         assert abs(bench.Row.error(row.real_ttft_s, row.sim_ttft_s)) <= max(BAND_PCT, row.ttft_spread_pct), row
         assert abs(bench.Row.error(row.real_e2e_s, row.sim_e2e_s)) <= max(BAND_PCT, row.e2e_spread_pct), row
