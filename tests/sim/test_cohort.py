@@ -88,6 +88,18 @@ def test_cohort_without_chunked_prefill() -> None:
     assert_identical(simulate(specs, "vtc", engine, True), simulate(specs, "vtc", engine, False))
 
 
+@pytest.mark.parametrize("policy", ["fcfs", "vtc"])
+@pytest.mark.parametrize("blocks", [80, 5000])
+def test_cohort_with_a_long_prefill_threshold(policy: str, blocks: int) -> None:
+    # Capped chunks leave prefilling requests ahead of decoding ones in running order: with
+    # the budget binding, vLLM's running-order pass is not decodes-first (the cohort steps aside).
+    specs = workload(11, 250, 20.0, 3)
+    engine = EngineConfig(num_kv_blocks=blocks, max_num_batched_tokens=160, long_prefill_token_threshold=48)
+    lazy, eager = simulate(specs, policy, engine, True), simulate(specs, policy, engine, False)
+    assert_identical(lazy, eager)
+    assert lazy["stats"].num_finished == len(specs)
+
+
 def test_a_run_cut_short_reports_up_to_date_requests() -> None:
     specs = workload(9, 300, 10.0, 3)
     engine = EngineConfig(num_kv_blocks=5000)

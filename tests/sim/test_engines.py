@@ -277,3 +277,93 @@ def test_update_reports_per_tenant_usage() -> None:
     assert rep.duration_s == 0.5 and rep.num_kv_blocks_used == s.kv.num_used
     assert [r.request_id for r in outcome.first_tokens] == ["a", "b"]
     assert s.policy.counters() == {"a": 4 + 2, "t2": 6 + 2}
+
+
+class TestVllmOptions:
+    def test_only_the_vllm_engine_has_them(self) -> None:
+        with pytest.raises(ConfigError, match="async_scheduling"):
+            EngineConfig(mode="slora", async_scheduling=True)
+        with pytest.raises(ConfigError, match="long_prefill_token_threshold"):
+            EngineConfig(mode="slora", long_prefill_token_threshold=64)
+        with pytest.raises(ConfigError, match="long_prefill_token_threshold"):
+            EngineConfig(long_prefill_token_threshold=-1)
+
+    def test_long_prefill_threshold_caps_chunks_only_with_company(self) -> None:
+        s = sched(long_prefill_token_threshold=8)
+        s.add_request(req("a", 30, 2), 0.0)
+        d = Driver(s)
+        assert plan(d.step()) == [("a", 30)]  # alone: nobody to starve, the whole budget
+        s.add_request(req("b", 20, 2), d.now)
+        s.add_request(req("c", 20, 2), d.now)
+        assert plan(d.step()) == [("a", 1), ("b", 8), ("c", 8)]
+
+    def test_running_order_not_decodes_first(self) -> None:
+        # vLLM serves running requests in running order: a capped prefill admitted earlier
+        # goes before a later request's decode, which then waits when the budget is spent.
+        s = sched(max_num_batched_tokens=16, long_prefill_token_threshold=12)
+        s.add_request(req("long", 40, 2), 0.0)
+        s.add_request(req("short", 4, 5), 0.0)
+        d = Driver(s)
+        assert plan(d.step()) == [("long", 12), ("short", 4)]
+        assert plan(d.step()) == [("long", 12), ("short", 1)]
+
+    def test_admission_needs_the_whole_sequence_free(self) -> None:
+        s = sched(num_kv_blocks=10, max_num_batched_tokens=8)  # 40 tokens of KV, chunks of 8
+        s.add_request(req("a", 24, 4), 0.0)
+        s.add_request(req("b", 20, 4), 0.0)
+        d = Driver(s)
+        assert plan(d.step()) == [("a", 8)]  # b's 5 blocks are not free beside a's 6
+        assert s.policy.num_waiting == 1
+
+
+def async_engine(**engine: object) -> Engine:
+    return sched(async_scheduling=True, **engine)
+
+
+class TestAsyncScheduling:
+    def test_finished_requests_hold_kv_and_seat_through_the_next_plan(self) -> None:
+        s = async_engine(max_num_seqs=2)
+        a, c, b = req("a", 4, 1, max_tokens=1), req("c", 4, 5, max_tokens=5), req("b", 4, 1, max_tokens=1)
+        for r in (a, c, b):
+            s.add_request(r, 0.0)
+        out = s.schedule(0.0)
+        assert plan(out) == [("a", 4), ("c", 4)]
+        s.update_from_result(out, StepResult(STEP_S))
+        assert a.status is RequestStatus.FINISHED and a.num_blocks == 1  # its output is out, KV not yet freed
+        out = s.schedule(STEP_S)
+        assert plan(out) == [("c", 1)]  # b waits: a still holds a seat while this plan is made
+        assert a.num_blocks == 0 and s.running == [c]  # released right after it
+        s.update_from_result(out, StepResult(STEP_S))
+        assert plan(s.schedule(2 * STEP_S)) == [("c", 1), ("b", 4)]
+
+    def test_eos_stop_costs_one_wasted_decode(self) -> None:
+        s = async_engine()
+        eos, capped = req("eos", 4, 2, max_tokens=10), req("capped", 4, 2, max_tokens=2)
+        s.add_request(eos, 0.0)
+        s.add_request(capped, 0.0)
+        now = 0.0
+        outs = []
+        while s.has_work:
+            out = s.schedule(now)
+            s.update_from_result(out, StepResult(STEP_S))
+            outs.append(plan(out))
+            now += STEP_S
+        assert outs[:3] == [[("eos", 4), ("capped", 4)], [("eos", 1), ("capped", 1)], [("eos", 1)]]
+        assert eos.num_output_tokens_done == 2 and eos.finish_time == pytest.approx(2 * STEP_S)
+        assert s.kv.num_free == s.kv.num_blocks
+
+    def test_an_arrival_during_a_step_waits_for_the_plan_after(self) -> None:
+        def first_token_of_late_arrival(is_async: bool) -> float | None:
+            s = sched(async_scheduling=is_async)
+            s.add_request(req("a", 4, 6), 0.0)
+            late = Request(RequestSpec("late", "a", 0.15, 4, 2))  # arrives while the step from 0.1 runs
+            for i in range(8):
+                if i == 2:
+                    s.add_request(late, i * STEP_S)
+                out = s.schedule(i * STEP_S)
+                s.update_from_result(out, StepResult(STEP_S))
+            return late.first_token_time
+
+        # Async, the plan made at 0.2 was made while the step from 0.1 ran: the next one admits it.
+        assert first_token_of_late_arrival(False) == pytest.approx(0.3)
+        assert first_token_of_late_arrival(True) == pytest.approx(0.4)

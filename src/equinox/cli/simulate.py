@@ -69,6 +69,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="slora: peak future KV use (S-LoRA's rule, default) or reserve prompt + output up front")
     p.add_argument("--lora-rank", type=int,
                    help="slora: KV tokens 4 x rank set aside per adapter (tenant) in the batch")
+    p.add_argument("--long-prefill-token-threshold", type=int, dest="long_prefill_token_threshold",
+                   help="vllm: at most this many tokens of one request per step while others run or wait (0: off)")
+    p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, dest="async_scheduling",
+                   help="vllm: plan each step while the previous one runs (vLLM's async scheduling, one-step lag)")
     p.add_argument("--rpm-limit", type=float, help="requests per minute per tenant (policy rpm)")
     p.add_argument("--weight", action="append", metavar="TENANT=W", help="tenant weight (repeatable)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
@@ -93,7 +97,7 @@ _FIELDS = (
     "cost_model", "runtime_scale", "step_overhead_s", "seq_overhead_s", "engine_mode", "max_num_batched_tokens",
     "max_num_seqs", "block_size", "num_kv_blocks",
     "kv_capacity_tokens", "enable_chunked_prefill", "admission_interval_steps", "kv_admission", "lora_rank",
-    "rpm_limit", "until_s",
+    "long_prefill_token_threshold", "async_scheduling", "rpm_limit", "until_s",
     "frontend_ingress_s", "frontend_ingress_per_token_s", "frontend_egress_s", "frontend_egress_per_token_s",
 )
 

@@ -239,5 +239,9 @@ class Policy(ABC):
         return False
 
     def kv_reservation_tokens(self, request: RequestView) -> int:
-        """Tokens of KV to find free before admitting `request`; default: its prompt."""
-        return request.num_prompt_tokens + 1
+        """Tokens of KV to find free before admitting `request`; default: its prompt.
+
+        Engines add their own rule (vLLM's: the whole sequence so far must fit); a policy
+        asks for more here, e.g. room for predicted output.
+        """
+        return request.num_prompt_tokens

@@ -371,7 +371,7 @@ class EquinoxPolicy(CounterPolicy):
         times `kv_headroom`; a request past its estimate is assumed to run to its quantile.
         """
         if not self.params.kv_admission:
-            return request.num_prompt_tokens + 1
+            return super().kv_reservation_tokens(request)  # as every policy (VTC's reduction holds)
         headroom = self.params.kv_headroom
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
         items = [(pred.mean * headroom, float(request.num_prompt_tokens))]

@@ -61,6 +61,8 @@ class Engine:
 
     name: ClassVar[str] = "engine"
     chunks_by_default: ClassVar[bool] = False  # EngineConfig.enable_chunked_prefill = None means this
+    # EngineConfig fields only some engines honour (set away from their default elsewhere: an error).
+    options: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def check_config(cls, config: EngineConfig) -> None:
@@ -87,6 +89,9 @@ class Engine:
         # others (prefilling) in `_pending`, both in running order.
         self._cohort: DecodeCohort | None = None
         self._pending: list[Request] = []
+        # Finished requests that keep their KV and running seat until the next plan (vLLM's
+        # async scheduling); None: a finished request frees them at once.
+        self._lagging: set[Request] | None = None
 
     def sync(self) -> None:
         """Bring every running request's fields up to date (a no-op without a cohort)."""
@@ -255,6 +260,8 @@ class Engine:
         decode_ctx = 0  # context the next iteration attends to, if every running request decodes
         all_decode = output.num_cohort + len(output.scheduled) == len(self.running)
         for req, n in output.scheduled:
+            if req.status is not RequestStatus.RUNNING:
+                continue  # finished in the step before (async scheduling): a wasted slot
             spec = req.spec
             u = usage.get(spec.tenant)
             if u is None:
@@ -287,15 +294,20 @@ class Engine:
             if num_done >= req.num_target_tokens:
                 finished.append(req)
         if finished:
+            lagging = self._lagging
             for req in finished:
                 if req.status is RequestStatus.FINISHED:
                     continue  # a cohort member: already done
-                self.kv.free(req.num_blocks)
-                req.num_blocks = 0
                 req.status = RequestStatus.FINISHED
                 req.finish_time = end
                 decode_ctx -= req.num_computed_tokens + 1
-            self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
+                if lagging is not None:
+                    lagging.add(req)  # KV and seat held until the next plan
+                    continue
+                self.kv.free(req.num_blocks)
+                req.num_blocks = 0
+            if lagging is None:
+                self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
         if cohort is not None:
             # Every running request that decodes next joins: the invariant `_schedule_lazy` needs.
             pending = self._pending

@@ -126,6 +126,11 @@ class DecodeCohort:
         self.size = self.ctx = 0
 
     # One iteration --------------------------------------------------------------------
+    def num_blocks_needed_next(self) -> int:
+        """New blocks the members need for the next iteration (what `allocate_next` would take)."""
+        entries = self._need_at.get(self.epoch + 1)
+        return sum(1 for m in entries if m.is_live) if entries else 0
+
     def allocate_next(self) -> bool:
         """Give the members that need one a block for the next iteration; False (nothing done) if KV is short."""
         entries = self._need_at.get(self.epoch + 1)

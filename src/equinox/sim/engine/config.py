@@ -27,6 +27,11 @@ class EngineConfig:
     admission_interval_steps: int = 10  # slora: S-LoRA's max_wait_tokens (decode steps before new requests count)
     kv_admission: str | None = None  # slora: "peak" (S-LoRA's rule, default) or "reserve-all" (the old model)
     lora_rank: int = 0  # slora: KV tokens 4 x rank per adapter (tenant) in the batch are set aside, as S-LoRA does
+    # vllm: vLLM's long_prefill_token_threshold (0: off): at most this many tokens of one request
+    # per step while two or more requests run or wait.
+    long_prefill_token_threshold: int = 0
+    # vllm: plan step n while step n-1 runs (vLLM's --async-scheduling); docs/algorithm.md says how.
+    async_scheduling: bool = False
 
     def __post_init__(self) -> None:
         cls = self.engine_class  # an unknown engine name fails here, naming the known ones
@@ -40,6 +45,11 @@ class EngineConfig:
             raise ConfigError(f"admission_interval_steps must be >= 1, got {self.admission_interval_steps}")
         if self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        if self.long_prefill_token_threshold < 0:
+            raise ConfigError(f"long_prefill_token_threshold must be >= 0, got {self.long_prefill_token_threshold}")
+        for name in ("long_prefill_token_threshold", "async_scheduling"):
+            if getattr(self, name) and name not in cls.options:
+                raise ConfigError(f"engine {self.mode!r} has no {name} setting (engine 'vllm' has)")
         cls.check_config(self)  # engine-specific rules
 
     @property
