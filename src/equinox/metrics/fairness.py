@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from equinox.metrics.collector import RequestRecord, TimeSeries
+from equinox.metrics.records import Columns, RecordColumns, as_columns
 
 
 @dataclass(frozen=True)
@@ -67,19 +68,23 @@ class ServiceMatrix:
 
 
 def service_matrix(
-    records: Sequence[RequestRecord],
+    records: Sequence[RequestRecord] | RecordColumns | Columns,
     series: TimeSeries,
     weights: Mapping[str, float],
     prompt_weight: float = 1.0,
     output_weight: float = 2.0,
 ) -> ServiceMatrix:
-    """Build weighted service, demand and waiting-count matrices from a run."""
-    tenants = tuple(dict.fromkeys([r.tenant for r in records] + list(series.service)))
+    """Build weighted service, demand and waiting-count matrices from a run.
+
+    Per-request additions go through `np.add.at` in the records' order (the order a loop
+    over the records would add them), so every cell is the same float as that loop's.
+    """
+    c = as_columns(records)
+    tenants = tuple(dict.fromkeys(c.present_tenants() + list(series.service)))
     index = {t: i for i, t in enumerate(tenants)}
     dt = series.interval_s
-    end_time = max(
-        [len(series) * dt] + [r.arrival_time for r in records] + [r.finish_time or 0.0 for r in records]
-    )
+    end_time = max([len(series) * dt]
+                   + ([float(c.arrival.max()), float(np.nan_to_num(c.finish, nan=0.0).max())] if len(c) else []))
     n_int = int(end_time / dt) + 2
     service = np.zeros((len(tenants), n_int))
     demand = np.zeros((len(tenants), n_int))
@@ -90,19 +95,20 @@ def service_matrix(
         row = index[tenant]
         for i, (p, o) in per.items():
             service[row, i] += prompt_weight * p + output_weight * o
-    for r in records:
-        row = index[r.tenant]
-        a = int(r.arrival_time / dt)
-        demand[row, a] += prompt_weight * r.num_prompt_tokens + output_weight * r.num_requested_tokens
-        if r.reject_reason is not None:
-            continue
-        left = r.first_scheduled_time if r.first_scheduled_time is not None else end_time
-        _add_waiting(waiting_diff, waiting_part, row, r.arrival_time, left, dt)
+    if len(c):
+        row_of = np.array([index.get(t, -1) for t in c.tenant_names], dtype=np.int64)
+        rows = row_of[c.tenant]
+        a = (c.arrival / dt).astype(np.int64)
+        asked = prompt_weight * c.num_prompt + output_weight * c.num_requested
+        np.add.at(demand, (rows, a), asked)
+        kept = ~c.rejected
+        rows, a, asked, start = rows[kept], a[kept], asked[kept], c.arrival[kept]
+        left = c.scheduled[kept]
+        left = np.where(np.isnan(left), end_time, left)
+        _add_waiting(waiting_diff, waiting_part, rows, start, left, dt)
         # Waiting at the end of intervals a .. int(left / dt) - 1.
-        queued_diff[row, a] += prompt_weight * r.num_prompt_tokens + output_weight * r.num_requested_tokens
-        queued_diff[row, min(n_int, int(left / dt))] -= (
-            prompt_weight * r.num_prompt_tokens + output_weight * r.num_requested_tokens
-        )
+        gone = np.minimum(n_int, (left / dt).astype(np.int64))
+        _add_in_order(queued_diff, rows, a, asked, rows, gone, -asked, np.ones(len(rows), bool))
     w = np.array([float(weights.get(t, 1.0)) for t in tenants])[:, None]
     full = np.cumsum(waiting_diff, axis=1)[:, :n_int] * dt
     waiting = np.minimum(full + waiting_part[:, :n_int], dt)
@@ -110,19 +116,31 @@ def service_matrix(
     return ServiceMatrix(tenants, dt, service / w, demand / w, waiting, np.maximum(queued, 0.0) / w)
 
 
-def _add_waiting(diff: np.ndarray, part: np.ndarray, row: int, start: float, end: float, dt: float) -> None:
-    """Add the interval [start, end) to a tenant's waiting time: whole intervals via a diff array."""
-    if end <= start:
-        return
-    i, j = int(start / dt), int(end / dt)
-    if i == j:
-        part[row, i] += end - start
-        return
-    part[row, i] += (i + 1) * dt - start
-    part[row, j] += end - j * dt
-    if j > i + 1:
-        diff[row, i + 1] += 1
-        diff[row, j] -= 1
+def _add_in_order(m: np.ndarray, rows1: np.ndarray, cols1: np.ndarray, vals1: np.ndarray, rows2: np.ndarray,
+                  cols2: np.ndarray, vals2: np.ndarray, has2: np.ndarray) -> None:
+    """m[rows1[k], cols1[k]] += vals1[k], then (where has2[k]) m[rows2[k], cols2[k]] += vals2[k], for k in order."""
+    n = len(rows1)
+    keys = np.concatenate([2 * np.arange(n), 2 * np.arange(n)[has2] + 1])
+    order = np.argsort(keys, kind="stable")
+    r = np.concatenate([rows1, rows2[has2]])[order]
+    k = np.concatenate([cols1, cols2[has2]])[order]
+    v = np.concatenate([vals1, vals2[has2]])[order]
+    np.add.at(m, (r, k), v)
+
+
+def _add_waiting(diff: np.ndarray, part: np.ndarray, rows: np.ndarray, start: np.ndarray, end: np.ndarray,
+                 dt: float) -> None:
+    """Add each interval [start, end) to its tenant's waiting time: whole intervals via a diff array."""
+    ok = end > start
+    rows, start, end = rows[ok], start[ok], end[ok]
+    i, j = (start / dt).astype(np.int64), (end / dt).astype(np.int64)
+    same = i == j
+    first = np.where(same, end - start, (i + 1).astype(np.float64) * dt - start)
+    last = end - j.astype(np.float64) * dt
+    _add_in_order(part, rows, i, first, rows, j, last, ~same)
+    whole = j > i + 1
+    np.add.at(diff, (rows[whole], i[whole] + 1), 1.0)
+    np.add.at(diff, (rows[whole], j[whole]), -1.0)
 
 
 def fairness(

@@ -13,9 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from equinox.metrics.collector import RequestRecord
 from equinox.metrics.fairness import FairnessSummary, jain_index
 from equinox.metrics.latency import Stats
+from equinox.metrics.records import Columns, RecordColumns, as_columns
 from equinox.metrics.resource import ResourceFairness
 
 # M6: user side and resource side count equally (DESIGN.md's alpha = beta = 0.5); isolation,
@@ -28,7 +31,7 @@ NAN = math.nan
 class Reference:
     """What the simulator's reference runs measured (policy FCFS, same engine and platform)."""
 
-    alone: Mapping[str, Sequence[RequestRecord]]  # each tenant's requests served alone
+    alone: Mapping[str, Sequence[RequestRecord] | RecordColumns | Columns]  # each tenant's requests served alone
     capacity: float  # weighted tokens/s (w_p * prompt + w_q * output) the platform serves at saturation
     policy: str = "fcfs"
 
@@ -90,16 +93,19 @@ class HolisticFairness:
         }
 
 
-def offered_rates(records: Sequence[RequestRecord], arrival_end_time: float, prompt_weight: float,
-                  output_weight: float) -> dict[str, float]:
+def offered_rates(records: Sequence[RequestRecord] | RecordColumns | Columns, arrival_end_time: float,
+                  prompt_weight: float, output_weight: float) -> dict[str, float]:
     """lambda_i: requested weighted tokens (w_p * prompt + w_q * requested output) per second over [0, T]."""
+    c = as_columns(records)
     span = max(arrival_end_time, 1e-9)
-    rates: dict[str, float] = {}
-    for r in records:
-        if r.arrival_time <= arrival_end_time:
-            demand = prompt_weight * r.num_prompt_tokens + output_weight * r.num_requested_tokens
-            rates[r.tenant] = rates.get(r.tenant, 0.0) + demand / span
-    return rates
+    ok = c.arrival <= arrival_end_time
+    ids = c.tenant[ok]
+    acc = np.zeros(len(c.tenant_names))
+    np.add.at(acc, ids, (prompt_weight * c.num_prompt[ok] + output_weight * c.num_requested[ok]) / span)
+    if not len(ids):
+        return {}
+    uniq, first = np.unique(ids, return_index=True)
+    return {c.tenant_names[int(i)]: float(acc[i]) for i in uniq[np.argsort(first, kind="stable")]}
 
 
 def load_shares(rates: Mapping[str, float], weights: Mapping[str, float], capacity: float) -> dict[str, float]:
@@ -110,15 +116,15 @@ def load_shares(rates: Mapping[str, float], weights: Mapping[str, float], capaci
     return {t: lam / (capacity * float(weights.get(t, 1.0)) / total_w) for t, lam in rates.items()}
 
 
-def censored_ttfts(records: Sequence[RequestRecord], end_time: float) -> list[float]:
+def censored_ttfts(records: Sequence[RequestRecord] | RecordColumns | Columns, end_time: float) -> np.ndarray:
     """TTFTs of accepted requests; one without a first token counts (end_time - arrival), a lower bound."""
-    out = []
-    for r in records:
-        if r.reject_reason is not None:
-            continue
-        t = r.ttft_s
-        out.append(max(0.0, end_time - r.arrival_time) if t is None else t)
-    return out
+    c = as_columns(records)
+    kept = ~c.rejected
+    arrival = c.arrival[kept]
+    ttft = c.first_token[kept] - arrival
+    missing = np.isnan(ttft)
+    ttft[missing] = np.maximum(0.0, end_time - arrival[missing])
+    return ttft
 
 
 def _ratio(a: float, b: float) -> float:
@@ -127,31 +133,29 @@ def _ratio(a: float, b: float) -> float:
     return a / b
 
 
-def _mean(xs: Sequence[float]) -> float:
-    return math.fsum(xs) / len(xs) if xs else NAN
+def _mean(xs: np.ndarray) -> float:
+    return math.fsum(xs.tolist()) / len(xs) if len(xs) else NAN
 
 
-def _tpots(records: Sequence[RequestRecord]) -> list[float]:
-    return [t for r in records if (t := r.tpot_s) is not None]
+def _tpots(c: Columns) -> np.ndarray:
+    t = c.tpot()
+    return t[~np.isnan(t)]
 
 
-def records_end_time(records: Sequence[RequestRecord]) -> float:
+def records_end_time(records: Sequence[RequestRecord] | RecordColumns | Columns) -> float:
     """The latest instant any record mentions (censoring horizon when the run's own end is unknown)."""
-    end = 0.0
-    for r in records:
-        for t in (r.arrival_time, r.first_token_time, r.finish_time):
-            if t is not None and t > end:
-                end = t
-    return end
+    return as_columns(records).end_time()
 
 
-def tenant_inflation(shared: Sequence[RequestRecord], alone: Sequence[RequestRecord], shared_end: float,
+def tenant_inflation(shared: Sequence[RequestRecord] | RecordColumns | Columns,
+                     alone: Sequence[RequestRecord] | RecordColumns | Columns, shared_end: float,
                      alone_end: float) -> tuple[float, float, float, float]:
     """(TTFT, TPOT, combined, p90 TTFT) inflation of one tenant against its served-alone run (M2, M5)."""
+    shared, alone = as_columns(shared), as_columns(alone)
     ttft_s, ttft_a = censored_ttfts(shared, shared_end), censored_ttfts(alone, alone_end)
     ttft = _ratio(_mean(ttft_s), _mean(ttft_a))
     tpot = _ratio(_mean(_tpots(shared)), _mean(_tpots(alone)))
-    p90 = _ratio(Stats.of(ttft_s).p90, Stats.of(ttft_a).p90)
+    p90 = _ratio(Stats.of_array(ttft_s).p90, Stats.of_array(ttft_a).p90)
     if math.isnan(ttft):
         combined = NAN
     elif math.isnan(tpot):
@@ -171,7 +175,7 @@ def combine(terms: Mapping[str, float], weights: Mapping[str, float]) -> tuple[f
 
 
 def holistic_fairness(
-    records: Sequence[RequestRecord],
+    records: Sequence[RequestRecord] | RecordColumns | Columns,
     *,
     tenants: Sequence[str],
     weights: Mapping[str, float],
@@ -184,20 +188,19 @@ def holistic_fairness(
     reference: Reference | None = None,
 ) -> HolisticFairness:
     """Every metric of docs/algorithm.md's "Fairness metrics" for one run (baseline parts NaN without `reference`)."""
-    by_tenant: dict[str, list[RequestRecord]] = {t: [] for t in tenants}
-    for r in records:
-        by_tenant.setdefault(r.tenant, []).append(r)
+    c = as_columns(records)
+    by_tenant = {t: c.of_tenant(t) for t in dict.fromkeys([*tenants, *c.present_tenants()])}
     capacity = reference.capacity if reference is not None else NAN
-    rates = offered_rates(records, arrival_end_time, prompt_weight, output_weight)
-    shares = load_shares({t: rates.get(t, 0.0) for t, rs in by_tenant.items() if rs}, weights, capacity)
+    rates = offered_rates(c, arrival_end_time, prompt_weight, output_weight)
+    shares = load_shares({t: rates.get(t, 0.0) for t, rs in by_tenant.items() if len(rs)}, weights, capacity)
     rows: list[TenantFairness] = []
     for tenant, rs in by_tenant.items():
-        rejected = sum(1 for r in rs if r.reject_reason is not None) / len(rs) if rs else 0.0
+        rejected = int(rs.rejected.sum()) / len(rs) if len(rs) else 0.0
         share = shares.get(tenant, NAN)
         flooding = None if math.isnan(share) else share > 1.0
         infl = (NAN, NAN, NAN, NAN)
-        if reference is not None and rs:
-            alone = reference.alone.get(tenant, ())
+        if reference is not None and len(rs):
+            alone = reference.alone.get(tenant, [])
             infl = tenant_inflation(rs, alone, end_time, records_end_time(alone))
         if flooding:
             attainment = 1.0
@@ -209,7 +212,7 @@ def holistic_fairness(
             tenant, share, flooding, infl[0], infl[1], infl[2], infl[3], rejected, attainment,
             float(resource.gpu_s.get(tenant, 0.0)), float(resource.kv_block_s.get(tenant, 0.0)),
         ))
-    present = [t for t in rows if by_tenant[t.tenant]]
+    present = [t for t in rows if len(by_tenant[t.tenant])]
     attain = [t.attainment for t in present]
     latency_index = NAN if not attain or any(math.isnan(a) for a in attain) else jain_index(attain)
     user, _ = combine({"token": token.jain_mean, "latency": latency_index}, {"token": 0.5, "latency": 0.5})

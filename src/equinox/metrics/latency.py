@@ -6,7 +6,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from equinox.metrics.collector import RequestRecord
+from equinox.metrics.records import Columns, RecordColumns, as_columns
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,14 @@ class Stats:
         if not xs:
             nan = math.nan
             return cls(0, nan, nan, nan, nan, nan)
+        return cls(len(xs), math.fsum(xs) / len(xs), _pct(xs, 50), _pct(xs, 90), _pct(xs, 99), xs[-1])
+
+    @classmethod
+    def of_array(cls, values: np.ndarray) -> Stats:
+        """`Stats.of` of a float array (the same figures, to the bit)."""
+        if not len(values):
+            return cls.of(())
+        xs = np.sort(values).tolist()
         return cls(len(xs), math.fsum(xs) / len(xs), _pct(xs, 50), _pct(xs, 90), _pct(xs, 99), xs[-1])
 
     def as_dict(self) -> dict[str, float]:
@@ -51,8 +62,10 @@ class LatencySummary:
     max_itl: Stats
 
     @classmethod
-    def of(cls, records: Iterable[RequestRecord]) -> LatencySummary:
+    def of(cls, records: Iterable[RequestRecord] | RecordColumns | Columns) -> LatencySummary:
         """Summarise finished requests."""
+        if isinstance(records, (RecordColumns, Columns)):
+            return cls.of_columns(as_columns(records))
         ttft: list[float] = []
         tpot: list[float] = []
         e2e: list[float] = []
@@ -69,6 +82,17 @@ class LatencySummary:
                 tpot.append(t)
                 itl.append(r.max_itl_s)
         return cls(Stats.of(ttft), Stats.of(tpot), Stats.of(e2e), Stats.of(queue), Stats.of(itl))
+
+    @classmethod
+    def of_columns(cls, c: Columns) -> LatencySummary:
+        """`of` over request columns."""
+        f = c.is_finished
+        arrival = c.arrival[f]
+        tpot = c.tpot()[f]
+        has_tpot = ~np.isnan(tpot)
+        return cls(Stats.of_array(c.first_token[f] - arrival), Stats.of_array(tpot[has_tpot]),
+                   Stats.of_array(c.finish[f] - arrival), Stats.of_array(c.scheduled[f] - arrival),
+                   Stats.of_array(c.max_itl[f][has_tpot]))
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         """Plain dict for JSON."""
@@ -90,8 +114,10 @@ class Throughput:
     requests_per_s: float
 
     @classmethod
-    def of(cls, records: Sequence[RequestRecord]) -> Throughput:
+    def of(cls, records: Sequence[RequestRecord] | RecordColumns | Columns) -> Throughput:
         """Throughput = (prompt + output) tokens of finished requests / span (VTC's definition)."""
+        if isinstance(records, (RecordColumns, Columns)):
+            return cls.of_columns(as_columns(records))
         finished = [r for r in records if r.finish_time is not None]
         rejected = sum(1 for r in records if r.reject_reason is not None)
         unfinished = len(records) - len(finished) - rejected
@@ -103,3 +129,19 @@ class Throughput:
         p = sum(r.num_prompt_tokens for r in finished)
         o = sum(r.num_output_tokens for r in finished)
         return cls(span, len(finished), rejected, unfinished, p, o, (p + o) / span, o / span, len(finished) / span)
+
+    @classmethod
+    def of_columns(cls, c: Columns) -> Throughput:
+        """`of` over request columns."""
+        f = c.is_finished
+        num_finished = int(f.sum())
+        rejected = int(c.rejected.sum())
+        unfinished = len(c) - num_finished - rejected
+        if not num_finished:
+            return cls(0.0, 0, rejected, unfinished, 0, 0, 0.0, 0.0, 0.0)
+        start = float(c.arrival.min())
+        end = float(c.finish[f].max())
+        span = max(end - start, 1e-9)
+        p = int(c.num_prompt[f].sum())
+        o = int(c.num_output[f].sum())
+        return cls(span, num_finished, rejected, unfinished, p, o, (p + o) / span, o / span, num_finished / span)

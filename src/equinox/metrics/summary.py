@@ -11,6 +11,7 @@ from equinox.metrics.collector import RequestRecord, TimeSeries
 from equinox.metrics.fairness import FairnessSummary, ServiceMatrix, fairness, service_matrix
 from equinox.metrics.holistic import HolisticFairness, Reference, holistic_fairness, records_end_time
 from equinox.metrics.latency import LatencySummary, Throughput
+from equinox.metrics.records import Columns, RecordColumns, as_columns
 from equinox.metrics.resource import ResourceFairness, resource_fairness
 from equinox.metrics.utilisation import Utilisation
 
@@ -63,7 +64,8 @@ class RunSummary:
         return out
 
     def with_reference(
-        self, records: Sequence[RequestRecord], reference: Reference, *, weights: Mapping[str, float],
+        self, records: Sequence[RequestRecord] | RecordColumns | Columns, reference: Reference, *,
+        weights: Mapping[str, float],
         arrival_end_time: float, end_time: float, prompt_weight: float = 1.0, output_weight: float = 2.0,
     ) -> RunSummary:
         """This summary with the metrics that need the simulator's reference runs filled in."""
@@ -77,7 +79,7 @@ class RunSummary:
 
 
 def summarise(
-    records: Sequence[RequestRecord],
+    records: Sequence[RequestRecord] | RecordColumns | Columns,
     series: TimeSeries,
     *,
     weights: Mapping[str, float],
@@ -95,7 +97,8 @@ def summarise(
     With `reference` (the simulator's served-alone runs and capacity) the user-side,
     isolation and holistic indices are computed too; without, they are NaN.
     """
-    throughput = Throughput.of(records)
+    records = as_columns(records)
+    throughput = Throughput.of_columns(records)
     matrix = service_matrix(records, series, weights, prompt_weight, output_weight)
     fair = fairness(matrix, arrival_end_time, window_s, warmup_s)
     resource = resource_fairness(series, matrix.tenants, matrix.queued, weights, arrival_end_time, window_s,
@@ -105,22 +108,17 @@ def summarise(
         arrival_end_time=arrival_end_time, end_time=max(len(series) * series.interval_s, records_end_time(records)),
         prompt_weight=prompt_weight, output_weight=output_weight, reference=reference,
     )
-    by_tenant: dict[str, list[RequestRecord]] = {}
-    for r in records:
-        by_tenant.setdefault(r.tenant, []).append(r)
     tenants = []
     for i, tenant in enumerate(matrix.tenants):
-        rs = by_tenant.get(tenant, [])
+        rs = records.of_tenant(tenant)
         tenants.append(
             TenantSummary(
-                tenant, float(weights.get(tenant, 1.0)), len(rs),
-                sum(1 for r in rs if r.finish_time is not None),
-                sum(1 for r in rs if r.reject_reason is not None),
-                float(matrix.service[i].sum()), LatencySummary.of(rs),
+                tenant, float(weights.get(tenant, 1.0)), len(rs), int(rs.is_finished.sum()), int(rs.rejected.sum()),
+                float(matrix.service[i].sum()), LatencySummary.of_columns(rs),
             )
         )
     summary = RunSummary(
-        LatencySummary.of(records), throughput, fair,
+        LatencySummary.of_columns(records), throughput, fair,
         Utilisation.of(series, throughput.span_s, peak_flops), tuple(tenants), num_preemptions, holistic,
     )
     return summary, matrix
