@@ -18,7 +18,7 @@ from equinox.errors import ConfigError
 # artifact's own profile (`vtc-a10g`) plus S-LoRA's per-iteration overhead; A100: the
 # calibrated roofline for Llama-2-13B (no profile covers it) times a runtime-efficiency factor.
 SLORA_RUNTIME: dict[str, dict[str, float]] = {
-    "a10g": {"step_overhead_s": 0.004, "seq_overhead_s": 0.0},
+    "a10g": {"step_overhead_s": 0.0035, "seq_overhead_s": 0.0},
     "a100-80gb": {"runtime_scale": 1.15, "step_overhead_s": 0.0},
 }
 
