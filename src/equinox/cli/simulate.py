@@ -153,6 +153,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     config = config_from_args(args, DEFAULT_SIMULATE_POLICY)  # -p wins over the config file's policy
     if args.policy:
         config = config.replace(policy=args.policy)
+    from equinox.cli.cluster import is_cluster, run_cluster_simulate
+
+    if is_cluster(args):
+        return run_cluster_simulate(args, config)
     progress = _progress(args, f"{config.policy}")
     result = run_simulation(config, progress=progress)
     if progress:
@@ -401,6 +405,9 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("simulate", help="simulate one policy on a workload; writes a run directory")
     p.add_argument("-p", "--policy", help=f"policy name (default: the --config file's, else {DEFAULT_SIMULATE_POLICY})")
     add_run_options(p)
+    from equinox.cli.cluster import add_cluster_options
+
+    add_cluster_options(p)
     p.set_defaults(func=run_simulate)
     p = sub.add_parser("compare", help="several policies on the same workload, side by side")
     p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default {DEFAULT_POLICIES})")

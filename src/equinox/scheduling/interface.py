@@ -211,6 +211,17 @@ class Policy(ABC):
         values = self.counters()
         return {self.name: values} if values else {}
 
+    # Counters shared across replicas (scheduling/global_counters.py) ----------------
+    def shared_counters(self) -> dict[str, dict[str, float]]:
+        """The additive per-tenant counters a cluster merges (kind -> tenant -> value); default:
+        none (the policy cannot take part in the global-counter protocol)."""
+        return {}
+
+    def shift_counters(self, deltas: Mapping[str, Mapping[str, float]]) -> None:
+        """Add `deltas[kind][tenant]` to the shared counters (the merged view of a cluster)."""
+        if any(deltas.values()):
+            raise ConfigError(f"policy {self.name!r} keeps no counters a cluster can share")
+
     # State that survives the host ---------------------------------------------------
     def export_state(self) -> dict[str, Any]:
         """The policy's accounting as a JSON-safe mapping (counters, lift floors, learned

@@ -168,6 +168,19 @@ class EquinoxPolicy(CounterPolicy):
         if tenant in self._backlogged:
             self._sum_rfc += amount
 
+    def shared_counters(self) -> dict[str, dict[str, float]]:
+        """UFC and RFC (HF is derived from them), for the global-counter protocol."""
+        return {"counter": dict(self._counter), "rfc": dict(self._rfc)}
+
+    def shift_counters(self, deltas: Mapping[str, Mapping[str, float]]) -> None:
+        """Add the merged cluster's UFC and RFC deltas, keeping the backlogged sums and heap current."""
+        super().shift_counters(deltas)
+        for tenant, amount in deltas.get("rfc", {}).items():
+            if amount:
+                self.charge_rfc(tenant, amount)
+                if amount < 0 and tenant in self._backlogged:
+                    self._backlogged.add(tenant)
+
     def lift_to(self, tenant: str, floor_tenant: str) -> None:
         """Lift UFC and RFC to those of the tenant with the lowest score (or the last to leave).
 

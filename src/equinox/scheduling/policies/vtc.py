@@ -114,6 +114,17 @@ class CounterPolicy(Policy):
         """Per-tenant counters."""
         return dict(self._counter)
 
+    # Counters shared across replicas -------------------------------------------------
+    def shared_counters(self) -> dict[str, dict[str, float]]:
+        """The counter every charge goes to (lifts excluded when a cluster turns `is_lifting` off)."""
+        return {"counter": dict(self._counter)}
+
+    def shift_counters(self, deltas: Mapping[str, Mapping[str, float]]) -> None:
+        """Add the merged cluster's deltas (a drop refreshes the tenant's heap entry)."""
+        for tenant, amount in deltas.get("counter", {}).items():
+            if amount:
+                self.charge(tenant, amount)
+
     # Listing ---------------------------------------------------------------------
     def waiting(self) -> Iterator[RequestView]:
         """Waiting requests in admission order: selection replayed on a fork of the policy.
