@@ -129,7 +129,7 @@ def test_collector_splits_busy_time_across_intervals() -> None:
     assert s.columns["busy_s"][:2] == pytest.approx([0.25, 0.25])
     assert s.columns["kv_block_s"][:2] == pytest.approx([0.75, 0.75])
     assert s.columns["num_steps"][1] == 1 and s.columns["flops"][1] == 1e12
-    assert s.service == {"a": {1: [8, 1]}}
+    assert {t: dict(cells) for t, cells in s.service.items()} == {"a": {1: (8, 1)}}
 
 
 def queued_matrix(service: list[float], queued: list[float]) -> ServiceMatrix:

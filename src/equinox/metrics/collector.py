@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from equinox.request import Request, RequestStatus
 from equinox.scheduling.interface import Platform
@@ -72,18 +75,81 @@ SERIES_COLUMNS = (
 )
 
 
+class Cells(Mapping[int, tuple[Any, Any]]):
+    """One tenant's per-interval pair of values, compact: 12-20 bytes a cell instead of ~200.
+
+    Reads like `{interval index: (x, y)}` in index order; `add` folds into the last cell
+    when the index repeats (steps end in time order, so it nearly always does).
+    """
+
+    __slots__ = ("_index", "_x", "_y", "_zero")
+
+    def __init__(self, typecode: str) -> None:
+        self._index = array("l")
+        self._x: array[Any] = array(typecode)
+        self._y: array[Any] = array(typecode)
+        self._zero: float = 0.0 if typecode == "d" else 0  # a new cell is zero plus the first values, as a list's
+
+    def add(self, i: int, x: float, y: float) -> None:
+        """Add (x, y) to cell `i` (created at zero if absent)."""
+        idx = self._index
+        if idx and idx[-1] == i:
+            self._x[-1] += x
+            self._y[-1] += y
+            return
+        zero = self._zero
+        if not idx or idx[-1] < i:
+            idx.append(i)
+            self._x.append(zero + x)
+            self._y.append(zero + y)
+            return
+        k = bisect_left(idx, i)
+        if idx[k] == i:
+            self._x[k] += x
+            self._y[k] += y
+        else:
+            idx.insert(k, i)
+            self._x.insert(k, zero + x)
+            self._y.insert(k, zero + y)
+
+    def __getitem__(self, i: int) -> tuple[Any, Any]:
+        k = bisect_left(self._index, i)
+        if k == len(self._index) or self._index[k] != i:
+            raise KeyError(i)
+        return self._x[k], self._y[k]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def items(self) -> Iterator[tuple[int, tuple[Any, Any]]]:  # type: ignore[override]
+        """(interval index, (x, y)) in index order."""
+        return zip(self._index, zip(self._x, self._y, strict=True), strict=True)
+
+    def values(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
+        """(x, y) in index order."""
+        return zip(self._x, self._y, strict=True)
+
+
 @dataclass
 class TimeSeries:
-    """Per-interval aggregates; index i covers [i*interval_s, (i+1)*interval_s)."""
+    """Per-interval aggregates; index i covers [i*interval_s, (i+1)*interval_s).
+
+    The collector fills `service` and `resource` with compact `Cells`; hosts that build a
+    series by hand (live runs) may use plain dicts of two-item lists: readers only iterate.
+    """
 
     interval_s: float
-    columns: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in SERIES_COLUMNS})
-    # tenant -> interval index -> [prompt tokens computed, output tokens generated]
-    service: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    # column -> per-interval values: lists, or float arrays (8 bytes a value) in the collector's series
+    columns: dict[str, Any] = field(default_factory=lambda: {c: [] for c in SERIES_COLUMNS})
+    # tenant -> interval index -> (prompt tokens computed, output tokens generated)
+    service: dict[str, Any] = field(default_factory=dict)
     # interval index -> counter kind (e.g. "vtc", "ufc", "rfc", "hf") -> tenant -> value
     counters: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
-    # tenant -> interval index -> [GPU-seconds apportioned, KV block-seconds held] (docs/algorithm.md, M4)
-    resource: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+    # tenant -> interval index -> (GPU-seconds apportioned, KV block-seconds held) (docs/algorithm.md, M4)
+    resource: dict[str, Any] = field(default_factory=dict)
     num_kv_blocks: int = 0
 
     def __len__(self) -> int:
@@ -96,24 +162,34 @@ class TimeSeries:
                 col.extend([0.0] * n)
 
 
+RequestSink = Callable[[Request], None]
+CounterSink = Callable[[int, Mapping[str, Mapping[str, float]]], None]
+
+
 class Collector:
-    """Receives simulator events and keeps records and time series (no per-token storage)."""
+    """Receives simulator events and keeps records and time series (no per-token storage).
+
+    With `request_sink` every finished, rejected or unfinished request goes there instead
+    of into `records`; with `counter_sink` the policy's counters go there (interval index,
+    kind -> tenant -> value) instead of into `series.counters`. A streamed run directory
+    uses both, so memory does not grow with the number of requests (issue 13).
+    """
 
     def __init__(
         self, interval_s: float = 1.0, flops_of: Callable[[StepReport], float] | None = None,
-        platform: Platform | None = None,
+        platform: Platform | None = None, *, request_sink: RequestSink | None = None,
+        counter_sink: CounterSink | None = None,
     ) -> None:
-        self.series = TimeSeries(interval_s)
+        self.series = TimeSeries(interval_s, {c: array("d") for c in SERIES_COLUMNS})
         plat = platform or Platform.proxy()
         # Seconds per prefill token, per context token read, per weight read: apportion iteration time.
         self._costs = (plat.s_per_prefill_token, plat.s_per_context_token, plat.s_weight_read)
-        self._resource_cells: dict[str, list[float]] = {}
         self.records: list[RequestRecord] = []
         self._flops_of = flops_of
+        self._request_sink = request_sink
+        self._counter_sink = counter_sink
         self._last_counter_index = -1
         self.num_preemptions = 0
-        self._cells_index = -1
-        self._cells: dict[str, list[int]] = {}  # tenant -> service cell of interval `_cells_index`
         cols = self.series.columns  # the lists grow in place, so references stay valid
         self._step_columns = tuple(cols[c] for c in (
             "num_steps", "num_seqs", "num_tokens", "num_prefill_tokens", "num_decode_seqs", "token_budget",
@@ -166,23 +242,12 @@ class Collector:
         c_running[i_end] = num_running
         if self._flops_of is not None:
             c_flops[i_end] += self._flops_of(report)
-        if i_end != self._cells_index:  # steps end in time order, so this interval's cells are reused
-            self._cells_index = i_end
-            self._cells = {}
-            self._resource_cells = {}
-        cells = self._cells
+        service = s.service
         for tenant, usage in report.per_tenant.items():
-            cell = cells.get(tenant)
-            if cell is None:
-                per = s.service.get(tenant)
-                if per is None:
-                    per = s.service[tenant] = {}
-                cell = per.get(i_end)
-                if cell is None:
-                    cell = per[i_end] = [0, 0]
-                cells[tenant] = cell
-            cell[0] += usage.num_prefill_tokens
-            cell[1] += usage.num_output_tokens
+            cells = service.get(tenant)
+            if cells is None:
+                cells = service[tenant] = Cells("q")
+            cells.add(i_end, usage.num_prefill_tokens, usage.num_output_tokens)
         if report.duration_s > 0 and report.per_tenant:
             self._apportion(report, i_end)
         self.num_preemptions += num_preempted
@@ -207,22 +272,12 @@ class Collector:
         kv_scale = dur
         if report.kv_block_seconds is not None and num_blocks:  # folded run: blocks at its end, scaled to its total
             kv_scale = report.kv_block_seconds / num_blocks
-        cells = self._resource_cells
+        resource = self.series.resource
         for tenant, u in per.items():
-            cell = cells.get(tenant)
-            if cell is None:
-                cell = cells[tenant] = self._resource_cell(tenant, index)
-            cell[0] += c_prefill * u[0] + c_context * u[2] + per_out * u[1]
-            cell[1] += u[3] * kv_scale
-
-    def _resource_cell(self, tenant: str, index: int) -> list[float]:
-        per = self.series.resource.get(tenant)
-        if per is None:
-            per = self.series.resource[tenant] = {}
-        cell = per.get(index)
-        if cell is None:
-            cell = per[index] = [0.0, 0.0]
-        return cell
+            cells = resource.get(tenant)
+            if cells is None:
+                cells = resource[tenant] = Cells("d")
+            cells.add(index, c_prefill * u[0] + c_context * u[2] + per_out * u[1], u[3] * kv_scale)
 
     def sample_counters(self, now: float, counters: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:
         """Record policy counters once per interval (cheap when called every step)."""
@@ -231,8 +286,14 @@ class Collector:
             self._last_counter_index = i
             values = counters()
             if values:
-                self.series.counters[i] = {kind: dict(v) for kind, v in values.items()}
+                if self._counter_sink is not None:
+                    self._counter_sink(i, values)
+                else:
+                    self.series.counters[i] = {kind: dict(v) for kind, v in values.items()}
 
     def on_done(self, req: Request) -> None:
         """A request finished or was rejected."""
-        self.records.append(RequestRecord.from_request(req))
+        if self._request_sink is not None:
+            self._request_sink(req)
+        else:
+            self.records.append(RequestRecord.from_request(req))

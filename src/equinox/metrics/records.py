@@ -107,15 +107,15 @@ class RecordColumns:
         return out
 
     def columns(self) -> Columns:
-        """Numpy views of the columns (cached until the next append)."""
+        """Numpy copies of the columns (cached until the next append)."""
         if self._frozen is None:
+            f, i = _f64, _i64
+            tenant = np.frombuffer(self._tenant, dtype=np.int32).copy() if len(self) else np.zeros(0, np.int32)
+            rejected = np.frombuffer(self._rejected, dtype=np.int8).astype(bool) if len(self) else np.zeros(0, bool)
             self._frozen = Columns(
-                tuple(self.tenants), np.frombuffer(self._tenant, dtype=np.int32).copy() if len(self)
-                else np.zeros(0, np.int32),
-                *(_f64(a) for a in (self._arrival, self._scheduled, self._first_token, self._finish)),
-                *(_i64(a) for a in (self._prompt, self._output, self._requested, self._preemptions)),
-                _f64(self._max_itl), np.frombuffer(self._rejected, dtype=np.int8).astype(bool) if len(self)
-                else np.zeros(0, bool),
+                tuple(self.tenants), tenant, f(self._arrival), f(self._scheduled), f(self._first_token),
+                f(self._finish), i(self._prompt), i(self._output), i(self._requested), i(self._preemptions),
+                f(self._max_itl), rejected,
             )
         return self._frozen
 
