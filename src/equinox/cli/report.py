@@ -78,7 +78,8 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
     progress = _PhaseProgress(not args.no_progress)
     print(f"equinox experiment {exp.name}: {exp.description}", file=sys.stderr)
     try:
-        outcome = run_experiment(exp, out, quick=args.quick, jobs=args.jobs, command=command, progress=progress)
+        outcome = run_experiment(exp, out, quick=args.quick, jobs=args.jobs, command=command, progress=progress,
+                                 ray_address=args.ray)
     finally:
         progress.close()
     print(f"{len(outcome.run_dirs)} runs ({outcome.num_probes} capacity probes) in {outcome.wall_s:.0f} s")
@@ -112,5 +113,8 @@ def add_report_parser(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="shorter traces and fewer points (paper: < 5 min on 2 cores)")
     p.add_argument("-j", "--jobs", type=int, help="parallel runs (default: every core)")
     p.add_argument("-o", "--out", help="output directory (default experiments/NAME[-quick])")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run each simulation as a Ray task: alone, on a local Ray instance; with ADDRESS "
+                        "(e.g. auto, ray://head:10001), on that cluster (needs the ray extra)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.set_defaults(func=run_experiment_cmd)

@@ -125,8 +125,13 @@ def run_experiment(
     jobs: int | None = None,
     command: str | None = None,
     progress: ProgressFn | None = None,
+    ray_address: str | None = None,
 ) -> ExperimentOutcome:
-    """Run every spec of the experiment in parallel and write runs/, report/ and results.md under `out_dir`."""
+    """Run every spec of the experiment in parallel and write runs/, report/ and results.md under `out_dir`.
+
+    `ray_address` runs each simulation as a Ray task instead of a local process ("local": start
+    a local Ray instance; "auto" or an address: join that cluster); results are identical.
+    """
     started = time.perf_counter()
     exp = get_experiment(name) if isinstance(name, str) else name
     specs = exp.specs(quick)
@@ -135,7 +140,13 @@ def run_experiment(
     probes = sorted({s.probe_key for s in specs if s.needs_probe})
     workers = max(1, min(jobs or os.cpu_count() or 1, max(len(specs), 1)))
     log.info("experiment %s: %d probes, %d runs, %d workers", exp.name, len(probes), len(specs), workers)
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    pool: Executor | None = None
+    if ray_address is None and workers > 1:
+        pool = ProcessPoolExecutor(max_workers=workers)
+    if ray_address is not None:
+        from equinox.integrations.ray.executor import RayExecutor
+
+        pool = RayExecutor(ray_address, num_cpus=jobs)
     failures: list[str] = []
     try:
         capacities: dict[ProbeKey, Capacity] = {}
