@@ -15,7 +15,7 @@ from equinox.integrations.gateway.admission import (
     estimate_chat_tokens,
     estimate_prompt_tokens,
 )
-from equinox.integrations.gateway.backends import AdaptiveWindow, Router
+from equinox.integrations.gateway.backends import AdaptiveWindow, make_backends
 from equinox.integrations.gateway.config import ConcurrencyConfig
 from equinox.scheduling.policy import make_policy
 
@@ -35,8 +35,8 @@ def setup(policy: str = "vtc", window: int = 1, backends: int = 1, **gateway: An
                       concurrency={"initial_window": window},
                       backends_extra={"models": ["m"], "max_concurrency": window})
     clock = Clock()
-    router = Router(cfg.backends, cfg.concurrency)
-    return Admission(make_policy(cfg.policy, cfg.policy_config()), router, cfg, clock), clock
+    backends = make_backends(cfg.backends, cfg.concurrency)
+    return Admission(make_policy(cfg.policy, cfg.policy_config()), backends, cfg, clock), clock
 
 
 def req(i: int, tenant: str, prompt: int = 10, max_tokens: int = 10) -> GatewayRequest:
@@ -54,7 +54,7 @@ def test_vtc_interleaves_tenants_through_one_slot() -> None:
             (running,) = adm.running.values()
             order.append(running.tenant)
             adm.on_first_token(running, 0.01)
-            adm.on_tokens(running, running.max_tokens or 0)
+            running.add_output(running.max_tokens or 0)
             adm.report_usage()
             clock.now += 1.0
             adm.finish(running)
@@ -113,7 +113,7 @@ def test_retry_moves_to_another_backend_and_gives_up_when_none_is_left() -> None
         assert not adm.retry(r, "boom again")  # both tried
         adm.finish(r)
         assert not adm.running and adm.policy.num_waiting == 0
-        assert all(b.num_in_flight == 0 for b in adm.router.backends)
+        assert all(b.num_in_flight == 0 for b in adm.backends)
 
     asyncio.run(run())
 
@@ -121,7 +121,7 @@ def test_retry_moves_to_another_backend_and_gives_up_when_none_is_left() -> None
 def test_no_healthy_backend_fails_waiting_requests_with_503() -> None:
     async def run() -> None:
         adm, _ = setup("vtc", window=1)
-        for b in adm.router.backends:
+        for b in adm.backends:
             b.is_probe_ok = False
         r = req(0, "alice")
         adm.submit(r)
@@ -158,19 +158,54 @@ def test_synthesised_usage_reports_charge_streamed_tokens(policy: str) -> None:
         adm.submit(r)
         clock.now = 0.1
         adm.on_first_token(r, 0.1)
-        adm.on_tokens(r, 7)
+        r.add_output(7)
         report = adm.report_usage()
         assert report is not None and report.per_tenant["alice"].num_output_tokens == 7
         assert report.per_tenant["alice"].num_prefill_tokens == 10
         before = dict(adm.policy.counters())
         clock.now = 0.2
-        adm.on_tokens(r, 3)
+        r.add_output(3)
         adm.report_usage()
         if policy in ("vtc", "lcf"):
             assert adm.policy.counters()["alice"] == before["alice"] + 2.0 * 3
         adm.finish(r)
-        adm.on_tokens(r, 5)  # after the end (client gone): never charged
+        r.add_output(5)  # after the end (client gone): never charged
         assert adm.report_usage() is None
+
+    asyncio.run(run())
+
+
+def test_placement_prefers_the_backend_with_least_outstanding_work() -> None:
+    async def run() -> None:
+        adm, _ = setup("fcfs", window=4, backends=2)
+        big, small, next_ = req(0, "alice", prompt=1000), req(1, "alice"), req(2, "alice")
+        for r in (big, small, next_):
+            adm.submit(r)
+        assert [r.backend.name for r in (big, small, next_) if r.backend] == ["b0", "b1", "b1"]
+        assert adm.outstanding_tokens(adm.backends[0]) == 1010
+        adm.on_first_token(big, 0.01)  # its prompt is done: only its output bound is left
+        big.add_output(4)
+        assert adm.outstanding_tokens(adm.backends[0]) == 6
+        later = req(3, "alice")
+        adm.submit(later)
+        assert later.backend is adm.backends[0]
+
+    asyncio.run(run())
+
+
+def test_backend_failure_after_the_first_token_keeps_traffic_away() -> None:
+    async def run() -> None:
+        adm, clock = setup("fcfs", window=4, backends=2)
+        r = req(0, "alice")
+        adm.submit(r)
+        failed = r.backend
+        assert failed is not None
+        adm.on_first_token(r, 0.01)
+        adm.finish(r, backend_error="connection reset")
+        assert failed.num_failures == 1 and not failed.is_healthy(clock.now) and failed.num_in_flight == 0
+        again = req(1, "alice")
+        adm.submit(again)
+        assert again.backend is not None and again.backend is not failed
 
     asyncio.run(run())
 

@@ -1,9 +1,17 @@
-"""Admission: per-tenant fair queueing under the simulator's Policy objects, on the gateway's event loop.
+"""Admission: per-tenant fair queueing and placement on backends, on the gateway's event loop.
 
 A request is added to the policy when it arrives (the policy may reject it: `rpm`), and
 dispatched when the policy's head request has a backend with window room. Heads are
 never skipped: when the head cannot be placed, admission stops until a slot frees
 (the simulator's rule). Everything runs on one asyncio loop, so no locks are needed.
+
+Placement has one owner (issue #12): this class picks the backend (healthy, serving
+the model, window room, least outstanding work per window slot), counts what is in
+flight there, feeds the backend's adaptive window its latency samples and marks it
+failed. The request handler enters it four times per request (`submit`,
+`wait_dispatch`, `on_first_token`, `finish`), plus `retry` after a backend failure;
+streamed tokens are recorded on the request itself (`GatewayRequest.add_output`) and
+read from there, so the count does not grow with the length of the answer.
 
 Service accounting: the policy's `on_step` expects iteration reports from an engine.
 The gateway has none, so every `usage_report_interval_s` it synthesises a StepReport
@@ -20,10 +28,10 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from equinox.integrations.gateway.backends import Backend, Router
+from equinox.integrations.gateway.backends import Backend
 from equinox.integrations.gateway.config import GatewayConfig
 from equinox.scheduling.interface import Policy
 from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
@@ -65,16 +73,27 @@ class GatewayRequest:
     is_running: bool = False
     is_done: bool = False
     _future: asyncio.Future[Backend] | None = None
-    _charged_tokens: float = 0.0  # this request's share of its backend's outstanding work
+    _num_output_reported: int = 0  # output tokens already handed to the policy in a usage report
+
+    def add_output(self, num_tokens: int) -> None:
+        """`num_tokens` more output tokens reached the gateway (ignored once the request has ended)."""
+        if num_tokens > 0 and not self.is_done:
+            self.num_output_tokens_done += num_tokens
+            self.num_computed_tokens += num_tokens
+
+    @property
+    def num_tokens_left(self) -> int:
+        """Predicted work still to do at its backend: prompt plus output bound, less what was computed."""
+        return max(0, self.num_prompt_tokens + (self.max_tokens or 0) - self.num_computed_tokens)
 
 
 class Admission:
     """The fair queue in front of the backends (see the module docstring)."""
 
-    def __init__(self, policy: Policy, router: Router, config: GatewayConfig, clock: Callable[[], float],
-                 on_event: Callable[[str, GatewayRequest], None] | None = None) -> None:
+    def __init__(self, policy: Policy, backends: Sequence[Backend], config: GatewayConfig,
+                 clock: Callable[[], float], on_event: Callable[[str, GatewayRequest], None] | None = None) -> None:
         self.policy = policy
-        self.router = router
+        self.backends = list(backends)
         self.config = config
         self.clock = clock
         self._on_event = on_event or (lambda kind, req: None)
@@ -131,10 +150,10 @@ class Admission:
                 logger.error("policy returned unknown request %s", view.request_id)
                 self.policy.pop(view, now)
                 continue
-            if not self.router.serving(req.model, now, req.tried):
+            if not self._serving(req.model, now, req.tried):
                 self._fail_unplaceable(req, now)
                 continue
-            backend = self.router.pick(req.model, now, req.tried)
+            backend = self._pick(req.model, now, req.tried)
             if backend is None:
                 return  # head does not fit: wait for a slot
             self.policy.pop(req, now)
@@ -185,8 +204,6 @@ class Admission:
         req.tried.append(backend.name)
         backend.num_in_flight += 1
         backend.num_requests += 1
-        req._charged_tokens = float(req.num_prompt_tokens + (req.max_tokens or 0))
-        backend.outstanding_tokens += req._charged_tokens
         self.running[req.request_id] = req
         self._on_event("dispatch", req)
         assert req._future is not None
@@ -198,39 +215,26 @@ class Admission:
         """The first token of `req` arrived: credit its prompt, tell the policy, sample the window."""
         now = self.clock()
         req.first_token_time = now
-        req.num_computed_tokens = req.num_prompt_tokens
+        req.num_computed_tokens = req.num_prompt_tokens + req.num_output_tokens_done
         self._pending_prompt[req.tenant] = self._pending_prompt.get(req.tenant, 0) + req.num_prompt_tokens
         self.policy.on_first_token(req, now)
         backend = req.backend
-        if backend is not None:
-            self._consume_work(req, req.num_prompt_tokens)
-            if backend.window.on_sample(now, ttft_s=upstream_ttft_s):
-                self.pump()
+        if backend is not None and backend.window.on_sample(now, ttft_s=upstream_ttft_s):
+            self.pump()
         self._on_event("first_token", req)
 
-    def on_tokens(self, req: GatewayRequest, num_tokens: int) -> None:
-        """`num_tokens` more output tokens of `req` reached the gateway."""
-        if num_tokens <= 0 or req.is_done:
-            return
-        req.num_output_tokens_done += num_tokens
-        req.num_computed_tokens += num_tokens
-        self._pending_output[req.tenant] = self._pending_output.get(req.tenant, 0) + num_tokens
-        self._consume_work(req, num_tokens)
-
-    def _consume_work(self, req: GatewayRequest, num_tokens: int) -> None:
-        backend = req.backend
-        if backend is None:
-            return
-        take = min(req._charged_tokens, float(num_tokens))
-        req._charged_tokens -= take
-        backend.outstanding_tokens = max(0.0, backend.outstanding_tokens - take)
+    def _collect_output(self, req: GatewayRequest) -> None:
+        """Move the output tokens `req` streamed since the last report into the tenant's pending usage."""
+        num_new = req.num_output_tokens_done - req._num_output_reported
+        if num_new > 0:
+            req._num_output_reported = req.num_output_tokens_done
+            self._pending_output[req.tenant] = self._pending_output.get(req.tenant, 0) + num_new
 
     def _release(self, req: GatewayRequest) -> Backend | None:
+        self._collect_output(req)  # what streamed before the end is charged; nothing after it
         backend = req.backend
         if backend is not None and req.is_running:
             backend.num_in_flight -= 1
-            backend.outstanding_tokens = max(0.0, backend.outstanding_tokens - req._charged_tokens)
-            req._charged_tokens = 0.0
         self.running.pop(req.request_id, None)
         req.is_running = False
         return backend
@@ -243,7 +247,7 @@ class Admission:
         req.backend = None
         if backend is not None:
             backend.mark_failed(now, self.config.backend_cooldown_s, error)
-        if len(req.tried) >= self.config.max_attempts or not self.router.serving(req.model, now, req.tried):
+        if len(req.tried) >= self.config.max_attempts or not self._serving(req.model, now, req.tried):
             return False
         req.num_preemptions += 1
         req._future = asyncio.get_running_loop().create_future()
@@ -253,11 +257,16 @@ class Admission:
         self.pump()
         return True
 
-    def finish(self, req: GatewayRequest, *, itl_s: float | None = None) -> None:
-        """`req` ended (success, error, client gone, queue timeout): stop charging, free its slot, admit more."""
+    def finish(self, req: GatewayRequest, *, itl_s: float | None = None, backend_error: str | None = None) -> None:
+        """`req` ended (success, error, client gone, queue timeout): stop charging, free its slot, admit more.
+
+        `backend_error`: its backend failed after the first token; keep traffic away from it for a while.
+        """
         if req.is_done:
             return
         now = self.clock()
+        if backend_error is not None and req.backend is not None and req.is_running:
+            req.backend.mark_failed(now, self.config.backend_cooldown_s, backend_error)
         req.is_done = True
         req.finish_time = now
         if req.request_id in self._waiting:  # never dispatched, or requeued after a failure
@@ -282,6 +291,8 @@ class Admission:
     def report_usage(self) -> StepReport | None:
         """Hand the tokens streamed since the last call to the policy as one synthesised StepReport."""
         now = self.clock()
+        for req in self.running.values():
+            self._collect_output(req)
         tenants = set(self._pending_output) | set(self._pending_prompt)
         if not tenants:
             self._last_report_time = now
@@ -294,7 +305,7 @@ class Admission:
         self._pending_output.clear()
         self._pending_prompt.clear()
         num_running = len(self.running)
-        window = max(1, self.router.total_window())
+        window = max(1, sum(b.window.limit for b in self.backends))
         report = StepReport(
             step_id=self._step_id, start_time=self._last_report_time,
             duration_s=max(0.0, now - self._last_report_time),
@@ -319,6 +330,32 @@ class Admission:
                 self.pump()
             except Exception:  # a policy bug must not stop accounting for everyone
                 logger.exception("usage report failed")
+
+    # Placement -----------------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        """Every model some backend serves (sorted)."""
+        return sorted({m for b in self.backends for m in b.models})
+
+    def _serving(self, model: str, now: float, exclude: Iterable[str] = ()) -> list[Backend]:
+        """Healthy backends serving `model`, other than those named in `exclude`."""
+        skip = set(exclude)
+        return [b for b in self.backends if model in b.models and b.name not in skip and b.is_healthy(now)]
+
+    def _pick(self, model: str, now: float, exclude: Iterable[str] = ()) -> Backend | None:
+        """The candidate with window room and the least outstanding work per window slot, or None."""
+        best: Backend | None = None
+        best_key: tuple[float, int, str] | None = None
+        for b in self._serving(model, now, exclude):
+            if not b.has_capacity:
+                continue
+            key = (self.outstanding_tokens(b) / b.window.limit, b.num_in_flight, b.name)
+            if best_key is None or key < best_key:
+                best, best_key = b, key
+        return best
+
+    def outstanding_tokens(self, backend: Backend) -> int:
+        """Predicted tokens still to process for the requests in flight at `backend`."""
+        return sum(r.num_tokens_left for r in self.running.values() if r.backend is backend)
 
     def num_waiting_of(self, tenant: str) -> int:
         """Requests of `tenant` waiting in the fair queue."""

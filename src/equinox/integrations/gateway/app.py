@@ -41,13 +41,13 @@ def build_app(config: GatewayConfig) -> Any:
     async def models(request: Request) -> Response:
         if state.auth.tenant_of(bearer_key(request.headers)) is None:
             return unauthorised("invalid or missing API key: send `Authorization: Bearer <key>`")
-        data = [{"id": m, "object": "model", "owned_by": "equinox", "created": 0} for m in state.router.models()]
+        data = [{"id": m, "object": "model", "owned_by": "equinox", "created": 0} for m in state.admission.models()]
         return JSONResponse({"object": "list", "data": data})
 
     async def health(request: Request) -> Response:
         now = state.clock()
         backends = [{"name": b.name, "healthy": b.is_healthy(now), "window": round(b.window.value, 2),
-                     "in_flight": b.num_in_flight, "models": sorted(b.models)} for b in state.router.backends]
+                     "in_flight": b.num_in_flight, "models": sorted(b.models)} for b in state.admission.backends]
         ok = any(b["healthy"] for b in backends) and not state.is_draining
         status = "draining" if state.is_draining else "ok" if ok else "no healthy backend"
         body: dict[str, Any] = {"status": status, "num_healthy_backends": sum(bool(b["healthy"]) for b in backends)}

@@ -1,4 +1,7 @@
-"""Backends: an adaptive concurrency window per engine, health, and least-outstanding-work routing.
+"""Backends: an adaptive concurrency window per engine, and its health.
+
+Which backend serves a request is decided in one place, `admission.Admission` (issue #12);
+this module holds the per-engine state it reads and updates.
 
 The window is AIMD on what users feel (issue #7): every first token whose upstream
 TTFT is under `target_ttft_s`, and every finished stream whose mean inter-token
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from equinox.integrations.gateway.config import BackendConfig, ConcurrencyConfig
@@ -67,7 +70,6 @@ class Backend:
     window: AdaptiveWindow
     models: set[str] = field(default_factory=set)
     num_in_flight: int = 0
-    outstanding_tokens: float = 0.0  # predicted tokens still to process for requests in flight
     is_probe_ok: bool = True
     unhealthy_until: float = 0.0
     num_failures: int = 0
@@ -103,35 +105,6 @@ class Backend:
         logger.warning("backend %s failed (%s); no traffic for %.1f s", self.name, reason, cooldown_s)
 
 
-class Router:
-    """Picks the backend for a request: healthy, serving its model, with window room, least outstanding work."""
-
-    def __init__(self, backends: Sequence[BackendConfig], concurrency: ConcurrencyConfig) -> None:
-        self.backends = [
-            Backend(cfg, AdaptiveWindow(concurrency, float(cfg.max_concurrency))) for cfg in backends
-        ]
-
-    def models(self) -> list[str]:
-        """Every model some backend serves (sorted)."""
-        return sorted({m for b in self.backends for m in b.models})
-
-    def serving(self, model: str, now: float, exclude: Iterable[str] = ()) -> list[Backend]:
-        """Healthy backends serving `model`, other than those named in `exclude`."""
-        skip = set(exclude)
-        return [b for b in self.backends if model in b.models and b.name not in skip and b.is_healthy(now)]
-
-    def pick(self, model: str, now: float, exclude: Iterable[str] = ()) -> Backend | None:
-        """The candidate with window room and the least outstanding work per window slot, or None."""
-        best: Backend | None = None
-        best_key: tuple[float, int, str] | None = None
-        for b in self.serving(model, now, exclude):
-            if not b.has_capacity:
-                continue
-            key = (b.outstanding_tokens / b.window.limit, b.num_in_flight, b.name)
-            if best_key is None or key < best_key:
-                best, best_key = b, key
-        return best
-
-    def total_window(self) -> int:
-        """Sum of the windows of all backends (for synthesised step reports)."""
-        return sum(b.window.limit for b in self.backends)
+def make_backends(configs: Sequence[BackendConfig], concurrency: ConcurrencyConfig) -> list[Backend]:
+    """One Backend per configured engine, each with its own adaptive window."""
+    return [Backend(cfg, AdaptiveWindow(concurrency, float(cfg.max_concurrency))) for cfg in configs]

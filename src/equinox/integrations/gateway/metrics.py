@@ -91,7 +91,7 @@ class _LiveCollector:
                                     labels=["backend"])
         failures = CounterMetricFamily("equinox_gateway_backend_failures", "Failed upstream requests",
                                        labels=["backend"])
-        for b in adm.router.backends:
+        for b in adm.backends:
             window.add_metric([b.name], b.window.value)
             flying.add_metric([b.name], b.num_in_flight)
             healthy.add_metric([b.name], 1.0 if b.is_healthy(now) else 0.0)

@@ -51,6 +51,14 @@ class _ClientGone(Exception):
     """The client disconnected while the request body was being read."""
 
 
+class _BackendLost(GatewayError):
+    """The backend failed after the first token (502); `reason` is passed on to mark it failed."""
+
+    def __init__(self, backend_name: str, reason: str) -> None:
+        super().__init__(502, f"backend {backend_name} failed after the first token: {reason}", kind="backend_error")
+        self.reason = reason
+
+
 @dataclass
 class _Prepared:
     """A validated request, ready to queue."""
@@ -184,7 +192,7 @@ class GenerationHandler:
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "field 'model' is required (a model name from GET /v1/models)",
                                kind="invalid_request_error")
-        models = st.router.models()
+        models = st.admission.models()
         if not models:
             raise GatewayError(503, "no backend is reachable yet, so no model is being served; retry later",
                                kind="no_backend", retry_after_s=st.config.retry_after_s)
@@ -227,6 +235,7 @@ class GenerationHandler:
         upstream: Upstream | None = None
         started = False
         itl_s: float | None = None
+        backend_error: str | None = None
         try:
             upstream, raw, chunk = await self._until_first_token(prepared)
             if prepared.is_stream:
@@ -238,6 +247,8 @@ class GenerationHandler:
             outcome = "ok"
         except GatewayError as err:
             outcome = err.kind
+            if isinstance(err, _BackendLost):
+                backend_error = err.reason
             st.metrics.rejections.labels(req.tenant, err.kind).inc()
             if started:
                 await send({"type": "http.response.body", "body": sse(error_body(err.status, err.message, err.kind)),
@@ -271,7 +282,7 @@ class GenerationHandler:
         finally:
             if upstream is not None:
                 await upstream.close()
-            st.admission.finish(req, itl_s=itl_s)
+            st.admission.finish(req, itl_s=itl_s, backend_error=backend_error)
             st.metrics.requests.labels(req.tenant, outcome).inc()
             if outcome == "ok" and req.finish_time is not None:
                 st.metrics.e2e.labels(req.tenant).observe(req.finish_time - req.arrival_time)
@@ -318,7 +329,6 @@ class GenerationHandler:
         """Forward (stream) or fold (non-stream) every chunk; returns the mean inter-token latency."""
         st = self.state
         req = prepared.req
-        adm = st.admission
         keep_usage = wants_usage_chunk(prepared.payload)
         agg = None if prepared.is_stream else Aggregator(self.is_chat)
         usage: dict[str, Any] | None = None
@@ -330,7 +340,7 @@ class GenerationHandler:
             n = count_tokens(chunk)
             if n:
                 num_counted += n
-                adm.on_tokens(req, n)
+                req.add_output(n)
                 st.metrics.output_tokens.labels(req.tenant).inc(n)
                 last_token_time = st.clock()
             if chunk.get("usage"):
@@ -342,13 +352,11 @@ class GenerationHandler:
             try:
                 current = await upstream.next_chunk()
             except UpstreamFailure as exc:
-                upstream.backend.mark_failed(st.clock(), st.config.backend_cooldown_s, str(exc))
-                raise GatewayError(502, f"backend {upstream.backend.name} failed after the first token: {exc}",
-                                   kind="backend_error") from None
+                raise _BackendLost(upstream.backend.name, str(exc)) from None
         if usage:
             extra = int(usage.get("completion_tokens") or 0) - num_counted
             if extra > 0:  # chunks carrying several tokens: charge the rest now
-                adm.on_tokens(req, extra)
+                req.add_output(extra)
                 st.metrics.output_tokens.labels(req.tenant).inc(extra)
             st.metrics.prompt_tokens.labels(req.tenant).inc(int(usage.get("prompt_tokens") or 0))
         if agg is not None:

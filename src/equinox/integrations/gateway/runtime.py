@@ -1,4 +1,4 @@
-"""GatewayState: what the handlers share (config, auth, policy, admission, backends, metrics, HTTP client).
+"""GatewayState: what the handlers share (config, auth, policy, admission with its backends, metrics, HTTP client).
 
 It also owns the gateway's life cycle: start (restore the fairness counters, probe the
 backends, start the accounting, health and snapshot tasks), drain (on SIGTERM: refuse
@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from equinox.integrations.gateway.admission import Admission, GatewayError
-from equinox.integrations.gateway.backends import Backend, Router
+from equinox.integrations.gateway.backends import Backend, make_backends
 from equinox.integrations.gateway.config import Authenticator, GatewayConfig
 from equinox.integrations.gateway.metrics import GatewayMetrics
 from equinox.scheduling.policy import make_policy
@@ -35,10 +35,10 @@ class GatewayState:
         self.config = config
         self.start_time = time.monotonic()
         self.auth = Authenticator(config.tenants)
-        self.router = Router(config.backends, config.concurrency)
         self.policy = make_policy(config.policy, config.policy_config())
         self.policy.set_platform(config.platform.platform())  # before restoring counters learned on it
-        self.admission = Admission(self.policy, self.router, config, self.clock)
+        self.admission = Admission(self.policy, make_backends(config.backends, config.concurrency), config,
+                                   self.clock)
         self.metrics = GatewayMetrics(lambda: self.admission, self.clock)
         self.request_ids = itertools.count()
         self.client: Any = None
@@ -63,7 +63,7 @@ class GatewayState:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024, keepalive_expiry=30.0),
             trust_env=False,
         )
-        await asyncio.gather(*(self.probe(b) for b in self.router.backends))
+        await asyncio.gather(*(self.probe(b) for b in self.admission.backends))
         self._tasks = [asyncio.create_task(self.admission.report_loop()), asyncio.create_task(self._health_loop())]
         if cfg.state_file:
             self._tasks.append(asyncio.create_task(self._snapshot_loop()))
@@ -162,5 +162,5 @@ class GatewayState:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
-            await asyncio.gather(*(self.probe(b) for b in self.router.backends))
+            await asyncio.gather(*(self.probe(b) for b in self.admission.backends))
             self.admission.pump()
