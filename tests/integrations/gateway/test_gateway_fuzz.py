@@ -2,17 +2,19 @@
 gateway and fake backend; no 5xx, no traceback in the log, and nothing left behind in the gateway.
 
 The default run tries a few hundred bodies; `EQUINOX_FUZZ_EXAMPLES=5000` tries thousands
-(the figures in docs/gateway.md).
+(the figures in docs/gateway.md). The gateway runs in this process here; the memory of a
+gateway process of its own under the same bodies is measured by
+`benchmarks/gateway_fuzz_memory.py`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from typing import Any
 
+import fuzz_bodies
 import httpx
 import pytest
 from conftest import KEYS, MODEL, auth
@@ -23,35 +25,7 @@ NUM_EXAMPLES = int(os.environ.get("EQUINOX_FUZZ_EXAMPLES", "300"))
 HANG_S = 30.0
 PHASES = (Phase.explicit, Phase.reuse, Phase.generate) if os.environ.get("EQUINOX_FUZZ_NO_SHRINK") else tuple(Phase)
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
-json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                           max_leaves=12)
-token_limits = st.one_of(st.integers(min_value=-5, max_value=10), st.integers(min_value=2**31, max_value=2**70),
-                         json_values)
-messages = st.one_of(
-    st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]),
-                                    "content": st.one_of(st.text(max_size=40), json_values)}), max_size=3),
-    json_values)
-prompts = st.one_of(st.text(max_size=60), st.lists(st.integers(min_value=-1, max_value=50_000), max_size=8),
-                    st.lists(st.text(max_size=10), max_size=3), json_values)
-optional = {
-    "max_tokens": token_limits, "max_completion_tokens": token_limits,
-    "stream": st.one_of(st.booleans(), json_values),
-    "stream_options": st.one_of(st.fixed_dictionaries({"include_usage": st.booleans()}), json_values),
-    "vllm_xargs": st.one_of(st.dictionaries(st.text(max_size=8), scalars, max_size=3), json_values),
-    "tenant": json_values, "temperature": scalars, "n": scalars,
-}
-bodies = st.one_of(
-    st.fixed_dictionaries({"model": st.one_of(st.just(MODEL), json_values), "prompt": prompts,
-                           "messages": messages}, optional=optional).map(lambda d: json.dumps(d).encode()),
-    json_values.map(lambda v: json.dumps(v).encode()),
-    st.binary(max_size=200),
-    st.integers(min_value=1, max_value=3000).map(lambda n: ("[" * n + "]" * n).encode()),
-    st.integers(min_value=1, max_value=3000).map(
-        lambda n: json.dumps({"model": MODEL, "prompt": "x"}).replace('"x"', "[" * n + "1" + "]" * n).encode()),
-)
+bodies = fuzz_bodies.bodies(MODEL)
 
 
 @pytest.fixture(scope="module")
