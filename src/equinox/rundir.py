@@ -22,8 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from equinox.config import RunConfig
 from equinox.metrics.collector import SERIES_COLUMNS, RequestRecord, TimeSeries
 from equinox.metrics.summary import RunSummary
+from equinox.sim.engine import EngineConfig
+from equinox.sim.hardware import Deployment
 from equinox.sim.run import RunResult
 
 REQUEST_COLUMNS = (
@@ -72,29 +75,37 @@ def write_run_dir(result: RunResult, path: str | Path, *, reference_cache: str |
     cache = Path(reference_cache) if reference_cache is not None else Path(path).parent / CACHE_DIR_NAME
     result = with_reference(result, cache)
     wl = result.workload
-    config = {
-        "kind": "simulated",
-        "config": result.config.to_dict(),
-        "workload": {
-            "name": wl.name, "source": wl.source, "is_synthetic_tenants": wl.is_synthetic_tenants,
-            "num_requests": len(wl.requests), "duration_s": wl.duration_s,
-            "tenant_weights": dict(wl.tenant_weights),
-        },
-        "deployment": {
-            "name": result.deployment.name, "gpu": result.deployment.gpu.name,
-            "model": result.deployment.model.name, "tensor_parallel": result.deployment.tensor_parallel,
-            "kv_capacity_tokens": result.engine.num_kv_blocks * result.engine.block_size,
-            "peak_flops": result.deployment.peak_flops,
-        },
-        "engine": {**result.engine.__dict__, "is_chunked": result.engine.is_chunked},
-        "cost_model": result.cost_model_name,
-    }
+    config = simulated_config(result.config, wl, result.deployment, result.engine, result.cost_model_name,
+                              num_requests=len(wl.requests))
     cfg = result.config
     return write_run_files(
         path, config=config, summary=result.summary, stats=dict(result.stats.__dict__), records=result.records,
         series=result.series, weights={**wl.tenant_weights, **cfg.tenant_weights},
         prompt_weight=cfg.prompt_weight, output_weight=cfg.output_weight,
     )
+
+
+def simulated_config(config: RunConfig, workload: Any, deployment: Deployment, engine: EngineConfig,
+                     cost_model_name: str, *, num_requests: int) -> dict[str, Any]:
+    """config.json of a simulated run (`workload`: a Workload or a StreamedWorkload)."""
+    wl = workload
+    return {
+        "kind": "simulated",
+        "config": config.to_dict(),
+        "workload": {
+            "name": wl.name, "source": wl.source, "is_synthetic_tenants": wl.is_synthetic_tenants,
+            "num_requests": num_requests, "duration_s": wl.duration_s,
+            "tenant_weights": dict(wl.tenant_weights),
+        },
+        "deployment": {
+            "name": deployment.name, "gpu": deployment.gpu.name,
+            "model": deployment.model.name, "tensor_parallel": deployment.tensor_parallel,
+            "kv_capacity_tokens": engine.num_kv_blocks * engine.block_size,
+            "peak_flops": deployment.peak_flops,
+        },
+        "engine": {**engine.__dict__, "is_chunked": engine.is_chunked},
+        "cost_model": cost_model_name,
+    }
 
 
 def write_run_files(
@@ -109,17 +120,49 @@ def write_run_files(
     prompt_weight: float,
     output_weight: float,
 ) -> Path:
-    """Write the seven files of a run directory (shared by simulated and live runs)."""
+    """Write the seven files of a run directory from a finished run held in memory (simulated or live)."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(_json_safe(dict(config)), indent=2, sort_keys=True) + "\n")
-    doc = summary.as_dict()
-    doc["stats"] = dict(stats)
-    (out / "summary.json").write_text(json.dumps(_json_safe(doc), indent=2, sort_keys=True) + "\n")
     with open(out / "requests.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(REQUEST_COLUMNS)
         w.writerows(request_row(r) for r in sorted(records, key=lambda r: (r.arrival_time, r.request_id)))
+    with open(out / "counters.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(COUNTER_COLUMNS)
+        for i in sorted(series.counters):
+            w.writerows(counter_rows(i * series.interval_s, series.counters[i]))
+    write_run_tail(out, config=config, summary=summary, stats=stats, series=series, weights=weights,
+                   prompt_weight=prompt_weight, output_weight=output_weight)
+    return out
+
+
+COUNTER_COLUMNS = ("time", "kind", "tenant", "value")
+
+
+def counter_rows(time: float, counters: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str, str, str]]:
+    """counters.csv rows of one interval: by kind, then tenant."""
+    t = _num(time)
+    return [(t, kind, tenant, _num(value)) for kind, values in sorted(counters.items())
+            for tenant, value in sorted(values.items())]
+
+
+def write_run_tail(
+    out: Path,
+    *,
+    config: Mapping[str, Any],
+    summary: RunSummary,
+    stats: Mapping[str, Any],
+    series: TimeSeries,
+    weights: Mapping[str, float],
+    prompt_weight: float,
+    output_weight: float,
+) -> None:
+    """The files written once a run is over: config, summary, steps, service and fairness windows."""
+    (out / "config.json").write_text(json.dumps(_json_safe(dict(config)), indent=2, sort_keys=True) + "\n")
+    doc = summary.as_dict()
+    doc["stats"] = dict(stats)
+    (out / "summary.json").write_text(json.dumps(_json_safe(doc), indent=2, sort_keys=True) + "\n")
     dt = series.interval_s
     with open(out / "steps.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -137,16 +180,124 @@ def write_run_files(
                 g, kv = resource.get(i, (0.0, 0.0))
                 w.writerow((_num(i * dt), tenant, p, o, _num((prompt_weight * p + output_weight * o) / wt),
                             _num(g), _num(kv)))
-    with open(out / "counters.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(("time", "kind", "tenant", "value"))
-        for i in sorted(series.counters):
-            for kind, values in sorted(series.counters[i].items()):
-                for tenant, value in sorted(values.items()):
-                    w.writerow((_num(i * dt), kind, tenant, _num(value)))
     fair = summary.fairness
     with open(out / "fairness_windows.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("window_start", "service_diff"))
         w.writerows((_num(t), _num(d)) for t, d in zip(fair.window_starts, fair.service_diff, strict=True))
-    return out
+
+
+class RunDirWriter:
+    """A run directory written while the run goes (issue 13): request rows and counters as they come.
+
+    Nothing per request stays in memory here. requests.csv (or requests.parquet) lists
+    requests in the order they left the engine (finished or rejected as it happened, then
+    those unfinished when the run stopped), not by arrival as `write_run_files` does;
+    counters.csv is the same as `write_run_files` writes. `finish` writes the rest.
+    """
+
+    def __init__(self, path: str | Path, *, interval_s: float, records_format: str = "csv") -> None:
+        if records_format not in RECORD_FORMATS:
+            from equinox.errors import ConfigError
+
+            raise ConfigError(f"unknown records format {records_format!r}; use one of {', '.join(RECORD_FORMATS)}")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._interval_s = interval_s
+        self._created: list[Path] = []
+        self._parquet: _ParquetRequests | None = None
+        self._requests_file = None
+        if records_format == "parquet":
+            self._parquet = _ParquetRequests(self._create("requests.parquet"))
+        else:
+            self._requests_file = open(self._create("requests.csv"), "w", newline="")
+            self._requests = csv.writer(self._requests_file, lineterminator="\n")
+            self._requests.writerow(REQUEST_COLUMNS)
+        self._counters_file = open(self._create("counters.csv"), "w", newline="")
+        self._counters = csv.writer(self._counters_file, lineterminator="\n")
+        self._counters.writerow(COUNTER_COLUMNS)
+
+    def _create(self, name: str) -> Path:
+        p = self.path / name
+        self._created.append(p)
+        return p
+
+    def request(self, record: RequestRecord) -> None:
+        """Write one request's row."""
+        if self._parquet is not None:
+            self._parquet.add(record)
+        else:
+            self._requests.writerow(request_row(record))
+
+    def counters(self, index: int, values: Mapping[str, Mapping[str, float]]) -> None:
+        """Write one interval's policy counters (a Collector counter sink)."""
+        self._counters.writerows(counter_rows(index * self._interval_s, values))
+
+    def _close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._requests_file is not None:
+            self._requests_file.close()
+        self._counters_file.close()
+
+    def finish(self, **tail: Any) -> Path:
+        """Close the streamed files and write the others (`write_run_tail`'s arguments)."""
+        self._close()
+        write_run_tail(self.path, **tail)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and remove the files written so far (the run failed)."""
+        self._close()
+        for p in self._created:
+            p.unlink(missing_ok=True)
+
+
+RECORD_FORMATS = ("csv", "parquet")
+_PARQUET_BATCH = 65536
+
+
+class _ParquetRequests:
+    """requests.parquet through pyarrow (`pip install equinox[parquet]`), in row groups of 65,536 requests."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            from equinox.errors import ConfigError
+
+            raise ConfigError("--records-format parquet needs pyarrow: pip install 'equinox[parquet]'") from None
+        self._pa = pa
+        f64, i64, text = pa.float64(), pa.int64(), pa.string()
+        kinds = {"request_id": text, "tenant": text, "status": text, "reject_reason": text,
+                 "num_prompt_tokens": i64, "num_output_tokens": i64, "num_requested_tokens": i64,
+                 "num_preemptions": i64}
+        self._schema = pa.schema([(c, kinds.get(c, f64)) for c in REQUEST_COLUMNS])
+        self._writer = pq.ParquetWriter(str(path), self._schema)
+        self._rows: list[RequestRecord] = []
+
+    def add(self, r: RequestRecord) -> None:
+        self._rows.append(r)
+        if len(self._rows) >= _PARQUET_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        cols: dict[str, list[Any]] = {c: [] for c in REQUEST_COLUMNS}
+        for r in rows:
+            status = ("rejected" if r.reject_reason is not None
+                      else "finished" if r.finish_time is not None else "unfinished")
+            for c, v in zip(REQUEST_COLUMNS, (
+                    r.request_id, r.tenant, r.arrival_time, r.num_prompt_tokens, r.num_output_tokens,
+                    r.num_requested_tokens, r.first_scheduled_time, r.first_token_time, r.finish_time, r.ttft_s,
+                    r.tpot_s, r.e2e_s, r.queue_s, r.max_itl_s, r.num_preemptions, status, r.reject_reason),
+                    strict=True):
+                cols[c].append(v)
+        self._writer.write_table(self._pa.table(cols, schema=self._schema))
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()

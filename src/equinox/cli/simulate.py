@@ -92,6 +92,15 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_simulate_options(p: argparse.ArgumentParser) -> None:
+    """Options of `simulate` only."""
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the served-alone reference runs (user-side, isolation and holistic indices are then "
+                        "n/a); they cost about one more simulation of the whole trace")
+    p.add_argument("--records-format", choices=("csv", "parquet"), default="csv",
+                   help="per-request rows as requests.csv (default) or requests.parquet (needs pyarrow)")
+
+
 _FIELDS = (
     "workload", "seed", "duration_s", "rate_scale", "num_tenants", "gpu", "model", "tensor_parallel",
     "cost_model", "runtime_scale", "step_overhead_s", "seq_overhead_s", "engine_mode", "max_num_batched_tokens",
@@ -138,38 +147,35 @@ def summary_rows(result: Any) -> tuple[list[str], list[list[object]]]:
         lat = t.latency
         rows.append([t.tenant, t.weight, t.num_requests, t.num_finished, t.num_rejected, t.service,
                      lat.ttft.mean, lat.ttft.p90, lat.tpot.mean, lat.e2e.mean])
-    lat = s.latency
-    rows.append(["all", None, len(result.records), s.throughput.num_finished, s.throughput.num_rejected,
+    lat, thr = s.latency, s.throughput
+    rows.append(["all", None, thr.num_finished + thr.num_rejected + thr.num_unfinished, thr.num_finished,
+                 thr.num_rejected,
                  sum(t.service for t in s.tenants), lat.ttft.mean, lat.ttft.p90, lat.tpot.mean, lat.e2e.mean])
     return headers, rows
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    """`equinox simulate`."""
-    from equinox.metrics.baseline import CACHE_DIR_NAME, with_reference
-    from equinox.rundir import write_run_dir
-    from equinox.sim.run import run_simulation
+    """`equinox simulate`: streams the trace in and the run directory out (sim/streamed.py)."""
+    from equinox.sim.streamed import open_workload, run_streamed
 
     config = config_from_args(args, DEFAULT_SIMULATE_POLICY)  # -p wins over the config file's policy
     if args.policy:
         config = config.replace(policy=args.policy)
-    from equinox.cli.cluster import is_cluster, run_cluster_simulate
-
-    if is_cluster(args):
-        return run_cluster_simulate(args, config)
     progress = _progress(args, f"{config.policy}")
-    result = run_simulation(config, progress=progress)
+    workload = open_workload(config)
+    out_path = Path(args.out or Path("runs") / f"{workload[0].name}-{config.policy}")
+    result = run_streamed(config, out_path, reference=not args.no_reference, records_format=args.records_format,
+                          progress=progress, workload=workload)
     if progress:
         progress.done()
-    _check_some_served(result)
-    out_path = Path(args.out or Path("runs") / f"{result.workload.name}-{config.policy}")
-    result = with_reference(result, out_path.parent / CACHE_DIR_NAME)  # served-alone runs for the fairness indices
-    out = write_run_dir(result, out_path)
     headers, rows = summary_rows(result)
     print(render(headers, rows, title=_title(result)))
     print()
     print(_overall_line(result))
-    print(f"run directory: {out}")
+    if result.reference_s is not None:
+        print(f"reference runs (each tenant served alone, saturation probe; cached): {result.reference_s:.1f} s "
+              "(--no-reference skips them)")
+    print(f"run directory: {result.out}")
     return 0
 
 
@@ -184,7 +190,7 @@ def _check_some_served(result: Any) -> None:
 def _title(result: Any) -> str:
     wl = result.workload
     synth = " (synthetic tenants)" if wl.is_synthetic_tenants else ""
-    return (f"policy {result.config.policy} | workload {wl.name}{synth}, {len(wl.requests)} requests | "
+    return (f"policy {result.config.policy} | workload {wl.name}{synth}, {wl.num_requests} requests | "
             f"{result.deployment.name}, cost model {result.cost_model_name} | engine {result.engine.mode}")
 
 
@@ -405,6 +411,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("simulate", help="simulate one policy on a workload; writes a run directory")
     p.add_argument("-p", "--policy", help=f"policy name (default: the --config file's, else {DEFAULT_SIMULATE_POLICY})")
     add_run_options(p)
+    add_simulate_options(p)
     from equinox.cli.cluster import add_cluster_options
 
     add_cluster_options(p)

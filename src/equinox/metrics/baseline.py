@@ -18,12 +18,17 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
 
 from equinox.metrics.collector import RequestRecord, TimeSeries
 from equinox.metrics.holistic import Reference, records_end_time
+from equinox.metrics.records import Columns
+from equinox.request import RequestSpec
 
 if TYPE_CHECKING:
     from equinox.config import RunConfig
@@ -63,7 +68,8 @@ def code_fingerprint() -> str:
     return _fingerprint
 
 
-def _requests_digest(workload: Workload) -> str:
+def _requests_digest(workload: Any) -> str:
+    """Hash of the requests (`workload.requests`: any iterable of RequestSpec)."""
     h = hashlib.sha256()
     for r in workload.requests:
         h.update(f"{r.request_id}|{r.tenant}|{r.arrival_time!r}|{r.num_prompt_tokens}|{r.num_output_tokens}|"
@@ -76,7 +82,7 @@ def reference_config(config: RunConfig) -> RunConfig:
     return config.replace(policy=REFERENCE_POLICY, policy_params={}, rpm_limit=None)
 
 
-def cache_key(kind: str, config: RunConfig, workload: Workload) -> str:
+def cache_key(kind: str, config: RunConfig, workload: Any) -> str:
     """Hash of what determines a reference run's result."""
     cfg = {k: v for k, v in reference_config(config).to_dict().items() if k not in _IGNORED_FIELDS}
     doc = json.dumps({"kind": kind, "format": _FORMAT, "config": cfg, "requests": _requests_digest(workload),
@@ -206,3 +212,131 @@ def with_reference(result: RunResult, cache_dir: str | Path | None = None) -> Ru
         prompt_weight=config.prompt_weight, output_weight=config.output_weight,
     )
     return dataclasses.replace(result, summary=summary)
+
+
+# --- Streamed runs (issue 13): the same reference runs without holding the workload or the records -----------
+
+
+class TenantSpill:
+    """Each tenant's requests, kept compactly (~80 bytes each) while a streamed run reads them, for its references.
+
+    `tee` passes the requests through unchanged; afterwards `requests(tenant)` rebuilds
+    that tenant's RequestSpecs in order (the served-alone workload) and `probe` holds the
+    saturation probe's sample, picked as `_probe_workload` picks it from the whole list.
+    """
+
+    def __init__(self, num_requests: int) -> None:
+        m = min(num_requests, MAX_PROBE_REQUESTS)
+        self._probe_at = {i * num_requests // m for i in range(m)} if m else set()
+        self.probe: list[RequestSpec] = []
+        self._ids: dict[str, list[str]] = {}
+        self._numbers: dict[str, array[float]] = {}  # arrival, prompt, output, max_tokens (-1: none) per request
+        self._extras: dict[str, dict[int, tuple[Any, ...]]] = {}  # rare fields, by position in the tenant's list
+
+    def tee(self, specs: Iterable[RequestSpec]) -> Iterator[RequestSpec]:
+        """Yield `specs` unchanged, keeping a compact copy."""
+        ids, numbers, extras, probe_at = self._ids, self._numbers, self._extras, self._probe_at
+        for index, spec in enumerate(specs):
+            tenant = spec.tenant
+            own = ids.get(tenant)
+            if own is None:
+                own = ids[tenant] = []
+                numbers[tenant] = array("d")
+                extras[tenant] = {}
+            nums = numbers[tenant]
+            if spec.prompt_text is not None or spec.prefix_hashes or spec.tenant_weight is not None:
+                extras[tenant][len(own)] = (spec.prompt_text, spec.prefix_hashes, spec.tenant_weight)
+            own.append(spec.request_id)
+            nums.extend((spec.arrival_time, spec.num_prompt_tokens, spec.num_output_tokens,
+                         -1 if spec.max_tokens is None else spec.max_tokens))
+            if index in probe_at:
+                self.probe.append(spec)
+            yield spec
+
+    def num_requests(self, tenant: str) -> int:
+        """How many requests `tenant` sent."""
+        return len(self._ids.get(tenant, ()))
+
+    def requests(self, tenant: str) -> Iterator[RequestSpec]:
+        """`tenant`'s requests in arrival order, as the run read them."""
+        nums = self._numbers.get(tenant, array("d"))
+        extras = self._extras.get(tenant, {})
+        for k, rid in enumerate(self._ids.get(tenant, ())):
+            t, p, o, mt = nums[4 * k: 4 * k + 4]
+            text, hashes, weight = extras.get(k, (None, (), None))
+            yield RequestSpec(rid, tenant, t, int(p), int(o), None if mt < 0 else int(mt), text, hashes, weight)
+
+
+class _Requests:
+    """A re-iterable `.requests` for `cache_key`."""
+
+    def __init__(self, make: Callable[[], Iterator[RequestSpec]]) -> None:
+        self._make = make
+
+    @property
+    def requests(self) -> Iterator[RequestSpec]:
+        return self._make()
+
+
+def _cached_columns(key: str, cache_dir: Path | None, make: Callable[[], Columns]) -> Columns:
+    """Columns under `key`: from memory, else from `<key>.npz` on disk, else made (and stored in both)."""
+    memory_key = f"columns:{key}"  # `_cached` keeps the same run's records under `key`
+    if memory_key in _memory:
+        return cast(Columns, _memory[memory_key])
+    value: Columns | None = None
+    if cache_dir is None:
+        value = make()
+    else:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        path = cache_dir / f"{key}.npz"
+        with open(cache_dir / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            value = _read_columns(path)
+            if value is None:
+                value = make()
+                tmp = path.with_name(f"{key}.{os.getpid()}.tmp.npz")
+                np.savez(tmp, names=np.array(value.tenant_names, dtype=object).astype(str),
+                         **{f: getattr(value, f) for f in _COLUMN_FIELDS})
+                os.replace(tmp, path)
+    _memory[memory_key] = value
+    return value
+
+
+_COLUMN_FIELDS = ("tenant", "arrival", "scheduled", "first_token", "finish", "num_prompt", "num_output",
+                  "num_requested", "num_preemptions", "max_itl", "rejected")
+
+
+def _read_columns(path: Path) -> Columns | None:
+    try:
+        with np.load(path) as z:
+            return Columns(tuple(str(n) for n in z["names"]), *(z[f] for f in _COLUMN_FIELDS))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError):
+        log.warning("%s: unreadable reference cache entry; recomputing it", path)
+        return None
+
+
+def streamed_reference(config: RunConfig, spill: TenantSpill, tenants: Sequence[str], weights_source: Any,
+                       cache_dir: Path | None = None) -> Reference:
+    """`reference_runs` of a streamed run: each tenant alone from the spill, the probe from its sample."""
+    from equinox.sim.run import simulate_columns
+    from equinox.workload.schema import Workload
+
+    ref_config = reference_config(config)
+    alone: dict[str, Columns] = {}
+    for tenant in tenants:
+        def make(tenant: str = tenant) -> Columns:
+            run, _ = simulate_columns(ref_config, spill.requests(tenant), weights_source=weights_source,
+                                      num_requests=spill.num_requests(tenant))
+            return run.records.columns()
+
+        def requests(tenant: str = tenant) -> Iterator[RequestSpec]:
+            return spill.requests(tenant)
+
+        key = cache_key("alone", config, _Requests(requests))
+        alone[tenant] = _cached_columns(key, cache_dir, make)
+    # The spill sampled the probe from the whole stream; `_probe_workload` of the sample is the sample.
+    probe = Workload("probe", tuple(spill.probe), tenant_weights=dict(weights_source.tenant_weights))
+    capacity = saturation_capacity(config, probe, cache_dir)
+    return Reference(alone, capacity, REFERENCE_POLICY)

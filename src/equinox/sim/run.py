@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from equinox.config import RunConfig
-from equinox.metrics.collector import Collector, RequestRecord, TimeSeries
+from equinox.metrics.collector import Collector, CounterSink, RequestRecord, TimeSeries
 from equinox.metrics.fairness import ServiceMatrix
+from equinox.metrics.records import RecordColumns
 from equinox.metrics.summary import RunSummary, summarise
+from equinox.request import Request, RequestSpec
 from equinox.scheduling.interface import PolicyConfig
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import CostModelBackend
 from equinox.sim.cost_model import CostModel
-from equinox.sim.engine import EngineConfig, make_engine
+from equinox.sim.engine import Engine, EngineConfig, make_engine
 from equinox.sim.hardware import Deployment, make_deployment
 from equinox.sim.loop import ProgressFn, SimStats, Simulator
 from equinox.types import StepReport
@@ -50,13 +54,42 @@ def build_cost_model(config: RunConfig, deployment: Deployment) -> CostModel:
                         seq_s=config.seq_overhead_s, decode_scale=config.decode_scale)
 
 
-def policy_config(config: RunConfig, workload: Workload) -> PolicyConfig:
-    """Policy settings: workload tenant weights overridden by the config's."""
+def policy_config(config: RunConfig, workload: Any) -> PolicyConfig:
+    """Policy settings: workload tenant weights overridden by the config's (`workload.tenant_weights`)."""
     weights = {**workload.tenant_weights, **config.tenant_weights}
     return PolicyConfig(
         tenant_weights=weights, prompt_weight=config.prompt_weight, output_weight=config.output_weight,
         rpm_limit=config.rpm_limit, params=dict(config.policy_params),
     )
+
+
+@dataclass(frozen=True)
+class _Parts:
+    deployment: Deployment
+    engine: EngineConfig
+    cost_model: CostModel
+    policy_config: PolicyConfig
+    scheduler: Engine
+
+
+def _build(config: RunConfig, weights_source: Any) -> _Parts:
+    """Deployment, engine config, cost model, policy and scheduler of a run (`weights_source.tenant_weights`)."""
+    deployment = make_deployment(config.gpu, config.model, config.tensor_parallel)
+    engine = config.engine_config(deployment.num_kv_blocks(config.block_size))
+    cost_model = build_cost_model(config, deployment)
+    pcfg = policy_config(config, weights_source)
+    policy = make_policy(config.policy, pcfg)
+    policy.set_platform(deployment.platform(cost_model))  # the simulator host's platform
+    return _Parts(deployment, engine, cost_model, pcfg, make_engine(engine, policy))
+
+
+def _collector(config: RunConfig, deployment: Deployment, **sinks: Any) -> Collector:
+    from equinox.metrics.resource import deployment_platform  # per-tenant GPU time for the resource metric
+
+    def flops_of(report: StepReport) -> float:
+        return deployment.flops(report.batch)
+
+    return Collector(config.interval_s, flops_of, platform=deployment_platform(deployment), **sinks)
 
 
 def run_simulation(
@@ -69,24 +102,13 @@ def run_simulation(
             config.workload, seed=config.seed, duration_s=config.duration_s,
             rate_scale=config.rate_scale, num_tenants=config.num_tenants,
         )
-    deployment = make_deployment(config.gpu, config.model, config.tensor_parallel)
-    engine = config.engine_config(deployment.num_kv_blocks(config.block_size))
-    cost_model = build_cost_model(config, deployment)
-    pcfg = policy_config(config, workload)
-    policy = make_policy(config.policy, pcfg)
-    policy.set_platform(deployment.platform(cost_model))  # the simulator host's platform
-    scheduler = make_engine(engine, policy)
-
-    def flops_of(report: StepReport) -> float:
-        return deployment.flops(report.batch)
-
-    from equinox.metrics.resource import deployment_platform  # per-tenant GPU time for the resource metric
-
-    collector = Collector(config.interval_s, flops_of, platform=deployment_platform(deployment))
+    parts = _build(config, workload)
+    deployment, engine, cost_model, pcfg = parts.deployment, parts.engine, parts.cost_model, parts.policy_config
+    collector = _collector(config, deployment)
     frontend = config.frontend()  # the API server around the engine: zero-cost when inactive
     requests = frontend.engine_arrivals(workload.requests) if frontend.is_active else workload.requests
     sim = Simulator(
-        requests, scheduler, CostModelBackend(cost_model), collector,
+        requests, parts.scheduler, CostModelBackend(cost_model), collector,
         until=config.until_s, progress=progress, num_requests_hint=len(workload.requests),
     )
     stats = sim.run()
@@ -106,3 +128,38 @@ def run_simulation(
         config, workload, deployment, engine, cost_model.name, stats, records,
         collector.series, summary, matrix, time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class StreamedRecords:
+    """A run simulated with its requests streamed in and its records kept as columns."""
+
+    records: RecordColumns
+    series: TimeSeries
+    stats: SimStats
+    num_preemptions: int
+
+
+def simulate_columns(
+    config: RunConfig, requests: Iterable[RequestSpec], *, weights_source: Any, num_requests: int,
+    on_request: Callable[[Request], None] | None = None, counter_sink: CounterSink | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[StreamedRecords, _Parts]:
+    """Simulate `requests` (an iterator is read as the run goes) keeping records as compact columns.
+
+    `on_request` sees every request as it leaves the engine (after its columns row is added).
+    The front-end model is not applied: `run_streamed` falls back to `run_simulation` for it.
+    """
+    parts = _build(config, weights_source)
+    columns = RecordColumns()
+    add = columns.add_request
+    sink: Callable[[Request], None] = add
+    if on_request is not None:
+        def sink(req: Request) -> None:
+            add(req)
+            on_request(req)
+    collector = _collector(config, parts.deployment, request_sink=sink, counter_sink=counter_sink)
+    sim = Simulator(requests, parts.scheduler, CostModelBackend(parts.cost_model), collector,
+                    until=config.until_s, progress=progress, num_requests_hint=num_requests)
+    stats = sim.run()
+    return StreamedRecords(columns, collector.series, stats, collector.num_preemptions), parts

@@ -1,0 +1,228 @@
+"""A canonical CSV trace read as the simulation goes, instead of loaded whole (issue 13).
+
+`load_trace` builds every `RequestSpec` before the run starts: about 300 bytes a
+request, 300 MB for a million. A canonical CSV trace that is already sorted by arrival
+time needs none of that: one light pre-scan (arrival times, tenants, ids, weights; no
+objects kept) gives what the run needs up front (tenants, weights, request count, span),
+and a second pass yields the requests one at a time. The requests are the same, in the
+same order, as `load_trace` would give: same ids (generated ones included), same scaled
+and clipped arrival times, ties in arrival time ordered by request id, the same
+provenance from the file's header.
+
+Anything the streaming reader does not handle (other formats, unsorted or negative
+times, rows without a time or a tenant to be assigned, trace options, duplicate ids)
+makes `open_stream` return None, and the caller loads the trace as before.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from equinox.errors import WorkloadError
+from equinox.request import DEFAULT_TENANT, RequestSpec
+from equinox.workload.build import LoadOptions
+from equinox.workload.formats.canonical import CANONICAL_CSV, FIELDS, read_meta
+from equinox.workload.parsing import Columns, LoadReport, iter_csv_rows, tenant_problem
+
+
+@dataclass(frozen=True)
+class StreamedWorkload:
+    """A sorted canonical CSV trace: its facts up front, its requests by iteration (each pass rereads the file)."""
+
+    name: str
+    path: Path
+    source: str
+    tenants: tuple[str, ...]  # in order of first appearance
+    tenant_weights: dict[str, float]
+    is_synthetic_tenants: bool
+    tenant_assignment: str | None
+    duration_s: float
+    num_requests: int
+    trace_format: str = CANONICAL_CSV.name
+    options: LoadOptions = field(default_factory=LoadOptions)
+    id_width: int | None = None  # width of generated ids (None: the file's ids)
+
+    def __iter__(self) -> Iterator[RequestSpec]:
+        return _read_specs(self)
+
+    @property
+    def tenant_label(self) -> str:
+        """One line saying where tenants come from (as Workload.tenant_label)."""
+        if self.is_synthetic_tenants:
+            return f"SYNTHETIC tenants ({self.tenant_assignment or 'assigned by Equinox'})"
+        return self.tenant_assignment or "tenants from the source"
+
+
+@dataclass
+class _Scan:
+    num_rows: int = 0
+    num_kept: int = 0
+    last_time: float = 0.0
+    tenants: dict[str, None] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    num_with_id: int = 0
+    num_with_tenant: int = 0
+
+
+def open_stream(spec: str, *, seed: int = 0, duration_s: float | None = None, rate_scale: float = 1.0,
+                num_tenants: int | None = None) -> StreamedWorkload | None:
+    """A streamed view of trace file `spec` when it is a sorted canonical CSV, else None (load it whole)."""
+    path = Path(spec.strip()).expanduser()
+    if not path.is_file() or not CANONICAL_CSV.sniff(path, _head(path)):
+        return None
+    opts = LoadOptions(num_tenants=num_tenants, seed=seed, duration_s=duration_s, rate_scale=rate_scale)
+    scan = _prescan(path, opts)
+    if scan is None or scan.num_kept == 0:
+        return None
+    has_tenants = scan.num_with_tenant == scan.num_rows
+    if not has_tenants and (scan.num_with_tenant or (num_tenants is not None and num_tenants > 1)):
+        return None  # tenants assigned over the whole trace, or a row without one (load_trace says which)
+    report = LoadReport(str(path))
+    if has_tenants and num_tenants is not None:
+        report.warn("the trace has its own tenants; num_tenants is ignored")
+    label = None if has_tenants else "single tenant (the trace has none)"
+    tenants = tuple(scan.tenants) if has_tenants else (DEFAULT_TENANT,)
+    weights = dict(scan.weights)
+    id_width = None if scan.num_with_id == scan.num_rows else max(6, len(str(scan.num_rows)))
+    duration = scan.last_time if duration_s is None else duration_s
+    meta = read_meta(path)
+    name = meta.get("name")
+    source = meta.get("source")
+    meta_label = meta.get("tenant_assignment")
+    raw_w = meta.get("tenant_weights")
+    if isinstance(raw_w, dict):
+        for k, v in raw_w.items():
+            if isinstance(k, str) and isinstance(v, (int, float)) and v > 0:
+                weights.setdefault(k, float(v))
+    meta_duration = meta.get("duration_s")
+    if duration_s is None and isinstance(meta_duration, (int, float)) and meta_duration >= scan.last_time:
+        duration = float(meta_duration)
+    return StreamedWorkload(
+        name=name if isinstance(name, str) and name else path.name,
+        path=path,
+        source=source if isinstance(source, str) and source else f"{path} ({CANONICAL_CSV.description})",
+        tenants=tenants,
+        tenant_weights=weights,
+        is_synthetic_tenants=bool(meta.get("is_synthetic_tenants", False)) if meta else False,
+        tenant_assignment=meta_label if isinstance(meta_label, str) else label,
+        duration_s=float(duration),
+        num_requests=scan.num_kept,
+        options=opts,
+        id_width=id_width,
+    )
+
+
+def _head(path: Path) -> str:
+    from equinox.workload.parsing import read_head
+
+    try:
+        return read_head(path)
+    except OSError:
+        return ""
+
+
+def _prescan(path: Path, opts: LoadOptions) -> _Scan | None:
+    """Check sortedness and collect tenants, weights and counts; None when the file needs `load_trace`."""
+    rows = iter_csv_rows(path, skip_comments=True)
+    try:
+        first = next(rows, None)
+        if first is None:
+            return None
+        required = {"arrival_time": ("arrival_time",), "num_prompt_tokens": ("num_prompt_tokens",),
+                    "num_output_tokens": ("num_output_tokens",)}
+        cols = Columns(first[1], path=str(path), required=required, optional={f: (f,) for f in FIELDS})
+        width = cols.width
+        i_time = cols.index["arrival_time"]
+        i_tenant, i_id, i_weight = (cols.index.get(k) for k in ("tenant", "request_id", "tenant_weight"))
+        scan = _Scan()
+        last = -math.inf
+        id_hashes = array("q")
+        scale, clip = opts.rate_scale, opts.duration_s
+        for _line, row in rows:
+            if len(row) != width:
+                return None
+            t = float(row[i_time])
+            if not (t >= last) or t < 0 or not math.isfinite(t):
+                return None  # unsorted, negative or missing time: load_trace sorts, rebases or explains
+            last = t
+            scan.num_rows += 1
+            tenant = row[i_tenant].strip() if i_tenant is not None else ""
+            if tenant:
+                scan.num_with_tenant += 1
+            if i_id is not None and row[i_id]:
+                scan.num_with_id += 1
+                id_hashes.append(hash(row[i_id]))
+            if clip is not None and t / scale >= clip:
+                continue
+            scan.num_kept += 1
+            scan.last_time = t / scale
+            if tenant:
+                scan.tenants[tenant] = None
+                if i_weight is not None and row[i_weight]:
+                    w = float(row[i_weight])
+                    if scan.weights.setdefault(tenant, w) != w:
+                        return None  # load_trace names the conflicting line
+    except (ValueError, WorkloadError):
+        return None  # load_trace gives the precise error
+    if scan.num_with_id and len(np.unique(np.frombuffer(id_hashes, dtype=np.int64))) != len(id_hashes):
+        return None  # maybe a duplicate id: load_trace checks exactly
+    return scan
+
+
+def _read_specs(w: StreamedWorkload) -> Iterator[RequestSpec]:
+    """The requests of `w`, as load_trace would order them (ties in time by request id)."""
+    opts = w.options
+    p = str(w.path)
+    report = LoadReport(p)
+    assert CANONICAL_CSV.read is not None
+    scale, clip, width = opts.rate_scale, opts.duration_s, w.id_width
+    weights: dict[str, float] = {}
+    group: list[RequestSpec] = []
+    group_time = -math.inf
+    last = -math.inf
+    for index, r in enumerate(CANONICAL_CSV.read(w.path, opts, report)):
+        raw = r.arrival_time
+        if raw is None or raw < last:
+            raise WorkloadError("the trace changed while it was read (rows out of arrival order)", path=p, line=r.line)
+        last = raw
+        t = raw / scale
+        if clip is not None and t >= clip:
+            continue
+        tenant = r.tenant or DEFAULT_TENANT
+        if r.tenant:
+            problem = tenant_problem(tenant)
+            if problem is not None:
+                raise WorkloadError(problem, path=p, line=r.line, field="tenant")
+        if r.tenant_weight is not None:
+            old = weights.setdefault(tenant, r.tenant_weight)
+            if old != r.tenant_weight:
+                raise WorkloadError(
+                    f"tenant {tenant!r} has weight {r.tenant_weight} here but {old} earlier; use one weight per tenant",
+                    path=p, line=r.line, field="tenant_weight")
+        rid = f"r{index:0{width}d}" if width is not None else str(r.request_id)
+        try:
+            spec = RequestSpec(rid, tenant, t, r.num_prompt_tokens, r.num_output_tokens, r.max_tokens,
+                               r.prompt_text, r.prefix_hashes, r.tenant_weight)
+        except WorkloadError as exc:
+            raise WorkloadError(str(exc), path=p, line=r.line) from None
+        if t != group_time:
+            if len(group) > 1:
+                group.sort(key=_request_id)
+            yield from group
+            group = [spec]
+            group_time = t
+        else:
+            group.append(spec)
+    if len(group) > 1:
+        group.sort(key=_request_id)
+    yield from group
+
+
+def _request_id(spec: RequestSpec) -> str:
+    return spec.request_id
