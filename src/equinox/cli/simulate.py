@@ -161,6 +161,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     config = config_from_args(args, DEFAULT_SIMULATE_POLICY)  # -p wins over the config file's policy
     if args.policy:
         config = config.replace(policy=args.policy)
+    from equinox.cli.cluster import is_cluster, run_cluster_simulate
+
+    if is_cluster(args):
+        return run_cluster_simulate(args, config)
     progress = _progress(args, f"{config.policy}")
     workload = open_workload(config)
     out_path = Path(args.out or Path("runs") / f"{workload[0].name}-{config.policy}")
