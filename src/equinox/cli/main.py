@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("equinox.cli.vllm", "add_vllm_parser"),
         ("equinox.cli.report", "add_report_parser"),
         ("equinox.cli.gateway", "add_gateway_parser"),
+        ("equinox.cli.serve", "add_serve_parser"),
     ):
         try:
             mod = __import__(module, fromlist=[hook])

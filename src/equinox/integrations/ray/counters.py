@@ -52,11 +52,18 @@ class CounterActor:
         return self.service.num_merges
 
 
-def counter_actor(snapshot_path: str | None = None, *, name: str = ACTOR_NAME, max_restarts: int = -1) -> Any:
-    """The named counter actor (created if absent; Ray restarts it from its snapshot when it dies)."""
+def counter_actor(snapshot_path: str | None = None, *, name: str = ACTOR_NAME, max_restarts: int = -1,
+                  namespace: str | None = None, is_detached: bool = False) -> Any:
+    """The named counter actor (created if absent; Ray restarts it from its snapshot when it dies).
+
+    `is_detached`: the actor outlives the process that created it (the Serve application's
+    replicas find it by name and namespace)."""
     ray = import_ray()
     cls = ray.remote(num_cpus=0, max_restarts=max_restarts, max_task_retries=-1)(CounterActor)
-    return cls.options(name=name, get_if_exists=True, ).remote(snapshot_path)
+    options: dict[str, Any] = {"name": name, "get_if_exists": True, "namespace": namespace}
+    if is_detached:
+        options["lifetime"] = "detached"
+    return cls.options(**options).remote(snapshot_path)
 
 
 def sync_with_actor(client: Any, actor: Any, timeout_s: float = 10.0) -> None:

@@ -1,0 +1,85 @@
+"""A fair replica's queue and the router's ranking, without Ray: order, slots, accounting, work ahead."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from equinox.integrations.ray.replica_queue import FairQueue, FakeEngine, QueuedRequest, QueueRejected, serve_one
+from equinox.scheduling.interface import PolicyConfig
+from equinox.scheduling.policy import make_policy
+
+
+def _req(rid: str, tenant: str, arrival: float) -> QueuedRequest:
+    return QueuedRequest(rid, tenant, arrival, num_prompt_tokens=10, max_tokens=4)
+
+
+def test_fair_queue_serves_a_light_tenant_before_a_flood_and_charges_what_streamed() -> None:
+    async def run() -> tuple[list[str], dict[str, float]]:
+        policy = make_policy("vtc", PolicyConfig())
+        queue = FairQueue(policy, max_running=1, clock=lambda: 0.0)
+        engine = FakeEngine(ttft_s=0.0, itl_s=0.0)
+        order: list[str] = []
+
+        async def one(req: QueuedRequest) -> None:
+            async for _ in serve_one(queue, engine, req, "/v1/completions", {"max_tokens": 4}):
+                pass
+            order.append(req.request_id)
+            queue.report_usage()
+
+        tasks = [asyncio.create_task(one(_req(f"h{i}", "heavy", 0.0))) for i in range(4)]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(one(_req("l0", "light", 0.0))))
+        await asyncio.gather(*tasks)
+        return order, dict(policy.counters())
+
+    order, counters = asyncio.run(run())
+    assert order.index("l0") <= 2  # behind at most the running head and one more, not behind all four
+    assert counters["heavy"] == pytest.approx(4 * (10 + 2 * 4)) and counters["light"] >= 10 + 2 * 4
+
+
+def test_fair_queue_limits_and_abandoned_requests() -> None:
+    async def run() -> None:
+        policy = make_policy("fcfs", PolicyConfig())
+        queue = FairQueue(policy, max_running=1, clock=lambda: 0.0, max_queue_of={"a": 1})
+        first = asyncio.create_task(queue.admit(_req("r1", "a", 0.0)))
+        await asyncio.sleep(0)
+        assert first.done() and queue.stats()["num_running"] == 1
+        waiting = asyncio.create_task(queue.admit(_req("r2", "a", 0.0)))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueRejected) as rejected:
+            await queue.admit(_req("r3", "a", 0.0))
+        assert rejected.value.status == 429
+        waiting.cancel()  # the caller left while waiting: out of the queue, nothing charged
+        await asyncio.sleep(0)
+        assert queue.stats()["num_waiting"] == 0 and policy.num_waiting == 0
+
+    asyncio.run(run())
+
+
+def test_router_ranks_by_work_ahead_of_the_tenant() -> None:
+    pytest.importorskip("ray.serve")
+    from equinox.integrations.ray.router import rank_replicas, work_ahead
+
+    busy_with_heavy = {"num_running": 2, "num_waiting": 6, "waiting_by_tenant": {"heavy": 6},
+                       "counters": {"heavy": 500.0, "light": 10.0}}
+    lightly_loaded = {"num_running": 2, "num_waiting": 3, "waiting_by_tenant": {"light": 3},
+                      "counters": {"heavy": 500.0, "light": 10.0}}
+    assert work_ahead(busy_with_heavy, "light") == 2  # light is served before heavy's queue
+    assert work_ahead(busy_with_heavy, "heavy") == 8
+    assert rank_replicas([("a", busy_with_heavy, None), ("b", lightly_loaded, None)], "light") == ["a", "b"]
+    assert rank_replicas([("a", busy_with_heavy, None), ("b", lightly_loaded, None)], "heavy") == ["b", "a"]
+    # requests sent since the stats were taken count as ahead
+    assert rank_replicas([("a", busy_with_heavy, 20), ("b", lightly_loaded, None)], "light") == ["b", "a"]
+
+
+def test_serve_command_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+    from equinox.cli.main import main
+
+    assert main(["serve", "--config", "x.toml"]) == 2
+    assert "needs --ray" in capsys.readouterr().err
+    assert main(["serve", "--ray"]) == 2
+    assert "needs --config" in capsys.readouterr().err
+    assert main(["serve", "--ray", "--config", "/nonexistent/gw.toml"]) == 2
+    assert "not found" in capsys.readouterr().err
