@@ -38,7 +38,7 @@ class Knobs:
         """Variant name, e.g. 'eq a=0.5 b=0.5 f=0.5'."""
         short = {"alpha": "a", "beta": "b", "f_min": "f", "compute_share": "c", "kv_admission": "kv",
                  "shortest_prompt_first": "spf", "tpot_target_s": "tpot", "latency_scale_s": "tau",
-                 "kv_fair_share": "kvfair"}
+                 "kv_fair_share": "kvfair", "kv_share_slack": "slack"}
         return "eq " + " ".join(f"{short.get(k, k)}={_fmt(v)}" for k, v in self.params)
 
 
@@ -53,6 +53,11 @@ ONE_AT_A_TIME: tuple[tuple[tuple[str, Any], ...], ...] = (
     (("kv_admission", False),), (("shortest_prompt_first", False),), (("tpot_target_s", 0.3),),
     (("tpot_target_s", 0.075),), (("alpha", 0.0), ("beta", 1.0), ("tpot_target_s", 0.075)),
     (("f_min", 0.5), ("latency_scale_s", 0.5)), (("alpha", 0.5), ("beta", 0.5), ("f_min", 0.25)),
+)
+
+# KV fair share (isolation): an under-share tenant goes before a head over its KV share within the slack.
+KV_SHARE: tuple[tuple[tuple[str, Any], ...], ...] = (
+    (("kv_fair_share", True),), (("kv_fair_share", True), ("kv_share_slack", 2048.0)),
 )
 
 
@@ -74,6 +79,7 @@ def sweep(quick: bool) -> list[Knobs]:
                 points.append(Knobs(tuple(p)))
     if not quick:
         points += [Knobs(p) for p in ONE_AT_A_TIME]
+    points += [Knobs(p) for p in KV_SHARE]
     return [k for k in points if EquinoxParams.from_mapping(dict(k.params)) != defaults]
 
 

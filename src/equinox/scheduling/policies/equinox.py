@@ -24,7 +24,7 @@ Adaptive batching (`batch_limits`) and predicted-length KV admission
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -81,6 +81,9 @@ class EquinoxPolicy(CounterPolicy):
         self._sum_rfc = 0.0
         self._now = 0.0  # the latest time the host told us (schedule, admission or step end)
         self._budget = 0  # the token budget of the current iteration (0: not known yet)
+        self._last_arrival: dict[str, float] = {}  # KV fair share: a tenant's latest arrival
+        self._typical: dict[str, float] = {}  # KV fair share: its latest request's predicted peak tokens
+        self._kv_blocks = (0, 0)  # KV blocks used and in the pool at the end of the latest step
 
     # Platform ------------------------------------------------------------------
     def set_platform(self, platform: Platform) -> None:
@@ -153,7 +156,37 @@ class EquinoxPolicy(CounterPolicy):
             if small or drift or (old_a == 0.0) != (a == 0.0) or (old_b == 0.0) != (b == 0.0):
                 self._coeffs = (a, b)
                 self._backlogged.rekey()
-        return super().peek(now)
+        head = super().peek(now)
+        if head is None or not self.params.kv_fair_share or len(self._backlogged) > EXACT_SCAN_LIMIT:
+            return head
+        return self._under_share_first(head)
+
+    def _under_share_first(self, head: RequestView) -> RequestView:
+        """KV fair share: a tenant under its KV share goes before a head over its share, if its UFC
+        is at most `kv_share_slack` above the head's (the bound grows by that much).
+
+        A head over its KV share waits for memory its own tenant's growth fills; without this, every
+        tenant behind it waits too (no skipping), however little memory it holds.
+        """
+        shares = self._kv_shares(head.tenant)
+        if shares is None:
+            return head
+        held, share = shares
+        if held.get(head.tenant, 0.0) + self._typical.get(head.tenant, 0.0) <= share[head.tenant]:
+            return head
+        limit = self._counter.get(head.tenant, 0.0) + self.params.kv_share_slack
+        best: tuple[float, str] | None = None
+        for tenant in sorted(self._backlogged.members()):
+            if tenant == head.tenant or tenant not in share:
+                continue
+            counter = self._counter.get(tenant, 0.0)
+            if counter <= limit and held.get(tenant, 0.0) + self._typical.get(tenant, 0.0) <= share[tenant]:
+                if best is None or counter < best[0]:
+                    best = (counter, tenant)
+        if best is None:
+            return head
+        other = self._queues.head(best[1])
+        return head if other is None else other
 
     # Counter maintenance -------------------------------------------------------------
     def charge(self, tenant: str, amount: float) -> None:
@@ -191,6 +224,15 @@ class EquinoxPolicy(CounterPolicy):
         floor_r = self._rfc.get(floor_tenant, 0.0)
         if self._rfc.get(tenant, 0.0) < floor_r:
             self._rfc[tenant] = floor_r
+
+    def add_request(self, request: RequestView, now: float) -> str | None:
+        """Enqueue; remember when the tenant last arrived and how much KV its request will take."""
+        if self.params.kv_fair_share:
+            tenant = request.tenant
+            self._last_arrival[tenant] = request.arrival_time
+            pred = self.mope.predict_output(tenant, request.num_prompt_tokens, request.max_tokens)
+            self._typical[tenant] = request.num_prompt_tokens + pred.mean * self.params.kv_headroom
+        return super().add_request(request, now)
 
     def _enqueue(self, request: RequestView, *, front: bool) -> None:
         tenant = request.tenant
@@ -297,6 +339,7 @@ class EquinoxPolicy(CounterPolicy):
         self.mope.observe_step(report)
         self._now = report.start_time + report.duration_s
         self._last_batch = report.mean_batch
+        self._kv_blocks = (report.num_kv_blocks_used, report.num_kv_blocks_total)
         cfg = self.config
         if not self.params.proactive:
             for tenant, usage in report.per_tenant.items():
@@ -385,6 +428,10 @@ class EquinoxPolicy(CounterPolicy):
         """
         if not self.params.kv_admission:
             return super().kv_reservation_tokens(request)  # as every policy (VTC's reduction holds)
+        peak = self._peak_reservation(request)
+        return self._fair_share_reservation(request, peak) if self.params.kv_fair_share else peak
+
+    def _peak_reservation(self, request: RequestView) -> int:
         headroom = self.params.kv_headroom
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
         items = [(pred.mean * headroom, float(request.num_prompt_tokens))]
@@ -407,6 +454,64 @@ class EquinoxPolicy(CounterPolicy):
             suffix_context += context
             peak = max(peak, suffix_context + count * growth)
         return int(peak - held) + 1
+
+    def _kv_held(self) -> dict[str, float]:
+        """KV tokens each tenant's running requests hold."""
+        held: dict[str, float] = {}
+        for entry in self._admitted.values():
+            view = entry.view
+            if entry.is_running and view is not None:
+                held[view.tenant] = held.get(view.tenant, 0.0) + view.num_computed_tokens
+        return held
+
+    def _kv_shares(self, tenant: str) -> tuple[dict[str, float], dict[str, float]] | None:
+        """KV tokens held and weighted share of the pool per active tenant (None: pool empty).
+
+        Active: waiting, running, arrived within `kv_share_window_s`, or `tenant`. The pool's size
+        in tokens is estimated from the tokens held per used block at the latest step.
+        """
+        used, total = self._kv_blocks
+        held = self._kv_held()
+        held_sum = sum(held.values())
+        if used <= 0 or held_sum <= 0:
+            return None
+        capacity = total * held_sum / used
+        window = self.params.kv_share_window_s
+        active = set(held) | {tenant} | {t for t in self._counter if t in self._backlogged}
+        active |= {t for t, at in self._last_arrival.items() if self._now - at <= window}
+        weight = self.config.weight
+        scale = capacity / sum(weight(t) for t in active)
+        return held, {t: scale * weight(t) for t in active}
+
+    def _fair_share_reservation(self, request: RequestView, peak: int) -> int:
+        """KV fair share: the peak rule, relaxed for a tenant under its share, tightened for one over it.
+
+        A request whose tenant stays within its share with it needs only its own predicted peak
+        free (others' predicted growth is theirs to be preempted for); any other request also
+        leaves room for one typical request of each active tenant still under its share.
+        """
+        tenant = request.tenant
+        shares = self._kv_shares(tenant)
+        if shares is None:
+            return peak
+        held, share = shares
+        own = self._typical.get(tenant, float(request.num_prompt_tokens))
+        if held.get(tenant, 0.0) + own <= share[tenant]:
+            return min(peak, int(own) + 1)
+        reserve = 0.0
+        for other in sorted(share):
+            need = self._typical.get(other, 0.0)
+            if other != tenant and held.get(other, 0.0) + need <= share[other]:
+                reserve += need
+        return peak + int(reserve)
+
+    def choose_victim(self, candidates: Sequence[RequestView], now: float) -> RequestView:
+        """KV fair share: the last admitted request of the tenant holding the most KV per weight."""
+        if not (self.params.kv_fair_share and self.params.kv_admission):
+            return super().choose_victim(candidates, now)
+        held = self._kv_held()
+        weight = self.config.weight
+        return max(candidates, key=lambda r: (held.get(r.tenant, 0.0) / weight(r.tenant), r.admit_seq))
 
     # State that survives the host ---------------------------------------------------
     def export_state(self) -> dict[str, Any]:

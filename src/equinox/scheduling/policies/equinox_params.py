@@ -31,6 +31,12 @@ class EquinoxParams:
     quantile: float = 0.9  # output-length quantile used for KV admission
     shortest_prompt_first: bool = True  # within a tenant: shortest prompt first, with aging
     aging_tokens_per_s: float = 100.0  # a request overtakes prompts this many tokens longer per second waited
+    # KV fair share (issue 11, isolation): a tenant under its weighted share of the KV pool is admitted on
+    # its own predicted peak; one over it must also leave room for one request of each active tenant under
+    # its share; preemption victims come from the tenant holding the most KV per weight.
+    kv_fair_share: bool = False
+    kv_share_window_s: float = 10.0  # a tenant counts as active this long after its latest arrival
+    kv_share_slack: float = 8192.0  # UFC an under-share tenant may be above an over-share head and go first
 
     def __post_init__(self) -> None:
         checks = [
@@ -40,6 +46,7 @@ class EquinoxParams:
             ("max_batched_tokens", self.max_batched_tokens >= self.min_batched_tokens),
             ("kv_headroom", self.kv_headroom >= 0), ("compute_share", 0 <= self.compute_share <= 1),
             ("quantile", 0 < self.quantile < 1), ("aging_tokens_per_s", self.aging_tokens_per_s > 0),
+            ("kv_share_window_s", self.kv_share_window_s > 0), ("kv_share_slack", self.kv_share_slack >= 0),
         ]
         for name, ok in checks:
             if not ok:
