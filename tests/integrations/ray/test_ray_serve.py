@@ -40,7 +40,8 @@ def app() -> Iterator[str]:
         "tenants": [{"name": t, "key_sha256": hash_key(k)} for t, k in KEYS.items()],
     })
     settings = ServeSettings(config, num_replicas=2, is_fake=True, max_running=2, fake_ttft_s=0.01,
-                             fake_itl_s=0.01, sync_interval_s=0.1, counter_actor="test-serve-counters")
+                             fake_itl_s=0.01, sync_interval_s=0.1, counter_actor="test-serve-counters",
+                             forget_after_s=1.0)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     start(settings, host="127.0.0.1", port=port)
@@ -136,4 +137,12 @@ def test_a_replica_killed_mid_run_loses_no_request(app: str) -> None:
         if r.status_code == 200 and len(names) == 2:
             break
         assert time.monotonic() < deadline, "the replica was not replaced"
+        time.sleep(0.5)
+    # the new replica syncs with the counter actor (taking the merged counters); the dead one is forgotten
+    actor = ray.get_actor("test-serve-counters", namespace="equinox")
+    live = {name.rsplit("#", 1)[-1] for name in names}
+    while set(ray.get(actor.replicas.remote(), timeout=10)) != live:
+        assert time.monotonic() < deadline, (ray.get(actor.replicas.remote()), live)
+        httpx.post(f"{app}/v1/completions", json=_body(), headers={"authorization": f"Bearer {KEYS['light']}"},
+                   timeout=30)  # a report from each replica forgets the silent one
         time.sleep(0.5)

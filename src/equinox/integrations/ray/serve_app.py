@@ -78,6 +78,7 @@ class ServeSettings:
     sync_interval_s: float | None = 0.2  # Δ; None: per-replica counters only
     counter_actor: str = ACTOR_NAME
     counter_snapshot: str | None = None  # the actor's snapshot file (restart persistence)
+    forget_after_s: float | None = None  # a replica silent this long leaves the lift's backlog (None: 20 Δ, >= 5 s)
     routing_stats_period_s: float = 0.2
     max_attempts: int = 3  # replicas tried for a request whose replica died before its first chunk
     app_name: str = "equinox"
@@ -386,8 +387,9 @@ def start(settings: ServeSettings, *, host: str | None = None, port: int | None 
     from equinox.integrations.ray.counters import counter_actor
 
     if settings.sync_interval_s:
+        forget = settings.forget_after_s or max(5.0, 20 * settings.sync_interval_s)
         counter_actor(settings.counter_snapshot, name=settings.counter_actor, namespace=COUNTER_NAMESPACE,
-                      is_detached=True)
+                      is_detached=True, forget_after_s=forget)
     serve.start(http_options={"host": host or settings.gateway.host, "port": port or settings.gateway.port})
     return serve.run(build_app(settings), name=settings.app_name, route_prefix=settings.route_prefix)
 
