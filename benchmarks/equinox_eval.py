@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from equinox.config import RunConfig
+from equinox.sim.engine.slora import COMPARISON_MAX_REQ_TOTAL_LEN
 from equinox.sim.run import run_simulation
 
 PLATFORMS = (("a100-80gb", "llama-2-7b"), ("a10g", "llama-2-7b"))
@@ -117,7 +118,8 @@ def main() -> int:
     for (plat, wl, rho), scale in scales.items():
         base = RunConfig(workload=wl, gpu=plat[0], model=plat[1], rate_scale=scale,
                          duration_s=duration * DURATION_FACTOR.get(plat[0], 1.0))
-        jobs.append(Job(("main", plat, wl, rho, "vtc@slora"), base.replace(policy="vtc", engine_mode="slora")))
+        jobs.append(Job(("main", plat, wl, rho, "vtc@slora"), base.replace(
+            policy="vtc", engine_mode="slora", max_req_total_len=COMPARISON_MAX_REQ_TOTAL_LEN)))
         for pol in ("fcfs", "vtc", "equinox"):
             jobs.append(Job(("main", plat, wl, rho, pol), base.replace(policy=pol)))
     ab_rho = loads[-1]
@@ -126,7 +128,8 @@ def main() -> int:
         base = RunConfig(workload=wl, gpu=plat[0], model=plat[1], duration_s=duration,
                          rate_scale=scales[(plat, wl, ab_rho)], policy="equinox")
         for name, params, engine in ABLATIONS:
-            config = base.replace(policy_params=params, engine_mode=engine)
+            config = base.replace(policy_params=params, engine_mode=engine,
+                                  max_req_total_len=COMPARISON_MAX_REQ_TOTAL_LEN)
             jobs.append(Job(("ablation", plat, wl, ab_rho, name), config))
     results: dict[tuple[Any, ...], dict[str, float]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

@@ -47,6 +47,7 @@ class RunConfig:
     admission_interval_steps: int = 10
     kv_admission: str | None = None  # slora: "peak" (S-LoRA's rule) or "reserve-all"
     lora_rank: int = 0  # slora: 4 x rank KV tokens set aside per adapter (tenant) in the batch
+    max_req_total_len: int = 3072  # slora: S-LoRA's launcher argument (batch_max_tokens >= it by default)
     long_prefill_token_threshold: int = 0  # vllm: max tokens of one request per step with company (0: off)
     async_scheduling: bool = False  # vllm: plan each step while the previous one runs (one-step lag)
     prompt_weight: float = 1.0
@@ -126,7 +127,7 @@ class RunConfig:
             block_size=block_size, num_kv_blocks=blocks,
             enable_chunked_prefill=self.enable_chunked_prefill,
             admission_interval_steps=self.admission_interval_steps,
-            kv_admission=self.kv_admission, lora_rank=self.lora_rank,
+            kv_admission=self.kv_admission, lora_rank=self.lora_rank, max_req_total_len=self.max_req_total_len,
             long_prefill_token_threshold=self.long_prefill_token_threshold, async_scheduling=self.async_scheduling,
         )
 

@@ -243,6 +243,8 @@ class TestSlora:
         cfg = EngineConfig(mode="slora", block_size=1, num_kv_blocks=35000)
         assert cfg.max_num_batched_tokens == 35000 // 6 and cfg.max_num_seqs == 1000
         assert EngineConfig(mode="slora", block_size=1, num_kv_blocks=10000).max_num_batched_tokens == 3072
+        longer = EngineConfig(mode="slora", block_size=1, num_kv_blocks=10000, max_req_total_len=8192)
+        assert longer.max_num_batched_tokens == 8192  # S-LoRA: max(pool / 6, max_req_total_len)
         assert EngineConfig().max_num_batched_tokens == 2048 and EngineConfig().max_num_seqs == 256
         with pytest.raises(ConfigError, match="kv_admission"):
             EngineConfig(mode="slora", kv_admission="greedy")

@@ -67,6 +67,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="slora: decode steps before waiting requests are considered (S-LoRA's max_wait_tokens, 10)")
     p.add_argument("--kv-admission", choices=("peak", "reserve-all"),
                    help="slora: peak future KV use (S-LoRA's rule, default) or reserve prompt + output up front")
+    p.add_argument("--max-req-total-len", type=int,
+                   help="slora: S-LoRA's max_req_total_len; batch_max_tokens defaults to max(pool / 6, it), 3072")
     p.add_argument("--lora-rank", type=int,
                    help="slora: KV tokens 4 x rank set aside per adapter (tenant) in the batch")
     p.add_argument("--long-prefill-token-threshold", type=int, dest="long_prefill_token_threshold",
@@ -106,6 +108,7 @@ _FIELDS = (
     "cost_model", "runtime_scale", "step_overhead_s", "seq_overhead_s", "engine_mode", "max_num_batched_tokens",
     "max_num_seqs", "block_size", "num_kv_blocks",
     "kv_capacity_tokens", "enable_chunked_prefill", "admission_interval_steps", "kv_admission", "lora_rank",
+    "max_req_total_len",
     "long_prefill_token_threshold", "async_scheduling", "rpm_limit", "until_s",
     "frontend_ingress_s", "frontend_ingress_per_token_s", "frontend_egress_s", "frontend_egress_per_token_s",
 )

@@ -92,8 +92,9 @@ def _baseline(base: RunConfig, policy: str, path: str, section: str, labels: tup
     if policy == "vtc@slora":  # VTC as its artifact ran it: S-LoRA's engine and runtime
         name, engine = "vtc", "slora"
         from equinox.calibration.replay import SLORA_RUNTIME
+        from equinox.sim.engine.slora import COMPARISON_MAX_REQ_TOTAL_LEN
 
-        config = config.replace(**SLORA_RUNTIME.get(base.gpu, {}))
+        config = config.replace(**SLORA_RUNTIME.get(base.gpu, {}), max_req_total_len=COMPARISON_MAX_REQ_TOTAL_LEN)
     config = config.replace(policy=name, engine_mode=engine, rpm_limit=1.0 if name == "rpm" else None)
     return RunSpec(path, config, section, (*labels, ("policy", policy)), policy, RHO,
                    RPM_SHARE if name == "rpm" else None, is_detailed=False)

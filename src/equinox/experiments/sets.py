@@ -40,9 +40,13 @@ def _policy_spec(base: RunConfig, policy: str, path: str, section: str, labels: 
                  rho: float | None, is_detailed: bool) -> RunSpec:
     engine = "vllm"
     name = policy
+    config = base
     if policy == "vtc@slora":  # VTC as its artifact ran it: S-LoRA engine, admission every 10 decode steps
+        from equinox.sim.engine.slora import COMPARISON_MAX_REQ_TOTAL_LEN
+
         name, engine = "vtc", "slora"
-    config = base.replace(policy=name, engine_mode=engine, rpm_limit=1.0 if name == "rpm" else None)
+        config = config.replace(max_req_total_len=COMPARISON_MAX_REQ_TOTAL_LEN)
+    config = config.replace(policy=name, engine_mode=engine, rpm_limit=1.0 if name == "rpm" else None)
     return RunSpec(path=path, config=config, section=section, labels=(*labels, ("policy", policy)), variant=policy,
                    rho=rho, rpm_share=RPM_SHARE if name == "rpm" else None, is_detailed=is_detailed)
 

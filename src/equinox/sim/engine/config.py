@@ -27,6 +27,7 @@ class EngineConfig:
     admission_interval_steps: int = 10  # slora: S-LoRA's max_wait_tokens (decode steps before new requests count)
     kv_admission: str | None = None  # slora: "peak" (S-LoRA's rule, default) or "reserve-all" (the old model)
     lora_rank: int = 0  # slora: KV tokens 4 x rank per adapter (tenant) in the batch are set aside, as S-LoRA does
+    max_req_total_len: int = 3072  # slora: S-LoRA's launcher argument; batch_max_tokens defaults to max(pool / 6, this)
     # vllm: vLLM's long_prefill_token_threshold (0: off): at most this many tokens of one request
     # per step while two or more requests run or wait.
     long_prefill_token_threshold: int = 0
@@ -43,6 +44,8 @@ class EngineConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.admission_interval_steps < 1:
             raise ConfigError(f"admission_interval_steps must be >= 1, got {self.admission_interval_steps}")
+        if self.max_req_total_len < 1:
+            raise ConfigError(f"max_req_total_len must be >= 1, got {self.max_req_total_len}")
         if self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be >= 0, got {self.lora_rank}")
         if self.long_prefill_token_threshold < 0:
