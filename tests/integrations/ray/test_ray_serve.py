@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -146,3 +148,50 @@ def test_a_replica_killed_mid_run_loses_no_request(app: str) -> None:
         httpx.post(f"{app}/v1/completions", json=_body(), headers={"authorization": f"Bearer {KEYS['light']}"},
                    timeout=30)  # a report from each replica forgets the silent one
         time.sleep(0.5)
+
+
+def test_replicas_forward_to_their_own_openai_engine(app: str) -> None:
+    """The forwarding path (OpenAIEngine): two fake OpenAI servers, one per replica by rank."""
+    from ray import serve
+
+    from equinox.integrations.ray.serve_app import ServeSettings, build_app
+
+    ports = [_free_port(), _free_port()]
+    servers = [subprocess.Popen([sys.executable, "-m", "equinox.integrations.gateway.fake_backend", "--port", str(p),
+                                 "--ttft-s", "0.01", "--itl-s", "0.01"]) for p in ports]
+    try:
+        for p in ports:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{p}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the fake engine did not start"
+                time.sleep(0.2)
+        config = config_from_dict({
+            "gateway": {"policy": "vtc"},
+            "backends": [{"url": f"http://127.0.0.1:{p}", "models": ["fake-model"]} for p in ports],
+            "tenants": [{"name": t, "key_sha256": hash_key(k)} for t, k in KEYS.items()],
+        })
+        settings = ServeSettings(config, num_replicas=2, max_running=1, sync_interval_s=0.1,
+                                 counter_actor="test-serve-counters")
+        serve.run(build_app(settings), name="equinox", route_prefix="/")  # replaces the fake-engine app
+
+        async def run() -> list[Any]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                return list(await asyncio.gather(*[
+                    client.post(f"{app}/v1/completions", json=_body(max_tokens=5, tenant="light"),
+                                headers={"authorization": f"Bearer {KEYS['heavy']}"}) for _ in range(8)]))
+
+        responses = asyncio.run(run())
+        assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+        assert all(r.json()["choices"][0]["text"] == "tok " * 5 for r in responses)
+        stats = [httpx.get(f"http://127.0.0.1:{p}/_fake/stats", timeout=5).json() for p in ports]
+        assert all(st["num_finished"] > 0 for st in stats), stats  # both replicas forwarded, each to its own
+        assert {str(r["vllm_xargs"]) for st in stats for r in st["recent"]} == {str({"tenant": "heavy"})}
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)

@@ -83,3 +83,34 @@ def test_serve_command_errors_are_one_line(capsys: pytest.CaptureFixture[str], t
     assert "needs --config" in capsys.readouterr().err
     assert main(["serve", "--ray", "--config", "/nonexistent/gw.toml"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_openai_engine_forwards_the_stamped_tenant_and_reports_failures() -> None:
+    httpx = pytest.importorskip("httpx")
+    from equinox.integrations.gateway.fake_backend import FakeBackend, FakeState
+    from equinox.integrations.gateway.openai_format import upstream_body
+    from equinox.integrations.ray.replica_queue import EngineFailure, OpenAIEngine
+
+    state = FakeState()
+    engine = OpenAIEngine("http://fake", transport=httpx.ASGITransport(app=FakeBackend(state)))
+    body = upstream_body({"model": "fake-model", "prompt": "hi", "max_tokens": 3, "tenant": "mallory"}, "alice",
+                         "tenant", is_vllm=True)
+
+    async def run() -> tuple[list[dict[str, object]], dict[str, float]]:
+        policy = make_policy("vtc", PolicyConfig())
+        queue = FairQueue(policy, max_running=1, clock=lambda: 0.0)
+        req = _req("r1", "alice", 0.0)
+        chunks = [c async for c in serve_one(queue, engine, req, "/v1/completions", body)]
+        queue.report_usage()
+        state.mode = "fail"
+        with pytest.raises(EngineFailure, match="HTTP 500"):
+            async for _ in serve_one(queue, engine, _req("r2", "alice", 0.0), "/v1/completions", body):
+                pass
+        assert queue.stats()["num_running"] == 0  # the failed request freed its slot
+        await engine.close()
+        return chunks, dict(policy.counters())
+
+    chunks, counters = asyncio.run(run())
+    assert sum(1 for c in chunks if c.get("choices")) == 3 and chunks[-1]["usage"]
+    assert state.recent[0]["vllm_xargs"] == {"tenant": "alice"} and "tenant" not in state.recent[0]["keys"]
+    assert counters["alice"] > 0

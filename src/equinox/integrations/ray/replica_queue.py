@@ -238,13 +238,14 @@ class OpenAIEngine:
     """Forwards to one OpenAI-compatible server (a vLLM replica), streaming."""
 
     def __init__(self, url: str, *, api_key: str | None = None, connect_timeout_s: float = 5.0,
-                 stall_timeout_s: float = 60.0) -> None:
+                 stall_timeout_s: float = 60.0, transport: Any = None) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.stall_timeout_s = stall_timeout_s
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(stall_timeout_s, connect=connect_timeout_s))
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(stall_timeout_s, connect=connect_timeout_s),
+                                         transport=transport)  # transport: tests (an ASGI app in-process)
 
     async def stream(self, path: str, body: dict[str, Any], request_id: str) -> AsyncIterator[dict[str, Any]]:
         """POST `body` to `url + path` and yield its chunks."""
