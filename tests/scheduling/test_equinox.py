@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 
 import pytest
@@ -219,3 +220,15 @@ def test_kv_share_parameters_are_checked() -> None:
         EquinoxParams.from_mapping({"kv_share_slack": -1})
     with pytest.raises(ConfigError, match="kv_share_window_s"):
         EquinoxParams.from_mapping({"kv_share_window_s": 0})
+
+
+def test_kv_fair_share_inputs_survive_export_and_restore() -> None:
+    params = {"kv_fair_share": True}
+    _, sched = run("equinox", flood_and_light()[:60], params, blocks=48)
+    state = json.loads(json.dumps(sched.policy.export_state()))
+    assert state["kv_share"]["typical"] and state["kv_share"]["kv_blocks"][1] == 48
+    restored = make_policy("equinox", PolicyConfig(params=params))
+    restored.restore_state(state)
+    assert json.loads(json.dumps(restored.export_state()))["kv_share"] == state["kv_share"]
+    with pytest.raises(ConfigError, match="kv_blocks"):
+        restored.restore_state({**state, "kv_share": {"kv_blocks": [1.0]}})

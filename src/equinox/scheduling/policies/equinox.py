@@ -33,6 +33,7 @@ from equinox.prediction.mope import MoPE
 from equinox.request import RequestView
 from equinox.scheduling.interface import Platform, PolicyConfig
 from equinox.scheduling.policies.equinox_params import EquinoxParams
+from equinox.scheduling.policies.kv_share import KvShareBook, KvShares
 from equinox.scheduling.policies.vtc import CounterPolicy
 from equinox.scheduling.policy import POLICIES
 from equinox.scheduling.queues import TenantPriorityQueues
@@ -81,9 +82,7 @@ class EquinoxPolicy(CounterPolicy):
         self._sum_rfc = 0.0
         self._now = 0.0  # the latest time the host told us (schedule, admission or step end)
         self._budget = 0  # the token budget of the current iteration (0: not known yet)
-        self._last_arrival: dict[str, float] = {}  # KV fair share: a tenant's latest arrival
-        self._typical: dict[str, float] = {}  # KV fair share: its latest request's predicted peak tokens
-        self._kv_blocks = (0, 0)  # KV blocks used and in the pool at the end of the latest step
+        self._kv_book = KvShareBook(p.kv_share_window_s)
 
     # Platform ------------------------------------------------------------------
     def set_platform(self, platform: Platform) -> None:
@@ -169,23 +168,9 @@ class EquinoxPolicy(CounterPolicy):
         tenant behind it waits too (no skipping), however little memory it holds.
         """
         shares = self._kv_shares(head.tenant)
-        if shares is None:
-            return head
-        held, share = shares
-        if held.get(head.tenant, 0.0) + self._typical.get(head.tenant, 0.0) <= share[head.tenant]:
-            return head
-        limit = self._counter.get(head.tenant, 0.0) + self.params.kv_share_slack
-        best: tuple[float, str] | None = None
-        for tenant in sorted(self._backlogged.members()):
-            if tenant == head.tenant or tenant not in share:
-                continue
-            counter = self._counter.get(tenant, 0.0)
-            if counter <= limit and held.get(tenant, 0.0) + self._typical.get(tenant, 0.0) <= share[tenant]:
-                if best is None or counter < best[0]:
-                    best = (counter, tenant)
-        if best is None:
-            return head
-        other = self._queues.head(best[1])
+        tenant = None if shares is None else shares.passes(
+            head.tenant, self._backlogged.members(), self._counter, self.params.kv_share_slack)
+        other = None if tenant is None else self._queues.head(tenant)
         return head if other is None else other
 
     # Counter maintenance -------------------------------------------------------------
@@ -229,9 +214,10 @@ class EquinoxPolicy(CounterPolicy):
         """Enqueue; remember when the tenant last arrived and how much KV its request will take."""
         if self.params.kv_fair_share:
             tenant = request.tenant
-            self._last_arrival[tenant] = request.arrival_time
             pred = self.mope.predict_output(tenant, request.num_prompt_tokens, request.max_tokens)
-            self._typical[tenant] = request.num_prompt_tokens + pred.mean * self.params.kv_headroom
+            self._kv_book.note_arrival(
+                tenant, request.arrival_time, request.num_prompt_tokens + pred.mean * self.params.kv_headroom
+            )
         return super().add_request(request, now)
 
     def _enqueue(self, request: RequestView, *, front: bool) -> None:
@@ -339,7 +325,7 @@ class EquinoxPolicy(CounterPolicy):
         self.mope.observe_step(report)
         self._now = report.start_time + report.duration_s
         self._last_batch = report.mean_batch
-        self._kv_blocks = (report.num_kv_blocks_used, report.num_kv_blocks_total)
+        self._kv_book.kv_blocks = (report.num_kv_blocks_used, report.num_kv_blocks_total)
         cfg = self.config
         if not self.params.proactive:
             for tenant, usage in report.per_tenant.items():
@@ -429,7 +415,9 @@ class EquinoxPolicy(CounterPolicy):
         if not self.params.kv_admission:
             return super().kv_reservation_tokens(request)  # as every policy (VTC's reduction holds)
         peak = self._peak_reservation(request)
-        return self._fair_share_reservation(request, peak) if self.params.kv_fair_share else peak
+        shares = self._kv_shares(request.tenant) if self.params.kv_fair_share else None
+        return peak if shares is None else self._kv_book.reservation(
+            shares, request.tenant, request.num_prompt_tokens, peak)
 
     def _peak_reservation(self, request: RequestView) -> int:
         headroom = self.params.kv_headroom
@@ -464,46 +452,10 @@ class EquinoxPolicy(CounterPolicy):
                 held[view.tenant] = held.get(view.tenant, 0.0) + view.num_computed_tokens
         return held
 
-    def _kv_shares(self, tenant: str) -> tuple[dict[str, float], dict[str, float]] | None:
-        """KV tokens held and weighted share of the pool per active tenant (None: pool empty).
-
-        Active: waiting, running, arrived within `kv_share_window_s`, or `tenant`. The pool's size
-        in tokens is estimated from the tokens held per used block at the latest step.
-        """
-        used, total = self._kv_blocks
-        held = self._kv_held()
-        held_sum = sum(held.values())
-        if used <= 0 or held_sum <= 0:
-            return None
-        capacity = total * held_sum / used
-        window = self.params.kv_share_window_s
-        active = set(held) | {tenant} | {t for t in self._counter if t in self._backlogged}
-        active |= {t for t, at in self._last_arrival.items() if self._now - at <= window}
-        weight = self.config.weight
-        scale = capacity / sum(weight(t) for t in active)
-        return held, {t: scale * weight(t) for t in active}
-
-    def _fair_share_reservation(self, request: RequestView, peak: int) -> int:
-        """KV fair share: the peak rule, relaxed for a tenant under its share, tightened for one over it.
-
-        A request whose tenant stays within its share with it needs only its own predicted peak
-        free (others' predicted growth is theirs to be preempted for); any other request also
-        leaves room for one typical request of each active tenant still under its share.
-        """
-        tenant = request.tenant
-        shares = self._kv_shares(tenant)
-        if shares is None:
-            return peak
-        held, share = shares
-        own = self._typical.get(tenant, float(request.num_prompt_tokens))
-        if held.get(tenant, 0.0) + own <= share[tenant]:
-            return min(peak, int(own) + 1)
-        reserve = 0.0
-        for other in sorted(share):
-            need = self._typical.get(other, 0.0)
-            if other != tenant and held.get(other, 0.0) + need <= share[other]:
-                reserve += need
-        return peak + int(reserve)
+    def _kv_shares(self, tenant: str) -> KvShares | None:
+        """KV held and weighted shares of the active tenants (kv_share.py); None while nothing is held."""
+        backlogged = [t for t in self._counter if t in self._backlogged]
+        return self._kv_book.shares(self._kv_held(), tenant, backlogged, self._now, self.config.weight)
 
     def choose_victim(self, candidates: Sequence[RequestView], now: float) -> RequestView:
         """KV fair share: the last admitted request of the tenant holding the most KV per weight."""
@@ -516,8 +468,9 @@ class EquinoxPolicy(CounterPolicy):
     # State that survives the host ---------------------------------------------------
     def export_state(self) -> dict[str, Any]:
         """UFC (as `counters`), RFC, lift and normalisation state, the last latency discount per
-        tenant, the running requests' predicted charges (reconciled on completion) and what
-        MoPE learned. Not kept: the requests themselves (hosts own them)."""
+        tenant, the running requests' predicted charges (reconciled on completion), what
+        MoPE learned and the KV-fair-share inputs (latest arrivals, typical sizes, KV blocks).
+        Not kept: the requests themselves (hosts own them)."""
         return {
             **super().export_state(),
             "rfc": dict(self._rfc),
@@ -535,6 +488,7 @@ class EquinoxPolicy(CounterPolicy):
             },
             "platform": self.platform.name,
             "mope": self.mope.export_state(),
+            "kv_share": self._kv_book.export(),
         }
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
@@ -560,6 +514,7 @@ class EquinoxPolicy(CounterPolicy):
                 None, e.number("charged_ufc"), e.number("predicted_mean"), e.number("predicted_quantile"),
                 e.number("discount"), e.optional_number("first_token_time"), e.flag("is_running", True),
             )
+        self._kv_book.restore(r.sub("kv_share"))
         platform = r.optional_string("platform")
         self.mope.restore_state(r.sub("mope"), has_same_base=platform in (None, self.platform.name))
 
