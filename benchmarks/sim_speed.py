@@ -1,13 +1,23 @@
-"""Simulator speed and peak memory at 10k, 100k and 1M requests (issue #2, item 11).
+"""Simulator speed and peak memory as a user meets them: `equinox simulate` end to end (issue 13).
 
-Prints requests simulated per second, wall seconds, steps per second and peak memory.
-The workload is built here with a seeded RNG (ShareGPT-like log-normal lengths, Poisson
-arrivals, several tenants) so it needs no workload presets. Target: 1M requests in
-under 60 s on one core.
+Each run is a fresh `python -m equinox simulate ... -o DIR` subprocess on a canonical CSV
+trace (loading it counts), measured from outside: wall seconds, CPU seconds (user +
+system, from the child's rusage), peak RSS, requests per CPU second. The trace: Poisson
+arrivals at 8 requests/s from 20 tenants, ShareGPT-like log-normal lengths, drawn with a
+seeded RNG (`sharegpt_like`); the settings are issue 13's: Llama-2-7B on an A100-80GB,
+Vidur cost model, vLLM-style engine, 128 sequences, 4,096 tokens, 16-token blocks.
+On a shared machine compare CPU seconds, not wall seconds.
 
-    PYTHONPATH=src python benchmarks/sim_speed.py                    # 10k and 100k
-    PYTHONPATH=src python benchmarks/sim_speed.py --sizes 1000000    # the 1M target
-    PYTHONPATH=src python benchmarks/sim_speed.py --sizes 10000 --profile   # cProfile top 25
+    PYTHONPATH=src python benchmarks/sim_speed.py                          # 10k and 100k, fcfs/vtc/equinox
+    PYTHONPATH=src python benchmarks/sim_speed.py --sizes 1000000          # the 1M target (< 40 s, < 400 MB)
+    PYTHONPATH=src python benchmarks/sim_speed.py --policies equinox,equinox:alpha=1,beta=0 --sizes 100000
+    PYTHONPATH=src python benchmarks/sim_speed.py --reference              # with the served-alone runs
+    PYTHONPATH=src python benchmarks/sim_speed.py --in-process --sizes 100000 [--profile]   # the loop alone
+
+`--reference` keeps the served-alone reference runs (each tenant alone, the saturation
+probe) that `equinox simulate` makes by default; their cost is printed in its own column
+(the cache directory is emptied first so they really run). Without it every run passes
+`--no-reference`.
 """
 
 from __future__ import annotations
@@ -15,23 +25,22 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import math
+import os
 import pstats
 import random
+import re
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
-import tracemalloc
+from pathlib import Path
 
-from equinox.metrics.collector import Collector
 from equinox.request import RequestSpec
-from equinox.scheduling.interface import PolicyConfig
-from equinox.scheduling.policy import make_policy
-from equinox.sim.backend import CostModelBackend
-from equinox.sim.cost_models import default_cost_model
-from equinox.sim.engine import EngineConfig, make_engine
-from equinox.sim.hardware import make_deployment
-from equinox.sim.loop import Simulator
+
+ISSUE_13_FLAGS = ("--gpu", "a100-80gb", "--model", "llama-2-7b", "--cost-model", "vidur", "--engine", "vllm",
+                  "--max-num-seqs", "128", "--max-num-batched-tokens", "4096", "--block-size", "16")
 
 
 def sharegpt_like(num_requests: int, *, seed: int, rate: float, num_tenants: int) -> list[RequestSpec]:
@@ -48,65 +57,164 @@ def sharegpt_like(num_requests: int, *, seed: int, rate: float, num_tenants: int
     return out
 
 
-def run_once(args: argparse.Namespace, size: int) -> dict[str, float]:
-    """Simulate `size` requests; return the figures."""
-    specs = sharegpt_like(size, seed=args.seed, rate=args.rate, num_tenants=args.tenants)
-    dep = make_deployment(args.gpu, args.model)
-    engine = EngineConfig(mode=args.engine, num_kv_blocks=dep.num_kv_blocks(16), max_num_seqs=args.max_num_seqs)
-    policy = make_policy(args.policy, PolicyConfig())
-    sched = make_engine(engine, policy)
-    collector = Collector(1.0, lambda report: dep.flops(report.batch))
-    sim = Simulator(specs, sched, CostModelBackend(default_cost_model(dep)), collector, num_requests_hint=size)
-    gc.collect()
-    if args.tracemalloc:
-        tracemalloc.start()
-    started = time.perf_counter()
-    cpu0 = time.process_time()
-    if args.profile:
-        prof = cProfile.Profile()
-        stats = prof.runcall(sim.run)
+def trace_file(size: int, args: argparse.Namespace) -> Path:
+    """The canonical CSV trace of `size` requests (written once, reused)."""
+    from equinox.workload.io import write_workload
+    from equinox.workload.schema import Workload
+
+    path = Path(args.trace_dir) / f"sharegpt-like-{size}-seed{args.seed}-rate{args.rate:g}-t{args.tenants}.csv"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        specs = sharegpt_like(size, seed=args.seed, rate=args.rate, num_tenants=args.tenants)
+        tmp = path.with_suffix(".tmp.csv")
+        write_workload(Workload(f"sharegpt-like-{size}", tuple(specs), source="benchmarks/sim_speed.py"), tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def policy_flags(spec: str) -> tuple[str, list[str]]:
+    """'equinox:alpha=1,beta=0' -> ('equinox', ['--param', 'alpha=1', '--param', 'beta=0'])."""
+    name, _, params = spec.partition(":")
+    flags: list[str] = []
+    for p in filter(None, params.split(",")):
+        flags += ["--param", p]
+    return name, flags
+
+
+def run_cli(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, float | str]:
+    """One `equinox simulate` subprocess: its wall seconds and the reference runs' seconds it printed."""
+    policy, extra = policy_flags(spec)
+    cmd = [sys.executable, "-m", "equinox", "simulate", "-p", policy, "-w", str(trace), *ISSUE_13_FLAGS,
+           *extra, "--no-progress", "--records-format", args.records_format, "-o", str(out)]
+    if not args.reference:
+        cmd.append("--no-reference")
     else:
-        stats = sim.run()
+        shutil.rmtree(out.parent / ".equinox-reference", ignore_errors=True)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
-    cpu = time.process_time() - cpu0
-    traced_peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else math.nan
-    if args.tracemalloc:
-        tracemalloc.stop()
-    if args.profile:
-        pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(25)
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {
-        "requests": size, "finished": stats.num_finished, "steps": stats.num_steps, "sim_time_s": stats.end_time,
-        "wall_s": wall, "cpu_s": cpu, "req_per_s": size / wall, "steps_per_s": stats.num_steps / wall,
-        "peak_rss_mib": rss_mib, "traced_peak_mib": traced_peak,
-    }
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    ref = re.search(r"reference runs .*?: ([0-9.]+) s", proc.stdout)
+    return {"policy": spec, "wall_s": wall, "reference_s": float(ref.group(1)) if ref else float("nan")}
+
+
+def measure(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, float | str]:
+    """run_cli with the child's CPU time and peak RSS (RUSAGE_CHILDREN of a process whose only child it is)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = run_cli(trace, spec, out, args)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    r["peak_rss_mib"] = after.ru_maxrss / 1024  # KiB on Linux
+    return r
+
+
+def cli_main(args: argparse.Namespace) -> None:
+    """Measure every size x policy through the CLI."""
+    print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
+          f"ShareGPT-like lengths (seed {args.seed}); records {args.records_format}; "
+          f"{'with' if args.reference else 'without'} reference runs")
+    print(f"{'requests':>9} {'policy':<24} {'wall_s':>8} {'cpu_s':>8} {'req/cpu_s':>9} {'peak_MiB':>8} "
+          f"{'vs_fcfs_cpu':>11} {'ref_s':>7}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        trace = trace_file(size, args)
+        base_cpu = None
+        for spec in args.policies.split(";"):
+            with tempfile.TemporaryDirectory(dir=args.trace_dir) as tmp:
+                # A fresh process per run, measured alone, so its peak RSS is its own.
+                r = _isolated(trace, spec, Path(tmp) / "run", args)
+            cpu = float(r["cpu_s"])
+            if spec == "fcfs":
+                base_cpu = cpu
+            ratio = f"{cpu / base_cpu:.2f}" if base_cpu else "-"
+            print(f"{size:>9} {spec:<24} {float(r['wall_s']):>8.1f} {cpu:>8.1f} {size / cpu:>9.0f} "
+                  f"{float(r['peak_rss_mib']):>8.0f} {ratio:>11} {float(r['reference_s']):>7.1f}", flush=True)
+
+
+def _isolated(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, float | str]:
+    """`measure` in a forked child of its own, so RUSAGE_CHILDREN's peak RSS is this run's."""
+    import json
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: run one measurement, send it back, exit
+        os.close(rfd)
+        try:
+            payload = json.dumps(measure(trace, spec, out, args))
+        except BaseException as exc:
+            payload = json.dumps({"error": str(exc)})
+        with os.fdopen(wfd, "w") as w:
+            w.write(payload)
+        os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd) as r:
+        data = json.loads(r.read() or '{"error": "no result"}')
+    os.waitpid(pid, 0)
+    if "error" in data:
+        raise SystemExit(data["error"])
+    return data  # type: ignore[no-any-return]
+
+
+def in_process_main(args: argparse.Namespace) -> None:
+    """The simulation loop alone, in this process (the table of docs/results.md before issue 13)."""
+    from equinox.metrics.collector import Collector
+    from equinox.scheduling.interface import PolicyConfig
+    from equinox.scheduling.policy import make_policy
+    from equinox.sim.backend import CostModelBackend
+    from equinox.sim.cost_models import build_cost_model
+    from equinox.sim.engine import EngineConfig, make_engine
+    from equinox.sim.hardware import make_deployment
+    from equinox.sim.loop import Simulator
+
+    print("in-process loop only (no loading, no run directory)")
+    print(f"{'requests':>9} {'policy':<24} {'steps':>9} {'wall_s':>8} {'cpu_s':>8} {'req/cpu_s':>9} {'peak_MiB':>8}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        for spec in args.policies.split(";"):
+            name, flags = policy_flags(spec)
+            params = dict(p.split("=", 1) for p in flags[1::2])
+            specs = sharegpt_like(size, seed=args.seed, rate=args.rate, num_tenants=args.tenants)
+            dep = make_deployment("a100-80gb", "llama-2-7b")
+            engine = EngineConfig(mode="vllm", num_kv_blocks=dep.num_kv_blocks(16), max_num_seqs=128,
+                                  max_num_batched_tokens=4096, block_size=16)
+            policy = make_policy(name, PolicyConfig(params={k: float(v) for k, v in params.items()}))
+            cost = build_cost_model("vidur", dep)
+            policy.set_platform(dep.platform(cost))
+            collector = Collector(1.0, lambda report, dep=dep: dep.flops(report.batch))
+            sim = Simulator(specs, make_engine(engine, policy), CostModelBackend(cost), collector,
+                            num_requests_hint=size)
+            gc.collect()
+            started, cpu0 = time.perf_counter(), time.process_time()
+            if args.profile:
+                prof = cProfile.Profile()
+                stats = prof.runcall(sim.run)
+                pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+            else:
+                stats = sim.run()
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{size:>9} {spec:<24} {stats.num_steps:>9} {wall:>8.1f} {cpu:>8.1f} {size / cpu:>9.0f} "
+                  f"{rss:>8.0f}", flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10000,100000", help="comma-separated request counts (1000000 for the target)")
-    p.add_argument("--policy", default="vtc")
-    p.add_argument("--engine", default="vllm", choices=["vllm", "slora"])
-    p.add_argument("--gpu", default="a100-80gb")
-    p.add_argument("--model", default="llama-2-7b")
-    p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--rate", type=float, default=8.0, help="arrival rate, req/s (default keeps a100+7b ~busy)")
+    p.add_argument("--policies", default="fcfs;vtc;equinox;equinox:alpha=1,beta=0",
+                   help="';'-separated policies, each optionally NAME:param=value,...")
+    p.add_argument("--rate", type=float, default=8.0, help="arrival rate, req/s")
     p.add_argument("--tenants", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tracemalloc", action="store_true", help="also trace Python allocations (slows the run ~2x)")
-    p.add_argument("--profile", action="store_true", help="print cProfile's top functions")
+    p.add_argument("--trace-dir", default=os.path.join(tempfile.gettempdir(), "equinox-sim-speed"),
+                   help="where generated traces (and scratch run directories) live")
+    p.add_argument("--records-format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--reference", action="store_true", help="keep the served-alone reference runs (timed apart)")
+    p.add_argument("--in-process", action="store_true", help="time the simulation loop alone, in this process")
+    p.add_argument("--profile", action="store_true", help="with --in-process: cProfile's top functions")
     args = p.parse_args()
-    header = (f"{'requests':>9} {'finished':>9} {'steps':>9} {'sim_s':>9} {'wall_s':>8} {'cpu_s':>8} {'req/s':>8} "
-              f"{'steps/s':>8} {'peak_rss_MiB':>12} {'traced_MiB':>10}")
-    print(f"policy {args.policy}, engine {args.engine}, {args.model}@{args.gpu}, rate {args.rate}/s, "
-          f"{args.tenants} tenants")
-    print(header)
-    for size in (int(s) for s in args.sizes.split(",")):
-        r = run_once(args, size)
-        print(f"{r['requests']:>9} {r['finished']:>9} {r['steps']:>9} {r['sim_time_s']:>9.0f} {r['wall_s']:>8.1f} "
-              f"{r['cpu_s']:>8.1f} {r['req_per_s']:>8.0f} {r['steps_per_s']:>8.0f} {r['peak_rss_mib']:>12.0f} "
-              f"{r['traced_peak_mib']:>10.1f}",
-              flush=True)
+    if args.in_process:
+        in_process_main(args)
+    else:
+        cli_main(args)
 
 
 if __name__ == "__main__":

@@ -81,10 +81,9 @@ def run_streamed(
         run, parts = simulate_columns(config, requests, weights_source=wl, num_requests=num_requests,
                                       on_request=write, counter_sink=writer.counters, progress=progress)
         records = run.records
-        if len(records) and records.first_reject_reason is not None and int(records.columns().rejected.sum()) == len(
-                records):
+        if len(records) and int(records.columns().rejected.sum()) == len(records):
             raise ConfigError(f"every one of the {len(records)} requests was rejected ({records.first_reject_reason});"
-                              " these settings cannot serve this wl")
+                              " these settings cannot serve this workload")
     except BaseException:
         writer.abort()
         raise
