@@ -110,7 +110,8 @@ def test_a_replica_killed_mid_run_loses_no_request(app: str) -> None:
 
     async def run() -> None:
         async with httpx.AsyncClient(timeout=60) as client:
-            tasks = [asyncio.create_task(_post(client, app, "heavy", done, max_tokens=30)) for _ in range(16)]
+            tasks = [asyncio.create_task(_post(client, app, "heavy", done, max_tokens=30, stream=i % 2 == 1))
+                     for i in range(16)]
             await asyncio.sleep(0.5)  # every replica has requests running and waiting
             names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                      if "FairReplica" in a["name"]]
@@ -121,14 +122,25 @@ def test_a_replica_killed_mid_run_loses_no_request(app: str) -> None:
     asyncio.run(run())
     statuses = [r.status_code for r in bodies]
     assert len(bodies) == 16 and set(statuses) <= {200, 502}, [r.text for r in bodies]
-    for r in bodies:
-        if r.status_code == 502:  # was running on the killed replica: a clear error, not a short answer
+    num_failed = num_streams_failed = 0
+    for i, r in enumerate(bodies):
+        if i % 2:  # streamed: all 30 tokens, or an error event saying the answer is incomplete; then [DONE]
+            events = [line.removeprefix("data: ") for line in r.text.splitlines() if line.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            if any('"error"' in e for e in events):
+                assert "incomplete" in events[-2]
+                num_failed += 1
+                num_streams_failed += 1
+            else:
+                assert sum('"text": "x "' in e for e in events) == 30
+        elif r.status_code == 502:  # was running on the killed replica: a clear error, not a short answer
             assert "incomplete" in r.json()["error"]["message"]
+            num_failed += 1
         else:
             assert r.json()["choices"][0]["text"] == "x " * 30
     rerouted = [r for r in bodies if int(r.headers["x-equinox-attempts"]) > 1]
-    print(f"killed a replica: {statuses.count(200)} served, {len(rerouted)} of them re-routed, "
-          f"{statuses.count(502)} ended with an error")
+    print(f"killed a replica: {16 - num_failed} served, {len(rerouted)} re-routed, {num_failed} ended with an error "
+          f"({num_streams_failed} of them streams)")
     assert rerouted  # requests waiting on the killed replica went to the other one
     # Serve replaces the replica; the new one joins the fair routing and serves
     deadline = time.monotonic() + 60
