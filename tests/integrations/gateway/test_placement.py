@@ -73,7 +73,7 @@ def test_tokens_streamed_are_charged_without_entering_admission_per_chunk(fake: 
     entries_for_one_request(gw, max_tokens=12, stream=True)
     report = st.admission.report_usage()
     assert report is not None and report.per_tenant["alice"].num_output_tokens == 12
-    assert all(b.num_in_flight == 0 and st.admission.outstanding_tokens(b) == 0 for b in st.admission.backends)
+    assert all(b.num_in_flight == 0 and b.outstanding_tokens == 0 for b in st.admission.backends)
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -7,7 +7,8 @@ never skipped: when the head cannot be placed, admission stops until a slot free
 
 Placement has one owner (issue #12): this class picks the backend (healthy, serving
 the model, window room, least outstanding work per window slot), counts what is in
-flight there, feeds the backend's adaptive window its latency samples and marks it
+flight there and its outstanding work (prompt plus output bound of each request, less
+what was computed, as of the last usage report), feeds the backend's adaptive window its latency samples and marks it
 failed. The request handler enters it four times per request (`submit`,
 `wait_dispatch`, `on_first_token`, `finish`), plus `retry` after a backend failure;
 streamed tokens are recorded on the request itself (`GatewayRequest.add_output`) and
@@ -74,17 +75,13 @@ class GatewayRequest:
     is_done: bool = False
     _future: asyncio.Future[Backend] | None = None
     _num_output_reported: int = 0  # output tokens already handed to the policy in a usage report
+    _charged_tokens: float = 0.0  # this request's share of its backend's outstanding work
 
     def add_output(self, num_tokens: int) -> None:
         """`num_tokens` more output tokens reached the gateway (ignored once the request has ended)."""
         if num_tokens > 0 and not self.is_done:
             self.num_output_tokens_done += num_tokens
             self.num_computed_tokens += num_tokens
-
-    @property
-    def num_tokens_left(self) -> int:
-        """Predicted work still to do at its backend: prompt plus output bound, less what was computed."""
-        return max(0, self.num_prompt_tokens + (self.max_tokens or 0) - self.num_computed_tokens)
 
 
 class Admission:
@@ -204,6 +201,8 @@ class Admission:
         req.tried.append(backend.name)
         backend.num_in_flight += 1
         backend.num_requests += 1
+        req._charged_tokens = float(req.num_prompt_tokens + (req.max_tokens or 0))
+        backend.outstanding_tokens += req._charged_tokens
         self.running[req.request_id] = req
         self._on_event("dispatch", req)
         assert req._future is not None
@@ -218,23 +217,35 @@ class Admission:
         req.num_computed_tokens = req.num_prompt_tokens + req.num_output_tokens_done
         self._pending_prompt[req.tenant] = self._pending_prompt.get(req.tenant, 0) + req.num_prompt_tokens
         self.policy.on_first_token(req, now)
+        self._consume_work(req, req.num_prompt_tokens)
         backend = req.backend
         if backend is not None and backend.window.on_sample(now, ttft_s=upstream_ttft_s):
             self.pump()
         self._on_event("first_token", req)
 
     def _collect_output(self, req: GatewayRequest) -> None:
-        """Move the output tokens `req` streamed since the last report into the tenant's pending usage."""
+        """Charge what `req` streamed since the last look to its tenant and take it off its backend's work."""
         num_new = req.num_output_tokens_done - req._num_output_reported
         if num_new > 0:
             req._num_output_reported = req.num_output_tokens_done
             self._pending_output[req.tenant] = self._pending_output.get(req.tenant, 0) + num_new
+            self._consume_work(req, num_new)
+
+    def _consume_work(self, req: GatewayRequest, num_tokens: int) -> None:
+        backend = req.backend
+        if backend is None:
+            return
+        take = min(req._charged_tokens, float(num_tokens))
+        req._charged_tokens -= take
+        backend.outstanding_tokens = max(0.0, backend.outstanding_tokens - take)
 
     def _release(self, req: GatewayRequest) -> Backend | None:
         self._collect_output(req)  # what streamed before the end is charged; nothing after it
         backend = req.backend
         if backend is not None and req.is_running:
             backend.num_in_flight -= 1
+            backend.outstanding_tokens = max(0.0, backend.outstanding_tokens - req._charged_tokens)
+            req._charged_tokens = 0.0
         self.running.pop(req.request_id, None)
         req.is_running = False
         return backend
@@ -348,14 +359,10 @@ class Admission:
         for b in self._serving(model, now, exclude):
             if not b.has_capacity:
                 continue
-            key = (self.outstanding_tokens(b) / b.window.limit, b.num_in_flight, b.name)
+            key = (b.outstanding_tokens / b.window.limit, b.num_in_flight, b.name)
             if best_key is None or key < best_key:
                 best, best_key = b, key
         return best
-
-    def outstanding_tokens(self, backend: Backend) -> int:
-        """Predicted tokens still to process for the requests in flight at `backend`."""
-        return sum(r.num_tokens_left for r in self.running.values() if r.backend is backend)
 
     def num_waiting_of(self, tenant: str) -> int:
         """Requests of `tenant` waiting in the fair queue."""

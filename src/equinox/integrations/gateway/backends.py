@@ -70,6 +70,7 @@ class Backend:
     window: AdaptiveWindow
     models: set[str] = field(default_factory=set)
     num_in_flight: int = 0
+    outstanding_tokens: float = 0.0  # predicted tokens still to process there (kept by Admission)
     is_probe_ok: bool = True
     unhealthy_until: float = 0.0
     num_failures: int = 0
