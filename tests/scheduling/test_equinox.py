@@ -24,7 +24,7 @@ from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
 
 VTC_EQUIVALENT = {"alpha": 1.0, "beta": 0.0, "f_min": 1.0, "proactive": False,
                   "adaptive_batching": False, "kv_admission": False,
-                  "shortest_prompt_first": False}
+                  "shortest_prompt_first": False, "kv_fair_share": False}
 
 
 def step_time(out: object) -> float:
@@ -161,9 +161,10 @@ def test_predicted_kv_admission_cuts_preemptions() -> None:
     assert on.num_preemptions < off.num_preemptions / 2
 
 
-def test_every_request_finishes_under_equinox_with_weights() -> None:
+@pytest.mark.parametrize("kv_fair", [False, True])
+def test_every_request_finishes_under_equinox_with_weights(kv_fair: bool) -> None:
     specs = workload(seed=11, num_tenants=5, n=200, rate=15.0)
-    records, sched = run("equinox", specs, weights={"t0": 3.0, "t1": 0.5}, blocks=40)
+    records, sched = run("equinox", specs, {"kv_fair_share": kv_fair}, weights={"t0": 3.0, "t1": 0.5}, blocks=40)
     assert all(r.finish_time is not None or r.reject_reason for r in records)
     assert sched.kv.num_free == sched.kv.num_blocks
     assert sum(r.num_output_tokens for r in records if r.finish_time is not None) == sum(
@@ -200,7 +201,7 @@ def mean_ttft(records: list, tenant: str) -> float:
 def test_kv_fair_share_lets_a_light_tenant_past_a_head_waiting_for_memory() -> None:
     specs = flood_and_light()
     on_records, on = run("equinox", specs, {"kv_fair_share": True}, blocks=48)
-    off_records, _ = run("equinox", specs, {}, blocks=48)
+    off_records, _ = run("equinox", specs, {"kv_fair_share": False}, blocks=48)
     assert mean_ttft(on_records, "light") < mean_ttft(off_records, "light")
     assert all(r.finish_time is not None for r in on_records)
     assert on.kv.num_free == on.kv.num_blocks

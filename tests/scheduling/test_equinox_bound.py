@@ -6,7 +6,9 @@ For two tenants continuously backlogged over a period, Equinox (beta = 0) keeps
 
 where L_in / L_out are the largest prompt / max_tokens, and E the largest outstanding
 prediction error of one tenant's admitted requests (measured here). The discount only
-lowers charges (d <= 1), so it does not loosen this bound in UFC units. Checked on
+lowers charges (d <= 1), so it does not loosen this bound in UFC units. KV fair share (a knob)
+adds 2 * kv_share_slack: an under-share tenant may be served up to the slack above the
+minimum (the term is in counter units, already divided by weight). Checked on
 random workloads, weights and platforms (several GPU types).
 """
 
@@ -44,12 +46,13 @@ def burst(seed: int, tenants: list[str], n: int, max_in: int, max_out: int) -> l
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 100_000), platform=st.sampled_from(PLATFORMS),
        f_min=st.sampled_from([0.3, 0.5, 1.0]), w2=st.sampled_from([1.0, 2.0, 0.5]),
-       blocks=st.integers(24, 96))
+       blocks=st.integers(24, 96), kv_fair=st.booleans())
 def test_backlogged_ufc_difference_stays_within_bound(seed: int, platform: tuple[str, str], f_min: float,
-                                                      w2: float, blocks: int) -> None:
+                                                      w2: float, blocks: int, kv_fair: bool) -> None:
     max_in, max_out = 200, 120
     weights = {"a": 1.0, "b": w2}
-    pol = EquinoxPolicy(PolicyConfig(tenant_weights=weights, params={"beta": 0.0, "f_min": f_min}))
+    params = {"beta": 0.0, "f_min": f_min, "kv_fair_share": kv_fair}
+    pol = EquinoxPolicy(PolicyConfig(tenant_weights=weights, params=params))
     dep = make_deployment(*platform)
     cost = build_cost_model("roofline", dep)
     engine = EngineConfig(max_num_batched_tokens=256, block_size=16, num_kv_blocks=blocks)
@@ -74,7 +77,9 @@ def test_backlogged_ufc_difference_stays_within_bound(seed: int, platform: tuple
     pol.on_step = on_step  # type: ignore[method-assign]
     Simulator(specs, make_engine(engine, pol), CostModelBackend(cost), Collector()).run()
     w_p, w_q, w_min = 1.0, 2.0, min(weights.values())
-    bound = 2 * (w_p * max_in + w_q * max_out + w_q * worst_error) / w_min
+    # KV fair share lets a tenant under its KV share be served while up to the slack above the minimum.
+    slack = pol.params.kv_share_slack if kv_fair else 0.0
+    bound = 2 * (w_p * max_in + w_q * max_out + w_q * worst_error) / w_min + 2 * slack
     periods: list[list[float]] = []
     current: list[float] = []
     for both, d in samples:

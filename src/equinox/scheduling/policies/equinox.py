@@ -15,16 +15,17 @@ Two counters per tenant, both with VTC's lift and divided by the tenant's weight
 Holistic Fairness score over backlogged tenants: HF_i = alpha * UFC_i / mean(UFC) +
 beta * RFC_i / mean(RFC); the lowest is served first. Within a tenant, the shortest prompt goes first, with
 linear aging so no request waits behind later, shorter ones indefinitely. With
-beta = 0, f_min = 1, proactive charging and shortest-prompt-first off it makes
+beta = 0, f_min = 1, proactive charging, shortest-prompt-first and KV fair share off it makes
 exactly VTC's decisions.
 Adaptive batching (`batch_limits`) and predicted-length KV admission
-(`kv_reservation_tokens`) use the same MoPE.
+(`kv_reservation_tokens`) use the same MoPE. The KV fair share knob (kv_share.py) lets a
+tenant under its KV share pass a head over its share within a UFC slack.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -456,14 +457,6 @@ class EquinoxPolicy(CounterPolicy):
         """KV held and weighted shares of the active tenants (kv_share.py); None while nothing is held."""
         backlogged = [t for t in self._counter if t in self._backlogged]
         return self._kv_book.shares(self._kv_held(), tenant, backlogged, self._now, self.config.weight)
-
-    def choose_victim(self, candidates: Sequence[RequestView], now: float) -> RequestView:
-        """KV fair share: the last admitted request of the tenant holding the most KV per weight."""
-        if not (self.params.kv_fair_share and self.params.kv_admission):
-            return super().choose_victim(candidates, now)
-        held = self._kv_held()
-        weight = self.config.weight
-        return max(candidates, key=lambda r: (held.get(r.tenant, 0.0) / weight(r.tenant), r.admit_seq))
 
     # State that survives the host ---------------------------------------------------
     def export_state(self) -> dict[str, Any]:

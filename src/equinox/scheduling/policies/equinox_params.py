@@ -33,8 +33,8 @@ class EquinoxParams:
     aging_tokens_per_s: float = 100.0  # a request overtakes prompts this many tokens longer per second waited
     # KV fair share (issue 11, isolation): a tenant under its weighted share of the KV pool is admitted on
     # its own predicted peak; one over it must also leave room for one request of each active tenant under
-    # its share; preemption victims come from the tenant holding the most KV per weight.
-    kv_fair_share: bool = False
+    # its share (docs/algorithm.md, "KV fair share").
+    kv_fair_share: bool = False  # off: measured on the full set only with a victim rule since removed
     kv_share_window_s: float = 10.0  # a tenant counts as active this long after its latest arrival
     kv_share_slack: float = 8192.0  # UFC an under-share tenant may be above an over-share head and go first
 
