@@ -37,9 +37,9 @@ REQUEST_COLUMNS = (
 
 
 def _num(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or x != x:  # None or NaN
         return ""
-    return repr(round(x, 9)) if isinstance(x, float) else str(x)
+    return repr(round(x, 9))  # an int rounds to itself: str(x)
 
 
 def _json_safe(obj: Any) -> Any:

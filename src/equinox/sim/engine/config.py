@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 from equinox.errors import ConfigError
@@ -71,10 +72,17 @@ class EngineConfig:
     def is_chunked(self) -> bool:
         """Whether prompts may be split across iterations."""
         if self.enable_chunked_prefill is None:
-            return self.engine_class.chunks_by_default
+            return _chunks_by_default(self.mode)  # engines ask per request: no registry lookup each time
         return self.enable_chunked_prefill
 
     @property
     def limits(self) -> BatchLimits:
         """The configured per-iteration limits."""
         return BatchLimits(self.max_num_batched_tokens, self.max_num_seqs)
+
+
+@cache
+def _chunks_by_default(mode: str) -> bool:
+    from equinox.sim.engine.registry import engine_class
+
+    return engine_class(mode).chunks_by_default
