@@ -155,8 +155,9 @@ def test_adaptive_batching_protects_tpot_and_opens_up_when_idle() -> None:
 
 def test_predicted_kv_admission_cuts_preemptions() -> None:
     specs = workload(seed=3, num_tenants=3, n=250, rate=20.0)
-    _, on = run("equinox", specs, {"kv_admission": True}, blocks=48)
-    _, off = run("equinox", specs, {"kv_admission": False}, blocks=48)
+    # KV fair share off: it trades some of these preemptions for isolation (docs/results.md)
+    _, on = run("equinox", specs, {"kv_admission": True, "kv_fair_share": False}, blocks=48)
+    _, off = run("equinox", specs, {"kv_admission": False, "kv_fair_share": False}, blocks=48)
     assert off.num_preemptions > 0
     assert on.num_preemptions < off.num_preemptions / 2
 

@@ -57,7 +57,7 @@ ONE_AT_A_TIME: tuple[tuple[tuple[str, Any], ...], ...] = (
 
 # KV fair share (isolation): an under-share tenant goes before a head over its KV share within the slack.
 KV_SHARE: tuple[tuple[tuple[str, Any], ...], ...] = (
-    (("kv_fair_share", True),), (("kv_fair_share", True), ("kv_share_slack", 2048.0)),
+    (("kv_fair_share", False),), (("kv_share_slack", 2048.0),),
 )
 
 

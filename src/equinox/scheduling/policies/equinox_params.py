@@ -34,7 +34,7 @@ class EquinoxParams:
     # KV fair share (issue 11, isolation): a tenant under its weighted share of the KV pool is admitted on
     # its own predicted peak; one over it must also leave room for one request of each active tenant under
     # its share (docs/algorithm.md, "KV fair share").
-    kv_fair_share: bool = False  # off: measured on the full set only with a victim rule since removed
+    kv_fair_share: bool = True  # on after the holistic sweep (docs/results.md): H +2.7 ... +13.5 % over VTC
     kv_share_window_s: float = 10.0  # a tenant counts as active this long after its latest arrival
     kv_share_slack: float = 8192.0  # UFC an under-share tenant may be above an over-share head and go first
 
