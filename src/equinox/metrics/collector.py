@@ -76,7 +76,7 @@ SERIES_COLUMNS = (
 
 
 class Cells(Mapping[int, tuple[Any, Any]]):
-    """One tenant's per-interval pair of values, compact: 12-20 bytes a cell instead of ~200.
+    """One tenant's per-interval pair of values, compact: 12 or 20 bytes a cell instead of ~200.
 
     Reads like `{interval index: (x, y)}` in index order; `add` folds into the last cell
     when the index repeats (steps end in time order, so it nearly always does).
@@ -85,7 +85,7 @@ class Cells(Mapping[int, tuple[Any, Any]]):
     __slots__ = ("_index", "_x", "_y", "_zero")
 
     def __init__(self, typecode: str) -> None:
-        self._index = array("l")
+        self._index = array("i")  # interval indices: 2**31 one-second intervals is 68 years
         self._x: array[Any] = array(typecode)
         self._y: array[Any] = array(typecode)
         self._zero: float = 0.0 if typecode == "d" else 0  # a new cell is zero plus the first values, as a list's
@@ -246,7 +246,7 @@ class Collector:
         for tenant, usage in report.per_tenant.items():
             cells = service.get(tenant)
             if cells is None:
-                cells = service[tenant] = Cells("q")
+                cells = service[tenant] = Cells("i")  # tokens a tenant gets in one interval fit 32 bits
             cells.add(i_end, usage.num_prefill_tokens, usage.num_output_tokens)
         if report.duration_s > 0 and report.per_tenant:
             self._apportion(report, i_end)

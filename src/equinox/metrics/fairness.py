@@ -118,14 +118,21 @@ def service_matrix(
 
 def _add_in_order(m: np.ndarray, rows1: np.ndarray, cols1: np.ndarray, vals1: np.ndarray, rows2: np.ndarray,
                   cols2: np.ndarray, vals2: np.ndarray, has2: np.ndarray) -> None:
-    """m[rows1[k], cols1[k]] += vals1[k], then (where has2[k]) m[rows2[k], cols2[k]] += vals2[k], for k in order."""
-    n = len(rows1)
-    keys = np.concatenate([2 * np.arange(n), 2 * np.arange(n)[has2] + 1])
-    order = np.argsort(keys, kind="stable")
-    r = np.concatenate([rows1, rows2[has2]])[order]
-    k = np.concatenate([cols1, cols2[has2]])[order]
-    v = np.concatenate([vals1, vals2[has2]])[order]
-    np.add.at(m, (r, k), v)
+    """m[rows1[k], cols1[k]] += vals1[k], then (where has2[k]) m[rows2[k], cols2[k]] += vals2[k], for k in order.
+
+    In slices of 2**16 requests, so the temporary index arrays stay small on a million-request run.
+    """
+    step = 1 << 16
+    for lo in range(0, len(rows1), step):
+        sl = slice(lo, lo + step)
+        two = has2[sl]
+        n = len(two)
+        keys = np.concatenate([2 * np.arange(n), 2 * np.arange(n)[two] + 1])
+        order = np.argsort(keys, kind="stable")
+        r = np.concatenate([rows1[sl], rows2[sl][two]])[order]
+        k = np.concatenate([cols1[sl], cols2[sl][two]])[order]
+        v = np.concatenate([vals1[sl], vals2[sl][two]])[order]
+        np.add.at(m, (r, k), v)
 
 
 def _add_waiting(diff: np.ndarray, part: np.ndarray, rows: np.ndarray, start: np.ndarray, end: np.ndarray,

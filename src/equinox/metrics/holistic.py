@@ -189,12 +189,14 @@ def holistic_fairness(
 ) -> HolisticFairness:
     """Every metric of docs/algorithm.md's "Fairness metrics" for one run (baseline parts NaN without `reference`)."""
     c = as_columns(records)
-    by_tenant = {t: c.of_tenant(t) for t in dict.fromkeys([*tenants, *c.present_tenants()])}
+    present = set(c.present_tenants())
+    order = list(dict.fromkeys([*tenants, *c.present_tenants()]))
     capacity = reference.capacity if reference is not None else NAN
     rates = offered_rates(c, arrival_end_time, prompt_weight, output_weight)
-    shares = load_shares({t: rates.get(t, 0.0) for t, rs in by_tenant.items() if len(rs)}, weights, capacity)
+    shares = load_shares({t: rates.get(t, 0.0) for t in order if t in present}, weights, capacity)
     rows: list[TenantFairness] = []
-    for tenant, rs in by_tenant.items():
+    for tenant in order:
+        rs = c.of_tenant(tenant)  # one tenant's rows at a time: no second copy of the whole run
         rejected = int(rs.rejected.sum()) / len(rs) if len(rs) else 0.0
         share = shares.get(tenant, NAN)
         flooding = None if math.isnan(share) else share > 1.0
@@ -212,14 +214,14 @@ def holistic_fairness(
             tenant, share, flooding, infl[0], infl[1], infl[2], infl[3], rejected, attainment,
             float(resource.gpu_s.get(tenant, 0.0)), float(resource.kv_block_s.get(tenant, 0.0)),
         ))
-    present = [t for t in rows if len(by_tenant[t.tenant])]
-    attain = [t.attainment for t in present]
+    present_rows = [t for t in rows if t.tenant in present]
+    attain = [t.attainment for t in present_rows]
     latency_index = NAN if not attain or any(math.isnan(a) for a in attain) else jain_index(attain)
     user, _ = combine({"token": token.jain_mean, "latency": latency_index}, {"token": 0.5, "latency": 0.5})
     if math.isnan(latency_index):
         user = NAN  # U without its latency half would just be J_tok again
-    num_flooding = sum(1 for t in present if t.is_flooding)
-    within = [t for t in present if t.is_flooding is False]
+    num_flooding = sum(1 for t in present_rows if t.is_flooding)
+    within = [t for t in present_rows if t.is_flooding is False]
     iso = NAN
     if num_flooding and within:
         values = [t.ttft_p90_inflation for t in within]

@@ -82,6 +82,8 @@ class RecordColumns:
     def _append(self, tenant: str, arrival: float, scheduled: float | None, first_token: float | None,
                 finish: float | None, num_prompt: int, num_output: int, num_requested: int, num_preemptions: int,
                 max_itl: float, reason: str | None) -> None:
+        if self._frozen is not None:
+            raise RuntimeError("RecordColumns: no rows can be added once columns() has been taken")
         i = self._tenant_index.get(tenant)
         self._tenant.append(self._tenant_id(tenant) if i is None else i)
         self._arrival.append(arrival)
@@ -96,7 +98,6 @@ class RecordColumns:
         self._rejected.append(reason is not None)
         if reason is not None and self.first_reject_reason is None:
             self.first_reject_reason = reason
-        self._frozen = None
 
     @classmethod
     def of(cls, records: Iterable[RequestRecord]) -> RecordColumns:
@@ -107,10 +108,10 @@ class RecordColumns:
         return out
 
     def columns(self) -> Columns:
-        """Numpy copies of the columns (cached until the next append)."""
+        """Numpy views of the columns, without a copy: the columns take no further rows after this."""
         if self._frozen is None:
             f, i = _f64, _i64
-            tenant = np.frombuffer(self._tenant, dtype=np.int32).copy() if len(self) else np.zeros(0, np.int32)
+            tenant = np.frombuffer(self._tenant, dtype=np.int32) if len(self) else np.zeros(0, np.int32)
             rejected = np.frombuffer(self._rejected, dtype=np.int8).astype(bool) if len(self) else np.zeros(0, bool)
             self._frozen = Columns(
                 tuple(self.tenants), tenant, f(self._arrival), f(self._scheduled), f(self._first_token),
@@ -121,12 +122,11 @@ class RecordColumns:
 
 
 def _f64(a: array) -> np.ndarray:  # type: ignore[type-arg]
-    # A copy: a numpy view would pin the array's buffer and forbid further appends.
-    return np.frombuffer(a, dtype=np.float64).copy() if len(a) else np.zeros(0)
+    return np.frombuffer(a, dtype=np.float64) if len(a) else np.zeros(0)
 
 
 def _i64(a: array) -> np.ndarray:  # type: ignore[type-arg]
-    return np.frombuffer(a, dtype=np.int64).copy() if len(a) else np.zeros(0, np.int64)
+    return np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True)
