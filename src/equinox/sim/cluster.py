@@ -218,6 +218,8 @@ class ClusterSimulator:
         if not engine.has_work:
             return
         output = engine.schedule(self.now)
+        if output.is_empty and output.preempted:  # only preempted: plan again with the freed KV
+            output = engine.schedule(self.now)
         if output.is_empty:
             return
         result = replica.backend.execute(output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from equinox.sim.engine import Engine, SchedulerOutput, StepOutcome
 from equinox.sim.engine.planner import DecodeRun
 from equinox.sim.events import EventKind, EventQueue
 from equinox.types import StepResult
+
+logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -121,6 +124,11 @@ class Simulator:
                 if next_time is None or next_time > time:
                     self._start_step()
         self.scheduler.sync()
+        if self.live and not truncated:
+            # Requests left with no event to wake the engine: a stall, never a silent loss.
+            logger.warning("simulation ended with %d requests unfinished and nothing left to run them",
+                           len(self.live))
+            truncated = True
         self._flush_unfinished()
         return SimStats(
             self._num_arrivals, self._num_finished, self._num_rejected, self._num_steps, self.now, truncated
@@ -165,6 +173,10 @@ class Simulator:
                 self.events.push(run.event_time, EventKind.STEP_DONE, (run, None))
                 return
         output = scheduler.schedule(self.now)
+        if output.is_empty and output.preempted:
+            # The pass only preempted (vLLM stops it when the request it grows is the victim):
+            # the freed KV changes what fits, so plan again now, as vLLM's next step would.
+            output = scheduler.schedule(self.now)
         if output.is_empty:
             return  # nothing fits until something arrives or finishes
         result = self.backend.execute(output)
