@@ -27,8 +27,15 @@ import numpy as np
 from equinox.errors import WorkloadError
 from equinox.request import DEFAULT_TENANT, RequestSpec
 from equinox.workload.build import LoadOptions
-from equinox.workload.formats.canonical import CANONICAL_CSV, FIELDS, read_meta
-from equinox.workload.parsing import Columns, LoadReport, iter_csv_rows, tenant_problem
+from equinox.workload.formats.canonical import CANONICAL_CSV, FIELDS, read_meta, record_from_mapping
+from equinox.workload.parsing import (
+    MAX_TOKENS_PER_FIELD,
+    Columns,
+    LoadReport,
+    RawRecord,
+    iter_csv_rows,
+    tenant_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -179,14 +186,12 @@ def _read_specs(w: StreamedWorkload) -> Iterator[RequestSpec]:
     """The requests of `w`, as load_trace would order them (ties in time by request id)."""
     opts = w.options
     p = str(w.path)
-    report = LoadReport(p)
-    assert CANONICAL_CSV.read is not None
     scale, clip, width = opts.rate_scale, opts.duration_s, w.id_width
     weights: dict[str, float] = {}
     group: list[RequestSpec] = []
     group_time = -math.inf
     last = -math.inf
-    for index, r in enumerate(CANONICAL_CSV.read(w.path, opts, report)):
+    for index, r in enumerate(_records(w.path, LoadReport(p))):
         raw = r.arrival_time
         if raw is None or raw < last:
             raise WorkloadError("the trace changed while it was read (rows out of arrival order)", path=p, line=r.line)
@@ -222,6 +227,49 @@ def _read_specs(w: StreamedWorkload) -> Iterator[RequestSpec]:
     if len(group) > 1:
         group.sort(key=_request_id)
     yield from group
+
+
+def _records(path: Path, report: LoadReport) -> Iterator[RawRecord]:
+    """The canonical CSV reader's records; plain rows (numbers, no hashes or weights) skip its per-field parsers.
+
+    A row the quick path does not take goes through `record_from_mapping`, which gives the
+    same values and the same errors as `load_trace`.
+    """
+    p = str(path)
+    rows = iter_csv_rows(path, skip_comments=True)
+    header = next(rows, None)
+    if header is None:
+        return
+    required = {"arrival_time": ("arrival_time",), "num_prompt_tokens": ("num_prompt_tokens",),
+                "num_output_tokens": ("num_output_tokens",)}
+    cols = Columns(header[1], path=p, required=required, optional={f: (f,) for f in FIELDS if f not in required},
+                   report=report)
+    idx, n_cols = cols.index, cols.width
+    i_time, i_prompt, i_output = idx["arrival_time"], idx["num_prompt_tokens"], idx["num_output_tokens"]
+    i_max, i_text, i_hashes, i_weight, i_tenant, i_id = (
+        idx.get(k) for k in ("max_tokens", "prompt_text", "prefix_hashes", "tenant_weight", "tenant", "request_id"))
+    top = MAX_TOKENS_PER_FIELD
+    for line, row in rows:
+        if len(row) != n_cols:
+            raise WorkloadError(f"expected {n_cols} fields, got {len(row)}", path=p, line=line)
+        try:
+            if (i_hashes is not None and row[i_hashes]) or (i_weight is not None and row[i_weight]):
+                raise ValueError  # the careful parser handles these
+            t = float(row[i_time])
+            num_prompt, num_output = int(row[i_prompt]), int(row[i_output])
+            max_tokens = int(row[i_max]) if i_max is not None and row[i_max] else None
+            if not (0 < num_prompt <= top and 0 < num_output <= top and math.isfinite(t)) or (
+                    max_tokens is not None and not 0 < max_tokens <= top):
+                raise ValueError
+        except ValueError:
+            yield record_from_mapping(lambda k, row=row: cols.get(row, k), path=p, line=line, tenant_column=None)
+            continue
+        yield RawRecord(
+            line=line, arrival_time=t, num_prompt_tokens=num_prompt, num_output_tokens=num_output,
+            tenant=(row[i_tenant] or None) if i_tenant is not None else None,
+            request_id=(row[i_id] or None) if i_id is not None else None, max_tokens=max_tokens,
+            prompt_text=(row[i_text] or None) if i_text is not None else None, prefix_hashes=(), tenant_weight=None,
+        )
 
 
 def _request_id(spec: RequestSpec) -> str:
