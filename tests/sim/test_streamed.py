@@ -76,6 +76,12 @@ def test_parquet_records_hold_the_csv_rows(tmp_path: Path, trace: Path) -> None:
     assert [round(r["ttft_s"], 9) if r["ttft_s"] is not None else "" for r in table] == [
         float(r["ttft_s"]) if r["ttft_s"] else "" for r in rows]
     assert not (as_parquet.out / "requests.csv").exists()
+    from equinox.report.load import load_run
+
+    run = load_run(as_parquet.out)  # the report reads the Parquet rows as it reads requests.csv
+    assert not run.missing and not run.problems
+    assert run.requests["request_id"] == [r["request_id"] for r in rows]
+    assert run.requests["status"] == [r["status"] for r in rows]
 
 
 def test_a_run_that_serves_nothing_is_an_error_and_leaves_no_rows(tmp_path: Path, trace: Path) -> None:

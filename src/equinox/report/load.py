@@ -139,6 +139,28 @@ def _read_json(path: Path, run: RunData) -> dict[str, Any]:
     return data
 
 
+def _read_parquet(path: Path, run: RunData) -> dict[str, list[str]]:
+    """requests.parquet as the same text columns requests.csv gives (needs pyarrow)."""
+    uses = FILE_USES["requests.csv"]
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        run.problems.append(f"{path.name}: reading it needs pyarrow (pip install 'equinox[parquet]'); skipped {uses}")
+        return {}
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        run.problems.append(f"{path.name}: cannot be read ({exc}); skipped {uses}")
+        return {}
+    cols = {name: ["" if v is None else str(v) for v in column.to_pylist()]
+            for name, column in zip(table.column_names, table.columns, strict=True)}
+    absent = [c for c in _REQUIRED_COLUMNS["requests.csv"] if c not in cols]
+    if absent:
+        run.problems.append(f"{path.name}: missing column(s) {', '.join(absent)}; skipped {uses}")
+        return {}
+    return cols
+
+
 def _read_csv(path: Path, run: RunData) -> dict[str, list[str]]:
     if not path.is_file():
         run.missing.append(path.name)
@@ -210,7 +232,10 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     run = RunData(path=p, label=label or p.name)
     run.config = _read_json(p / "config.json", run)
     run.summary = _read_json(p / "summary.json", run)
-    run.requests = _read_csv(p / "requests.csv", run)
+    if not (p / "requests.csv").is_file() and (p / "requests.parquet").is_file():
+        run.requests = _read_parquet(p / "requests.parquet", run)  # equinox simulate --records-format parquet
+    else:
+        run.requests = _read_csv(p / "requests.csv", run)
     run.steps = _read_csv(p / "steps.csv", run)
     run.service = _read_csv(p / "service.csv", run)
     run.counters = _read_csv(p / "counters.csv", run)
