@@ -211,3 +211,14 @@ def test_collector_apportions_iteration_time_and_kv_time() -> None:
     assert cells["b"][0][0] == pytest.approx(0.5 * 12 / 34.2)
     assert cells["a"][0][0] + cells["b"][0][0] == pytest.approx(0.5)
     assert (cells["a"][0][1], cells["b"][0][1]) == pytest.approx((1.0, 15.0))  # blocks x duration
+
+
+def test_a_run_stopped_before_its_arrivals_end_still_summarises() -> None:
+    # `--until` earlier than the last arrival: the queue matrix has fewer intervals than the
+    # windows up to the end of arrivals (used to raise IndexError in resource_fairness).
+    from equinox.config import RunConfig
+    from equinox.sim.run import run_simulation
+
+    result = run_simulation(RunConfig(policy="equinox", duration_s=100, cost_model="vtc-a10g", until_s=80))
+    assert result.stats.is_truncated
+    assert result.summary is not None

@@ -115,6 +115,11 @@ def resource_fairness(
     share = windowed(_dense(cells, tenants, n, 0)) / window
     if series.num_kv_blocks:
         share = np.maximum(share, windowed(_dense(cells, tenants, n, 1)) / (window * series.num_kv_blocks))
+    if queued.shape[1] < n:
+        # The run stopped (`until`) before the arrivals ended: what was queued at its last
+        # interval stays queued (edge padding), instead of indexing past the recorded columns.
+        queued = np.pad(queued, ((0, 0), (0, n - queued.shape[1])), mode="edge") if queued.shape[1] else \
+            np.zeros((queued.shape[0], n))
     waiting = queued[:, first + width - 1: last + width] > 0
     w = np.array([float(weights.get(t, 1.0)) for t in tenants])
     values = []
