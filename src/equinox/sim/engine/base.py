@@ -126,6 +126,20 @@ class Engine:
             )
         return None
 
+    def _start_running(self, req: Request, num_blocks: int, now: float) -> None:
+        """Admit `req` (the policy's head): take it from the policy, give it `num_blocks` blocks, run it."""
+        self.policy.pop(req, now)
+        self.kv.allocate(num_blocks)
+        req.num_blocks = num_blocks
+        req.status = RequestStatus.RUNNING
+        req.admit_seq = self._admit_seq
+        self._admit_seq += 1
+        if req.first_scheduled_time is None:
+            req.first_scheduled_time = now
+        self.running.append(req)
+        if self._cohort is not None:
+            self._pending.append(req)  # prefilling; joins the cohort once it decodes
+
     def _reserved_output(self, req: Request) -> int:
         """Output tokens a request may need KV for (its true length: the simulator knows it)."""
         return req.num_target_tokens

@@ -28,7 +28,7 @@ front, blocks of `block_size`), to show what the peak rule changes.
 from __future__ import annotations
 
 from equinox.errors import ConfigError
-from equinox.request import Request, RequestStatus
+from equinox.request import Request
 from equinox.scheduling.interface import Policy
 from equinox.sim.engine.base import Engine
 from equinox.sim.engine.config import EngineConfig
@@ -173,15 +173,7 @@ class SloraEngine(Engine):
                 need = kv.blocks_for(prompt + self._reserved_output(req))
             if kv.num_free < need:
                 break
-            self.policy.pop(req, now)
-            kv.allocate(need)
-            req.num_blocks = need
-            req.status = RequestStatus.RUNNING
-            req.admit_seq = self._admit_seq
-            self._admit_seq += 1
-            if req.first_scheduled_time is None:
-                req.first_scheduled_time = now
-            self.running.append(req)
+            self._start_running(req, need, now)
             scheduled.append((req, prompt))
             batch_tokens += prompt
         return scheduled

@@ -329,17 +329,7 @@ class VllmEngine(Engine):
                           min(kv.blocks_for(self.policy.kv_reservation_tokens(req)), kv.num_blocks))
             if kv.num_free < max(need, reserve):
                 break
-            self.policy.pop(req, now)
-            kv.allocate(need)
-            req.num_blocks = need
-            req.status = RequestStatus.RUNNING
-            req.admit_seq = self._admit_seq
-            self._admit_seq += 1
-            if req.first_scheduled_time is None:
-                req.first_scheduled_time = now
-            self.running.append(req)
-            if self._cohort is not None:
-                self._pending.append(req)
+            self._start_running(req, need, now)
             scheduled.append((req, n))
             budget -= n
 
