@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import make_config
+from gateway_helpers import make_config
 
 from equinox.integrations.gateway.admission import (
     Admission,

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import KEYS, MODEL, admin, auth
+from gateway_helpers import KEYS, MODEL, admin, auth
 from servers import FakeProcess
 
 from equinox.bench.loadgen import BenchRequest, LoadOptions, run_load, synth_prompt
@@ -55,12 +55,14 @@ def test_backend_killed_mid_run_loses_no_accepted_request(gateway: Any) -> None:
 
 
 def test_hundreds_of_concurrent_streams_complete_without_errors(gateway: Any) -> None:
-    backend = FakeProcess("--ttft-s", "0.05", "--itl-s", "0.05")
+    # Streams last about 6 s (24 tokens, 0.25 s apart) and all 400 are sent within 1 s, so hundreds overlap
+    # even where the client and the gateway (one process here) send slower than planned on a loaded machine.
+    backend = FakeProcess("--ttft-s", "0.05", "--itl-s", "0.25")
     try:
         gw = gateway([backend.url], concurrency={"initial_window": 512}, backends_extra={"max_concurrency": 512})
         num = 400
         plan = [
-            BenchRequest(RequestSpec(f"r{i}", ("alice", "bob")[i % 2], i * 0.005, 16, 24, 24),
+            BenchRequest(RequestSpec(f"r{i}", ("alice", "bob")[i % 2], i * 0.0025, 16, 24, 24),
                          ("alice", "bob")[i % 2], KEYS[("alice", "bob")[i % 2]], synth_prompt(16, i))
             for i in range(num)
         ]

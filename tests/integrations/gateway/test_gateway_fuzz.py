@@ -17,7 +17,7 @@ from typing import Any
 import fuzz_bodies
 import httpx
 import pytest
-from conftest import KEYS, MODEL, auth
+from gateway_helpers import KEYS, MODEL, auth, make_config
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -31,11 +31,6 @@ bodies = fuzz_bodies.bodies(MODEL)
 @pytest.fixture(scope="module")
 def stack() -> Any:
     """A fake backend and a gateway in front of it (tenant limit 8 tokens, so each case is quick)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import make_config
     from servers import ServerThread, free_port
 
     from equinox.integrations.gateway.app import build_app

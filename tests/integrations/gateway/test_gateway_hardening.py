@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import ADMIN_KEY, KEYS, MODEL, admin, auth
+from gateway_helpers import ADMIN_KEY, KEYS, MODEL, admin, auth
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 

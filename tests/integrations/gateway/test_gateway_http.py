@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import KEYS, MODEL, admin, auth
+from gateway_helpers import KEYS, MODEL, admin, auth
 
 COMPLETION = {"model": MODEL, "prompt": "hello there general", "max_tokens": 5}
 

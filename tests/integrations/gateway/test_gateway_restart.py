@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN_KEY, KEYS, MODEL, admin, auth
+from gateway_helpers import ADMIN_KEY, KEYS, MODEL, admin, auth
 from servers import SRC, FakeProcess, free_port
 
 from equinox.integrations.gateway.config import hash_key

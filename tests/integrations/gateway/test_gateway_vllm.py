@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import KEYS, admin, auth
+from gateway_helpers import KEYS, admin, auth
 
 from equinox.integrations.vllm.launcher import SCHEDULER_CLS, ServeSpec, VllmServer, free_port
 from equinox.integrations.vllm.metrics import read_snapshot

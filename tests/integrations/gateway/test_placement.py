@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MODEL, auth
+from gateway_helpers import MODEL, auth
 
 import equinox.integrations.gateway.proxy as proxy_module
 

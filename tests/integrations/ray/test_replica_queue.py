@@ -72,6 +72,38 @@ def test_router_ranks_by_work_ahead_of_the_tenant() -> None:
     assert rank_replicas([("a", busy_with_heavy, None), ("b", lightly_loaded, None)], "heavy") == ["b", "a"]
     # requests sent since the stats were taken count as ahead
     assert rank_replicas([("a", busy_with_heavy, 20), ("b", lightly_loaded, None)], "light") == ["b", "a"]
+    # with nothing to tell them apart, the replica ranked first fewer times goes first
+    idle: dict[str, object] = {}
+    assert rank_replicas([("a", idle, None), ("b", idle, None)], "light", {"a": 3, "b": 2}) == ["b", "a"]
+
+
+def test_router_spreads_a_burst_before_any_stats_arrive() -> None:
+    """Serve's queue-length cache is off by default: the router's own in-flight count must spread a burst."""
+    pytest.importorskip("ray.serve")
+    from types import SimpleNamespace
+
+    from equinox.integrations.ray.router import FairRequestRouter
+
+    class Unstarted(FairRequestRouter):  # the ranking only: no Serve router state, an empty queue-length cache
+        replica_queue_len_cache = SimpleNamespace(get=lambda _rid: None)  # type: ignore[assignment]
+
+    router = Unstarted.__new__(Unstarted)
+    replicas = [SimpleNamespace(replica_id=SimpleNamespace(unique_id=u), routing_stats={}) for u in ("r0", "r1")]
+
+    def choose(request_id: str) -> str:
+        pending = SimpleNamespace(args=[{"tenant": "light"}], kwargs={},
+                                  metadata=SimpleNamespace(internal_request_id=request_id))
+        ranks = asyncio.run(router.choose_replicas(replicas, pending))  # type: ignore[arg-type]
+        return str(ranks[0][0].replica_id.unique_id)
+
+    firsts = [choose(f"q{i}") for i in range(8)]
+    assert firsts.count("r0") == 4 and firsts.count("r1") == 4, firsts
+    for i in range(8):  # all finished: nothing counts as in flight any more
+        router.on_request_completed(replicas[0].replica_id, f"q{i}")
+    assert router._ledger()[0] == {"r0": 0, "r1": 0}
+    choose("q8")
+    choose("q8")  # a retry of the same request moves it, it does not count twice
+    assert sum(router._ledger()[0].values()) == 1
 
 
 def test_serve_command_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
