@@ -88,9 +88,9 @@ class Cells(Mapping[int, tuple[Any, Any]]):
         self._index = array("i")  # interval indices: 2**31 one-second intervals is 68 years
         self._x: array[Any] = array(typecode)
         self._y: array[Any] = array(typecode)
-        self._zero: float = 0.0 if typecode == "d" else 0  # a new cell is zero plus the first values, as a list's
+        self._zero: int | float = 0.0 if typecode == "d" else 0  # a new cell is zero plus the first values, as a list's
 
-    def add(self, i: int, x: float, y: float) -> None:
+    def add(self, i: int, x: int | float, y: int | float) -> None:  # not `float`: mypyc would make ints floats
         """Add (x, y) to cell `i` (created at zero if absent)."""
         idx = self._index
         if idx and idx[-1] == i:
@@ -209,7 +209,7 @@ class Collector:
             s._grow(i_end)
         # Busy time is split exactly across the intervals the step spans.
         kv_block_s = cols["kv_block_s"]
-        num_kv_blocks_used: float = report.num_kv_blocks_used
+        num_kv_blocks_used = float(report.num_kv_blocks_used)
         if report.kv_block_seconds is not None and report.duration_s > 0:  # folded decode iterations
             num_kv_blocks_used = report.kv_block_seconds / report.duration_s
         t = start

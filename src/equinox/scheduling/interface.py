@@ -124,7 +124,7 @@ class PolicyConfig:
 class Policy(ABC):
     """Decides who is served next and keeps the books on service received."""
 
-    name: str = "policy"
+    name: ClassVar[str] = "policy"
     # The frozen dataclass `PolicyConfig.params` is parsed into (None: the policy takes none).
     params_class: ClassVar[type[Any] | None] = None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from equinox.request import RequestView
 from equinox.scheduling.interface import Policy, PolicyConfig
@@ -178,7 +178,7 @@ class VtcPolicy(CounterPolicy):
     """VTC: w_p per prompt token at admission, w_q per generated token, divided by weight."""
 
     name = "vtc"
-    param_keys: frozenset[str] | None = BASE_KEYS  # None: every VtcParams field
+    param_keys: ClassVar[frozenset[str] | None] = BASE_KEYS  # None: every VtcParams field
     params_class = VtcParams
 
     @classmethod

@@ -237,8 +237,11 @@ class DecodeCohort:
         decode-only batch (a cost model's shortcut).
         """
         if decode_time is None:
-            def decode_time(num_seqs: int, context_tokens: int) -> float:
+            # Not a `def decode_time`: mypyc miscompiles a nested function that rebinds a parameter.
+            def batch_decode_time(num_seqs: int, context_tokens: int) -> float:
                 return step_time(BatchShape(0, 0, 0, num_seqs, context_tokens))
+
+            decode_time = batch_decode_time
 
         return plan_run(
             size=self.size, ctx=self.ctx, num_free=self.kv.num_free, num_used=self.kv.num_used,

@@ -61,7 +61,6 @@ def peak_kv_need(entries: list[tuple[int, int]]) -> int:
     return need
 
 
-@ENGINES.decorator("slora", help="S-LoRA/LightLLM router (VTC artifact): peak-KV admission, separate prefill/decode")
 class SloraEngine(Engine):
     """The VTC artifact's runtime: prefill-only admission iterations after `max_wait_tokens` decode steps."""
 
@@ -177,3 +176,8 @@ class SloraEngine(Engine):
             scheduled.append((req, prompt))
             batch_tokens += prompt
         return scheduled
+
+
+# Registered by a call, not a class decorator: mypyc compiles only undecorated classes to native ones.
+ENGINES.register("slora", SloraEngine,
+                 help="S-LoRA/LightLLM router (VTC artifact): peak-KV admission, separate prefill/decode")

@@ -25,7 +25,6 @@ from equinox.sim.engine.registry import ENGINES
 from equinox.types import BatchLimits, BatchShape
 
 
-@ENGINES.decorator("vllm", help="vLLM V1's scheduler: hybrid batches, chunked prefill, preemption by recompute")
 class VllmEngine(Engine):
     """vLLM V1's scheduling rules (token budget, long-prefill threshold, max_num_seqs, recompute, async)."""
 
@@ -338,3 +337,8 @@ def _stops_by_eos(req: Request) -> bool:
     """True if the request ends before max_tokens (an EOS token vLLM only sees when sampled)."""
     max_tokens = req.spec.max_tokens
     return max_tokens is None or req.num_target_tokens < max_tokens
+
+
+# Registered by a call, not a class decorator: mypyc compiles only undecorated classes to native ones.
+ENGINES.register("vllm", VllmEngine,
+                 help="vLLM V1's scheduler: hybrid batches, chunked prefill, preemption by recompute")
