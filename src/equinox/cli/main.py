@@ -25,11 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every subcommand."""
     from equinox import __version__
     from equinox.cli import simulate
+    from equinox.compiled import is_compiled
 
     parser = _Parser(
         prog="equinox", description="Holistic fair scheduling for multi-tenant LLM serving."
     )
-    parser.add_argument("--version", action="version", version=f"equinox {__version__}")
+    core = "compiled" if is_compiled() else "pure Python"  # the optional mypyc build (README, "compiled simulator")
+    parser.add_argument("--version", action="version", version=f"equinox {__version__} (simulator core: {core})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     simulate.add_parsers(sub)

@@ -14,6 +14,7 @@ from typing import Any
 from equinox.cli.argtypes import seed
 from equinox.cli.progress import Progress
 from equinox.cli.table import fmt, render
+from equinox.compiled import is_compiled
 from equinox.config import DEFAULT_WORKLOAD, RunConfig, load_config_file
 from equinox.errors import ConfigError
 from equinox.sim.engine import engine_names
@@ -182,6 +183,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     if result.reference_s is not None:
         print(f"reference runs (each tenant served alone, saturation probe; cached): {result.reference_s:.1f} s "
               "(--no-reference skips them)")
+    print(f"simulator core: {'compiled' if is_compiled() else 'pure Python'}")
     print(f"run directory: {result.out}")
     return 0
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from equinox.compiled import mypyc_attr
 from equinox.request import Request, RequestStatus
 from equinox.scheduling.interface import Platform
 from equinox.types import StepReport
@@ -166,6 +167,7 @@ RequestSink = Callable[[Request], None]
 CounterSink = Callable[[int, Mapping[str, Mapping[str, float]]], None]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
 class Collector:
     """Receives simulator events and keeps records and time series (no per-token storage).
 

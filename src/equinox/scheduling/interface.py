@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from equinox.compiled import mypyc_attr
 from equinox.errors import ConfigError
 from equinox.request import RequestView
 from equinox.types import BatchLimits, BatchShape, StepReport
@@ -121,6 +122,7 @@ class PolicyConfig:
         return float(self.tenant_weights.get(tenant, 1.0))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
 class Policy(ABC):
     """Decides who is served next and keeps the books on service received."""
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from equinox.compiled import mypyc_attr
 from equinox.metrics.collector import Collector
 from equinox.request import Request, RequestSpec
 from equinox.sim.backend import EngineBackend
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 
 
+@mypyc_attr(native_class=False)  # a plain class even when compiled: run directories read its __dict__
 @dataclass(frozen=True)
 class SimStats:
     """Counts of what the loop did."""

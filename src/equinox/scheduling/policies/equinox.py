@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
+from equinox.compiled import mypyc_attr
 from equinox.prediction.experts.output_length import OutputLengthConfig
 from equinox.prediction.mope import MoPE
 from equinox.request import RequestView
@@ -57,6 +58,7 @@ class _Admitted:
     is_running: bool = True
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
 class EquinoxPolicy(CounterPolicy):
     """UFC + RFC -> Holistic Fairness score; MoPE predictions; adaptive batching; KV admission."""
 

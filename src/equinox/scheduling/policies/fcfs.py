@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from equinox.compiled import mypyc_attr
 from equinox.request import RequestView
 from equinox.scheduling.interface import Policy, PolicyConfig
 from equinox.scheduling.policy import POLICIES
 from equinox.scheduling.queues import FifoQueue
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
 class FcfsPolicy(Policy):
     """Serve requests in arrival order (vLLM's default)."""
 

@@ -17,6 +17,7 @@ import copy
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Self
 
+from equinox.compiled import mypyc_attr
 from equinox.request import RequestView
 from equinox.scheduling.interface import Policy, PolicyConfig
 from equinox.scheduling.policies.vtc_params import BASE_KEYS, RequestCharges, VtcParams
@@ -26,6 +27,7 @@ from equinox.scheduling.state import StateReader
 from equinox.types import StepReport
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
 class CounterPolicy(Policy):
     """Shared machinery of counter-based fair policies: per-tenant FIFOs, counters, lift."""
 
@@ -174,6 +176,7 @@ class CounterPolicy(Policy):
         self._last_left = reader.optional_string("last_left")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
 class VtcPolicy(CounterPolicy):
     """VTC: w_p per prompt token at admission, w_q per generated token, divided by weight."""
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from equinox.compiled import mypyc_attr
 from equinox.errors import ConfigError
 from equinox.request import Request, RequestStatus
 from equinox.scheduling.interface import Policy
@@ -56,6 +57,7 @@ class StepOutcome:
     finished: list[Request] = field(default_factory=list)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
 class Engine:
     """Builds each iteration from the running set and the policy's waiting order (one runtime's rules)."""
 

@@ -1,0 +1,32 @@
+"""The optional compiled simulator core (issue 13): whether it is in use, and mypyc's class markers.
+
+setup.py's COMPILED_MODULES may be compiled with mypyc (`EQUINOX_COMPILE=1 pip install .` or
+`scripts/build_compiled DIR`); the same .py files are the pure-Python fallback and give identical
+results. This module itself is never compiled.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_extensions import mypyc_attr
+else:
+    try:
+        from mypy_extensions import mypyc_attr
+    except ImportError:  # a pure-Python install without mypy: the marker does nothing, as it does when interpreted
+
+        def mypyc_attr(*attrs: str, **kwattrs: Any) -> Any:
+            """mypy_extensions.mypyc_attr's no-op stand-in."""
+            return lambda cls: cls
+
+
+__all__ = ["is_compiled", "mypyc_attr"]
+
+
+def is_compiled() -> bool:
+    """Whether the simulation loop runs as a compiled extension module (False: pure Python)."""
+    import equinox.sim.loop
+
+    return str(equinox.sim.loop.__file__).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
