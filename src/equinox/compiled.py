@@ -7,6 +7,8 @@ results. This module itself is never compiled.
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 import importlib.machinery
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,7 @@ else:
             return lambda cls: cls
 
 
-__all__ = ["is_compiled", "mypyc_attr"]
+__all__ = ["is_compiled", "mypyc_attr", "picklable_when_compiled"]
 
 
 def is_compiled() -> bool:
@@ -30,3 +32,19 @@ def is_compiled() -> bool:
     import equinox.sim.loop
 
     return str(equinox.sim.loop.__file__).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def picklable_when_compiled(*classes: type) -> None:
+    """Let pickle and copy rebuild these frozen dataclasses through their constructor when mypyc compiled them.
+
+    mypyc's default pickling assigns the fields one by one, which a frozen dataclass refuses
+    (FrozenInstanceError), so process pools and copy.deepcopy would fail on the compiled core.
+    Interpreted classes keep Python's own pickling: nothing is registered for them.
+    """
+    for cls in classes:
+        if hasattr(cls, "__mypyc_attrs__"):
+            copyreg.pickle(cls, _rebuild_args)
+
+
+def _rebuild_args(obj: Any) -> tuple[Any, tuple[Any, ...]]:
+    return type(obj), tuple(getattr(obj, f.name) for f in dataclasses.fields(obj))

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from equinox.compiled import picklable_when_compiled
 from equinox.errors import WorkloadError
 
 DEFAULT_TENANT = "default"
@@ -155,3 +156,6 @@ class Request:
     def is_decoding(self) -> bool:
         """True once the prompt (and any recompute) is done and one token per step remains."""
         return self.num_output_tokens_done > 0 and self.num_tokens_to_compute == 1
+
+
+picklable_when_compiled(RequestSpec)  # frozen: see equinox.compiled

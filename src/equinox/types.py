@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from equinox.compiled import picklable_when_compiled
+
 
 class BatchShape(NamedTuple):
     """What an iteration computes, as a cost model needs it.
@@ -88,3 +90,6 @@ class StepResult(NamedTuple):
     """What an engine reports after executing one iteration."""
 
     duration_s: float
+
+
+picklable_when_compiled(BatchLimits)  # frozen: see equinox.compiled

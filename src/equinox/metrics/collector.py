@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from equinox.compiled import mypyc_attr
+from equinox.compiled import mypyc_attr, picklable_when_compiled
 from equinox.request import Request, RequestStatus
 from equinox.scheduling.interface import Platform
 from equinox.types import StepReport
@@ -299,3 +299,6 @@ class Collector:
             self._request_sink(req)
         else:
             self.records.append(RequestRecord.from_request(req))
+
+
+picklable_when_compiled(RequestRecord)  # frozen: see equinox.compiled

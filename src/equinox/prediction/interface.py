@@ -11,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from equinox.compiled import picklable_when_compiled
+
 
 @dataclass(frozen=True, slots=True)
 class LengthPrediction:
@@ -71,3 +73,6 @@ class RecentStats:
         if self._dirty:
             self._refresh()
         return self._q
+
+
+picklable_when_compiled(LengthPrediction)  # frozen: see equinox.compiled

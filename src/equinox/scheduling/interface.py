@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from equinox.compiled import mypyc_attr
+from equinox.compiled import mypyc_attr, picklable_when_compiled
 from equinox.errors import ConfigError
 from equinox.request import RequestView
 from equinox.types import BatchLimits, BatchShape, StepReport
@@ -258,3 +258,6 @@ class Policy(ABC):
         asks for more here, e.g. room for predicted output.
         """
         return request.num_prompt_tokens
+
+
+picklable_when_compiled(Platform, PolicyConfig)  # frozen: see equinox.compiled

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from equinox.compiled import picklable_when_compiled
 from equinox.errors import ConfigError
 from equinox.registry import Registry
 from equinox.scheduling.interface import Platform
@@ -184,3 +185,6 @@ def make_deployment(
 def blocks_for(num_tokens: int, block_size: int) -> int:
     """Blocks needed to hold `num_tokens` tokens."""
     return math.ceil(num_tokens / block_size)
+
+
+picklable_when_compiled(GpuSpec, ModelSpec, Deployment)  # frozen: see equinox.compiled

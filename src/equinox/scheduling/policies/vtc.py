@@ -187,7 +187,8 @@ class VtcPolicy(CounterPolicy):
     @classmethod
     def param_names(cls) -> list[str]:
         """The VtcParams fields this variant reads."""
-        return super().param_names() if cls.param_keys is None else sorted(cls.param_keys)
+        # super(VtcPolicy, cls): mypyc passes the metaclass to a bare super() in a classmethod.
+        return super(VtcPolicy, cls).param_names() if cls.param_keys is None else sorted(cls.param_keys)  # noqa: UP008
 
     @classmethod
     def parse_params(cls, params: Mapping[str, object]) -> VtcParams:

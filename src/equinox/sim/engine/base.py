@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from equinox.compiled import mypyc_attr
+from equinox.compiled import mypyc_attr, picklable_when_compiled
 from equinox.errors import ConfigError
 from equinox.request import Request, RequestStatus
 from equinox.scheduling.interface import Policy
@@ -339,3 +339,6 @@ class Engine:
             per_tenant, self.kv.num_used, self.kv.num_blocks,
         )
         return self._tell_policy(report, outcome_first, finished)
+
+
+picklable_when_compiled(SchedulerOutput)  # frozen: see equinox.compiled
