@@ -13,6 +13,7 @@ On a shared machine compare CPU seconds, not wall seconds.
     PYTHONPATH=src python benchmarks/sim_speed.py --policies equinox,equinox:alpha=1,beta=0 --sizes 100000
     PYTHONPATH=src python benchmarks/sim_speed.py --reference              # with the served-alone runs
     PYTHONPATH=src python benchmarks/sim_speed.py --in-process --sizes 100000 [--profile]   # the loop alone
+    scripts/build_compiled build/compiled && PYTHONPATH=build/compiled python benchmarks/sim_speed.py  # compiled core
 
 `--reference` keeps the served-alone reference runs (each tenant alone, the saturation
 probe) that `equinox simulate` makes by default; their cost is printed in its own column
@@ -109,8 +110,16 @@ def measure(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict
     return r
 
 
+def _core() -> str:
+    """Which simulator core this process (and the CLI children, on the same PYTHONPATH) imports."""
+    from equinox.compiled import is_compiled
+
+    return "compiled (mypyc)" if is_compiled() else "pure Python"
+
+
 def cli_main(args: argparse.Namespace) -> None:
     """Measure every size x policy through the CLI."""
+    print(f"simulator core: {_core()}")
     print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
           f"ShareGPT-like lengths (seed {args.seed}); records {args.records_format}; "
           f"{'with' if args.reference else 'without'} reference runs")
@@ -166,7 +175,7 @@ def in_process_main(args: argparse.Namespace) -> None:
     from equinox.sim.hardware import make_deployment
     from equinox.sim.loop import Simulator
 
-    print("in-process loop only (no loading, no run directory)")
+    print(f"in-process loop only (no loading, no run directory); simulator core: {_core()}")
     print(f"{'requests':>9} {'policy':<24} {'steps':>9} {'wall_s':>8} {'cpu_s':>8} {'req/cpu_s':>9} {'peak_MiB':>8}")
     for size in (int(s) for s in args.sizes.split(",")):
         for spec in args.policies.split(";"):
