@@ -44,6 +44,11 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
     return x
 
 
+def _regime(num_prefill_tokens: int, num_decode_seqs: int) -> tuple[str, int]:
+    phase = "prefill" if num_prefill_tokens > num_decode_seqs else "decode"
+    return phase, (num_prefill_tokens + num_decode_seqs).bit_length()
+
+
 class OnlineLinearModel:
     """Least squares over `features(batch)` with exponential forgetting and a ridge towards a prior.
 
@@ -133,12 +138,18 @@ class IterationTimeExpert:
         self._ema = ema
         self.ratio: dict[tuple[str, int], float] = {}
         self.num_observations = 0
+        # A base that never predicts less when a batch count grows lets callers skip predictions
+        # a comparison already implies (adaptive batching); cost models declare it (`is_monotone`).
+        self.is_monotone = bool(getattr(getattr(base, "__self__", None), "is_monotone", False))
 
     @staticmethod
     def regime(batch: BatchShape) -> tuple[str, int]:
         """(`prefill` or `decode`, size bucket): which correction applies to this batch."""
-        phase = "prefill" if batch.num_prefill_tokens > batch.num_decode_seqs else "decode"
-        return phase, batch.num_tokens.bit_length()
+        return _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
+
+    def ratio_of(self, num_prefill_tokens: int, num_decode_seqs: int) -> float:
+        """The correction `predict` applies to a batch of these counts."""
+        return self.ratio.get(_regime(num_prefill_tokens, num_decode_seqs), 1.0)
 
     def base(self, batch: BatchShape) -> float:
         """The uncorrected prediction."""

@@ -25,6 +25,7 @@ tenant under its KV share pass a head over its share within a UFC slack.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -42,6 +43,10 @@ from equinox.scheduling.state import StateReader
 from equinox.types import BatchLimits, BatchShape, StepReport
 
 EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised at every decision
+
+
+def _growth(item: tuple[float, float]) -> float:
+    return item[0]
 
 
 @dataclass(slots=True)
@@ -84,6 +89,8 @@ class EquinoxPolicy(CounterPolicy):
         self._now = 0.0  # the latest time the host told us (schedule, admission or step end)
         self._budget = 0  # the token budget of the current iteration (0: not known yet)
         self._kv_book = KvShareBook(p.kv_share_window_s)
+        self._search_path: list[tuple[int, bool]] = []  # adaptive batching's last search: (budget, fits)
+        self._search_budget = 0
 
     # Platform ------------------------------------------------------------------
     def set_platform(self, platform: Platform) -> None:
@@ -157,8 +164,9 @@ class EquinoxPolicy(CounterPolicy):
                 self._coeffs = (a, b)
                 self._backlogged.rekey()
         head = super().peek(now)
-        if head is None or not self.params.kv_fair_share or len(self._backlogged) > EXACT_SCAN_LIMIT:
-            return head
+        num_backlogged = len(self._backlogged)
+        if head is None or not self.params.kv_fair_share or not 1 < num_backlogged <= EXACT_SCAN_LIMIT:
+            return head  # alone in the backlog, the head's tenant has nobody to let pass
         return self._under_share_first(head)
 
     def _under_share_first(self, head: RequestView) -> RequestView:
@@ -372,31 +380,79 @@ class EquinoxPolicy(CounterPolicy):
             self._budget = default.max_num_batched_tokens
             return default
         last = self._last_batch
-        d, ctx = last.num_decode_seqs, last.decode_context_tokens + last.num_decode_seqs
-        lo, hi = p.min_batched_tokens, p.max_batched_tokens
-        if d == 0:
-            budget = hi  # nobody is decoding: no TPOT to protect, prefill as fast as possible
-        else:
-            predict = self.mope.predict_iteration_s
-
-            def cost(tokens: int) -> float:
-                chunk = max(0, tokens - d)
-                return predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx))
-
-            if cost(hi) <= p.tpot_target_s:
-                budget = hi
-            elif cost(lo) > p.tpot_target_s:
-                budget = lo
-            else:
-                while hi - lo > 64:
-                    mid = (lo + hi) // 2
-                    if cost(mid) <= p.tpot_target_s:
-                        lo = mid
-                    else:
-                        hi = mid
-                budget = lo
+        d = last.num_decode_seqs
+        # Nobody decoding: no TPOT to protect, prefill as fast as possible.
+        budget = p.max_batched_tokens if d == 0 else self._adaptive_budget(d, last.decode_context_tokens + d)
         self._budget = budget
         return BatchLimits(budget, default.max_num_seqs)
+
+    def _adaptive_budget(self, d: int, ctx: int) -> int:
+        """Bisection for the largest budget whose predicted hybrid iteration (`d` decodes attending
+        `ctx` tokens plus a prefill chunk filling the budget) stays under the TPOT target.
+
+        The search is a fixed sequence of comparisons, so when each comparison of the previous
+        search still comes out the same, so does its answer: `_replays` checks that with a few
+        predictions instead of the whole search (exact; it runs before every iteration).
+        """
+        p = self.params
+        target = p.tpot_target_s
+        path = self._search_path
+        if path and self.mope.iteration.is_monotone and self._replays(path, d, ctx, target):
+            return self._search_budget
+        path = []
+        predict = self.mope.predict_iteration_s
+
+        def fits(tokens: int) -> bool:
+            chunk = max(0, tokens - d)
+            ok = predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target
+            path.append((tokens, ok))
+            return ok
+
+        lo, hi = p.min_batched_tokens, p.max_batched_tokens
+        if fits(hi):
+            budget = hi
+        elif not fits(lo):
+            budget = lo
+        else:
+            while hi - lo > 64:
+                mid = (lo + hi) // 2
+                if fits(mid):
+                    lo = mid
+                else:
+                    hi = mid
+            budget = lo
+        self._search_path = path
+        self._search_budget = budget
+        return budget
+
+    def _replays(self, path: list[tuple[int, bool]], d: int, ctx: int, target: float) -> bool:
+        """True if every comparison on `path` (budget, fits) comes out the same for the batch of `d`
+        decodes attending `ctx` tokens.
+
+        Needs an iteration-time base that never falls when a batch count grows (the expert says
+        so): time(t) = base(t) * ratio(regime of t) with base non-decreasing in the budget t. A
+        point that fitted is then implied by a larger fitting point whose ratio is at least its
+        own, a point that did not fit by a smaller non-fitting point whose ratio is at most its
+        own; only the others are predicted anew. Walking the path backwards visits the fitting
+        points largest first and the others smallest first (bisection moves lo up and hi down),
+        so each verified point implies as many as it can.
+        """
+        expert = self.mope.iteration
+        ratio_of, predict = expert.ratio_of, expert.predict
+        top = -1.0  # largest ratio among verified fitting points (all above the points left)
+        bottom = math.inf  # smallest ratio among verified non-fitting points (all below the points left)
+        for tokens, ok in reversed(path):
+            chunk = tokens - d if tokens > d else 0
+            r = ratio_of(chunk, d)
+            if r <= top if ok else r >= bottom:
+                continue
+            if (predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target) != ok:
+                return False
+            if ok:
+                top = r
+            else:
+                bottom = r
+        return True
 
     @property
     def reads_running_progress(self) -> bool:
@@ -413,17 +469,24 @@ class EquinoxPolicy(CounterPolicy):
         admitted when free KV >= peak - sum_s c_s. Growth uses MoPE's point estimate
         times `kv_headroom`; a request past its estimate is assumed to run to its quantile.
         """
-        if not self.params.kv_admission:
+        p = self.params
+        if not p.kv_admission:
             return super().kv_reservation_tokens(request)  # as every policy (VTC's reduction holds)
-        peak = self._peak_reservation(request)
-        shares = self._kv_shares(request.tenant) if self.params.kv_fair_share else None
+        if not p.kv_fair_share:
+            return self._peak_reservation(request, None)
+        held_by: dict[str, float] = {}
+        peak = self._peak_reservation(request, held_by)
+        shares = self._kv_shares(request.tenant, held_by)
         return peak if shares is None else self._kv_book.reservation(
             shares, request.tenant, request.num_prompt_tokens, peak)
 
-    def _peak_reservation(self, request: RequestView) -> int:
+    def _peak_reservation(self, request: RequestView, held_by: dict[str, float] | None) -> int:
+        """The predicted-peak rule; with `held_by`, also fills in the KV tokens each tenant holds
+        (`_kv_held`, in the same pass over the running requests: this runs at every admission)."""
         headroom = self.params.kv_headroom
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
         items = [(pred.mean * headroom, float(request.num_prompt_tokens))]
+        append = items.append
         held = 0.0
         for entry in self._admitted.values():
             view = entry.view
@@ -433,15 +496,23 @@ class EquinoxPolicy(CounterPolicy):
             growth = entry.predicted_mean * headroom - done
             if growth <= 0:
                 growth = max(entry.predicted_q - done, 1.0)
-            context = float(view.num_computed_tokens)
+            computed = view.num_computed_tokens
+            context = float(computed)
             held += context
-            items.append((growth, context))
-        items.sort(key=lambda gc: gc[0], reverse=True)
+            append((growth, context))
+            if held_by is not None:
+                tenant = view.tenant
+                held_by[tenant] = held_by.get(tenant, 0.0) + computed
+        items.sort(key=_growth, reverse=True)
         peak = 0.0
         suffix_context = 0.0
-        for count, (growth, context) in enumerate(items, start=1):
+        count = 0
+        for growth, context in items:
+            count += 1
             suffix_context += context
-            peak = max(peak, suffix_context + count * growth)
+            value = suffix_context + count * growth
+            if value > peak:
+                peak = value
         return int(peak - held) + 1
 
     def _kv_held(self) -> dict[str, float]:
@@ -453,10 +524,12 @@ class EquinoxPolicy(CounterPolicy):
                 held[view.tenant] = held.get(view.tenant, 0.0) + view.num_computed_tokens
         return held
 
-    def _kv_shares(self, tenant: str) -> KvShares | None:
-        """KV held and weighted shares of the active tenants (kv_share.py); None while nothing is held."""
+    def _kv_shares(self, tenant: str, held: dict[str, float] | None = None) -> KvShares | None:
+        """KV held (`held`, else `_kv_held()`) and weighted shares of the active tenants (kv_share.py);
+        None while nothing is held."""
         backlogged = [t for t in self._counter if t in self._backlogged]
-        return self._kv_book.shares(self._kv_held(), tenant, backlogged, self._now, self.config.weight)
+        return self._kv_book.shares(self._kv_held() if held is None else held, tenant, backlogged, self._now,
+                                    self.config.weight)
 
     # State that survives the host ---------------------------------------------------
     def export_state(self) -> dict[str, Any]:
