@@ -164,3 +164,14 @@ def test_the_plug_in_does_not_import_ray_unless_the_sync_is_on() -> None:
             "equinox.integrations.ray.engine_sync; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_equinox_vllm_serve_refuses_global_counters_without_counters_before_starting(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from equinox.cli.main import main
+
+    config = tmp_path / "eq.toml"
+    config.write_text("[global_counters]\nsync_interval_s = 0.5\n")
+    assert main(["vllm", "serve", "m", "--policy", "fcfs", "--config", str(config), "--dry-run"]) == 2
+    assert "keeps no fairness counters" in capsys.readouterr().err
+    assert main(["vllm", "serve", "m", "--policy", "vtc", "--config", str(config), "--dry-run"]) == 0
