@@ -59,6 +59,7 @@ def test_engine_orders_by_the_merged_view_only_once_it_has_arrived() -> None:
     held.answer_all()
     sync_b.tick(0.4)  # before Δ: the view is applied, no new report
     assert b.peek(0.4).tenant == "light"  # b now sees heavy's service on a
+    assert b.is_lifting is False and a.is_lifting is True  # the actor lifts once b has a view; a has none yet
     assert sync_b.num_syncs == 1 and not sync_b.is_in_flight() and not held.held
     sync_b.tick(0.6)
     assert len(held.held) == 1  # Δ passed: the next report is out
@@ -114,6 +115,15 @@ def test_a_failing_actor_is_a_warning_and_the_engine_keeps_its_counters(caplog: 
         held.answer_all()
         sync.tick(2.5)
     assert sync.num_syncs == 1 and any("restored" in r.getMessage() for r in caplog.records)
+    assert a.is_lifting is False
+    sync._fail("test outage")
+    assert a.is_lifting is True  # local VTC (with its lift) while the actor is away
+
+
+def test_a_policy_that_never_lifts_keeps_not_lifting() -> None:
+    lcf = make_policy("lcf", PolicyConfig())
+    EngineCounterSync(lcf, "a", 0.5)._fail("test outage")
+    assert lcf.is_lifting is False
 
 
 def test_an_unanswered_merge_is_given_up_after_the_timeout_and_resent() -> None:

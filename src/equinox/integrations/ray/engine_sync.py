@@ -14,6 +14,10 @@ counter protocol (`CounterClient`, the counter actor's `merge`) off that path:
 - a failed or unanswered merge (actor restarting, cluster gone) is a logged warning, never
   an exception in the engine: the engine keeps serving on its local counters and
   reconnects. One warning when the sync breaks, one info line when it is back.
+- until the first merged view and after a failure the policy is the plain local one,
+  counter lift included; while views arrive the actor lifts for the cluster (a local lift
+  would be summed once per replica). Lifts made locally during an outage reach the actor
+  as growth at reconnection, like charges.
 
 The transport (`submit`: report dict -> `concurrent.futures.Future` of the merged view) is
 injectable, so tests drive the protocol without a Ray instance.
@@ -69,7 +73,12 @@ class EngineCounterSync:
                  submit: Submit | None = None) -> None:
         if not sync_interval_s > 0:
             raise ConfigError(f"global counters: sync_interval_s must be > 0, got {sync_interval_s!r}")
+        # The policy's own lift (VTC lifts, LCF does not) serves while no merged view does: the actor
+        # lifts for the cluster once connected (CounterClient turns the local lift off).
+        self._own_lift = bool(getattr(policy, "is_lifting", False))
         self.client = CounterClient(replica, policy)  # ConfigError for a policy without counters
+        self.policy = policy
+        policy.is_lifting = self._own_lift  # type: ignore[attr-defined]  # not synced yet: plain local policy
         self.replica = replica
         self.sync_interval_s = float(sync_interval_s)
         self.timeout_s = float(timeout_s)
@@ -116,6 +125,7 @@ class EngineCounterSync:
             self._fail(f"the counter actor failed the merge: {exc}")
             return
         self.client.apply(view)
+        self.policy.is_lifting = False  # type: ignore[attr-defined]  # the actor lifts
         self.last_view = view
         self.num_syncs += 1
         if self._is_broken:
@@ -124,6 +134,7 @@ class EngineCounterSync:
 
     def _fail(self, why: str) -> None:
         self.num_failures += 1
+        self.policy.is_lifting = self._own_lift  # type: ignore[attr-defined]  # local policy until it is back
         if not self._is_broken:
             logger.warning("global counters of %s: %s; ordering by this engine's counters until it is back",
                            self.replica, why)
