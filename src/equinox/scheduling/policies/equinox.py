@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -60,6 +60,7 @@ class _Admitted:
     discount: float
     first_token_time: float | None = None
     is_running: bool = True
+    growth_bound: int = 0  # its share of EquinoxPolicy._growth_bound while it runs
 
 
 class EquinoxPolicy(CounterPolicy):
@@ -91,6 +92,11 @@ class EquinoxPolicy(CounterPolicy):
         self._kv_book = KvShareBook(p.kv_share_window_s)
         self._search_path: list[tuple[int, bool]] = []  # adaptive batching's last search: (budget, fits)
         self._search_budget = 0
+        # Sum over running requests of an upper bound on each one's predicted growth (integers, so
+        # exact under additions and removals): a cheap bound on the predicted-peak reservation.
+        self._growth_bound = 0
+        self._sync: Callable[[], None] | None = None  # the host's, when it advances running requests lazily
+        self._is_synced = True  # running requests' progress read since the latest step is current
 
     # Platform ------------------------------------------------------------------
     def set_platform(self, platform: Platform) -> None:
@@ -271,6 +277,7 @@ class EquinoxPolicy(CounterPolicy):
         if entry is not None:
             entry.is_running = True
             entry.view = request
+            self._bound_growth(entry, request.num_output_tokens_done)
             return
         p = self.params
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
@@ -278,8 +285,21 @@ class EquinoxPolicy(CounterPolicy):
         self._tenant_discount[request.tenant] = d
         out = pred.mean if p.proactive else 0.0
         amount = self._ufc_amount(request, out, d)
-        self._admitted[rid] = _Admitted(request, amount, pred.mean, pred.quantile, d)
+        entry = self._admitted[rid] = _Admitted(request, amount, pred.mean, pred.quantile, d)
+        self._bound_growth(entry, request.num_output_tokens_done)
         self.charge(request.tenant, amount)
+
+    def _bound_growth(self, entry: _Admitted, num_done: int) -> None:
+        """Count a running request in `_growth_bound`: `_peak_reservation` gives it a growth of
+        mean * headroom - done, or else max(quantile - done, 1), and done only grows from `num_done`."""
+        self._unbound_growth(entry)
+        top = max(entry.predicted_mean * self.params.kv_headroom, entry.predicted_q) - num_done
+        entry.growth_bound = max(math.ceil(top), 1)
+        self._growth_bound += entry.growth_bound
+
+    def _unbound_growth(self, entry: _Admitted) -> None:
+        self._growth_bound -= entry.growth_bound
+        entry.growth_bound = 0
 
     def predict_ttft(self, request: RequestView) -> float:
         """MoPE's TTFT for `request` if admitted now: time waited plus its predicted prefill."""
@@ -308,6 +328,7 @@ class EquinoxPolicy(CounterPolicy):
         entry = self._admitted.get(request.request_id)
         if entry is not None:
             entry.is_running = False
+            self._unbound_growth(entry)
         super().requeue(request, now)
 
     def on_first_token(self, request: RequestView, now: float) -> None:
@@ -322,6 +343,8 @@ class EquinoxPolicy(CounterPolicy):
         actual_out = request.num_output_tokens_done
         self.mope.observe_finish(request.tenant, request.num_prompt_tokens, actual_out)
         entry = self._admitted.pop(request.request_id, None)
+        if entry is not None:
+            self._unbound_growth(entry)
         if entry is None or not self.params.proactive:
             return
         ttft = (entry.first_token_time if entry.first_token_time is not None else now) - request.arrival_time
@@ -331,6 +354,7 @@ class EquinoxPolicy(CounterPolicy):
     # Per-iteration accounting -------------------------------------------------------
     def on_step(self, report: StepReport) -> None:
         """Feed MoPE; charge RFC shares; charge UFC per token when not proactive."""
+        self._is_synced = False  # running requests advanced
         self.mope.observe_step(report)
         self._now = report.start_time + report.duration_s
         self._last_batch = report.mean_batch
@@ -385,6 +409,14 @@ class EquinoxPolicy(CounterPolicy):
         budget = p.max_batched_tokens if d == 0 else self._adaptive_budget(d, last.decode_context_tokens + d)
         self._budget = budget
         return BatchLimits(budget, default.max_num_seqs)
+
+    def batch_limits_floor(self, default: BatchLimits) -> BatchLimits:
+        """Adaptive batching never goes below `min_batched_tokens` (nor the engine's budget) and keeps
+        the engine's sequence cap."""
+        tokens = default.max_num_batched_tokens
+        if self.params.adaptive_batching:
+            tokens = min(tokens, self.params.min_batched_tokens)
+        return BatchLimits(tokens, default.max_num_seqs)
 
     def _adaptive_budget(self, d: int, ctx: int) -> int:
         """Bisection for the largest budget whose predicted hybrid iteration (`d` decodes attending
@@ -456,10 +488,21 @@ class EquinoxPolicy(CounterPolicy):
 
     @property
     def reads_running_progress(self) -> bool:
-        """Predicted-KV admission reads every running request's progress."""
-        return bool(self.params.kv_admission)
+        """Predicted-KV admission reads every running request's progress (it brings it up to date
+        itself, only when it reads it, where the host gave a way to: `bind_progress_sync`)."""
+        return bool(self.params.kv_admission) and self._sync is None
 
-    def kv_reservation_tokens(self, request: RequestView) -> int:
+    def bind_progress_sync(self, sync: Callable[[], None]) -> None:
+        """Keep the host's `sync`: called before reading running requests' progress, once per step."""
+        self._sync = sync
+        self._is_synced = False
+
+    def _sync_progress(self) -> None:
+        if not self._is_synced and self._sync is not None:
+            self._sync()
+            self._is_synced = True
+
+    def kv_reservation_tokens(self, request: RequestView, num_free_tokens: int | None = None) -> int:
         """Free KV needed now so the predicted peak of future usage fits (LightLLM-style).
 
         Running request s holds c_s tokens and is predicted to grow g_s more before it
@@ -472,6 +515,10 @@ class EquinoxPolicy(CounterPolicy):
         p = self.params
         if not p.kv_admission:
             return super().kv_reservation_tokens(request)  # as every policy (VTC's reduction holds)
+        if num_free_tokens is not None:
+            bound = self._reservation_bound(request)
+            if bound <= num_free_tokens:
+                return bound  # fits either way: no pass over the running requests needed
         if not p.kv_fair_share:
             return self._peak_reservation(request, None)
         held_by: dict[str, float] = {}
@@ -480,9 +527,22 @@ class EquinoxPolicy(CounterPolicy):
         return peak if shares is None else self._kv_book.reservation(
             shares, request.tenant, request.num_prompt_tokens, peak)
 
+    def _reservation_bound(self, request: RequestView) -> int:
+        """An upper bound on `kv_reservation_tokens` from running sums, in O(1).
+
+        The peak is max_k (sum of the k largest-growth contexts + k * the k-th growth) <= all
+        contexts + all growths, so peak - held <= prompt + the newcomer's growth + the running
+        requests' growths; the fair share adds at most every tenant's typical size. A few tokens
+        more cover the float rounding of the exact computation.
+        """
+        pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
+        bound = request.num_prompt_tokens + math.ceil(pred.mean * self.params.kv_headroom) + self._growth_bound + 3
+        return bound + self._kv_book.typical_bound if self.params.kv_fair_share else bound
+
     def _peak_reservation(self, request: RequestView, held_by: dict[str, float] | None) -> int:
         """The predicted-peak rule; with `held_by`, also fills in the KV tokens each tenant holds
         (`_kv_held`, in the same pass over the running requests: this runs at every admission)."""
+        self._sync_progress()
         headroom = self.params.kv_headroom
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
         items = [(pred.mean * headroom, float(request.num_prompt_tokens))]
@@ -517,6 +577,7 @@ class EquinoxPolicy(CounterPolicy):
 
     def _kv_held(self) -> dict[str, float]:
         """KV tokens each tenant's running requests hold."""
+        self._sync_progress()
         held: dict[str, float] = {}
         for entry in self._admitted.values():
             view = entry.view
@@ -575,11 +636,14 @@ class EquinoxPolicy(CounterPolicy):
         self._now = r.number("now", 0.0)
         self._budget = r.integer("token_budget", 0)
         self._admitted = {}
+        self._growth_bound = 0
         for rid, e in r.mappings("admitted").items():
-            self._admitted[rid] = _Admitted(
+            entry = self._admitted[rid] = _Admitted(
                 None, e.number("charged_ufc"), e.number("predicted_mean"), e.number("predicted_quantile"),
                 e.number("discount"), e.optional_number("first_token_time"), e.flag("is_running", True),
             )
+            if entry.is_running:
+                self._bound_growth(entry, 0)
         self._kv_book.restore(r.sub("kv_share"))
         platform = r.optional_string("platform")
         self.mope.restore_state(r.sub("mope"), has_same_base=platform in (None, self.platform.name))
