@@ -147,9 +147,10 @@ class IterationTimeExpert:
         """(`prefill` or `decode`, size bucket): which correction applies to this batch."""
         return _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
 
-    def ratio_of(self, num_prefill_tokens: int, num_decode_seqs: int) -> float:
-        """The correction `predict` applies to a batch of these counts."""
-        return self.ratio.get(_regime(num_prefill_tokens, num_decode_seqs), 1.0)
+    @staticmethod
+    def regime_of(num_prefill_tokens: int, num_decode_seqs: int) -> tuple[str, int]:
+        """`regime` of a batch with these counts (`predict` applies `ratio.get(regime, 1.0)`)."""
+        return _regime(num_prefill_tokens, num_decode_seqs)
 
     def base(self, batch: BatchShape) -> float:
         """The uncorrected prediction."""

@@ -92,6 +92,10 @@ class EquinoxPolicy(CounterPolicy):
         self._kv_book = KvShareBook(p.kv_share_window_s)
         self._search_path: list[tuple[int, bool]] = []  # adaptive batching's last search: (budget, fits)
         self._search_budget = 0
+        self._search_d = -1  # the decodes `_search_points` were derived for
+        self._search_ctx = 0  # the context, and each point's ratio, when every comparison last held
+        self._search_ratios: list[float] = []
+        self._search_points: list[tuple[bool, int, tuple[str, int]]] = []  # path backwards: fits, chunk, regime
         # Sum over running requests of an upper bound on each one's predicted growth (integers, so
         # exact under additions and removals): a cheap bound on the predicted-peak reservation.
         self._growth_bound = 0
@@ -355,9 +359,9 @@ class EquinoxPolicy(CounterPolicy):
     def on_step(self, report: StepReport) -> None:
         """Feed MoPE; charge RFC shares; charge UFC per token when not proactive."""
         self._is_synced = False  # running requests advanced
-        self.mope.observe_step(report)
+        self._last_batch = mean = report.mean_batch
+        self.mope.observe_step(report, mean)
         self._now = report.start_time + report.duration_s
-        self._last_batch = report.mean_batch
         self._kv_book.kv_blocks = (report.num_kv_blocks_used, report.num_kv_blocks_total)
         cfg = self.config
         if not self.params.proactive:
@@ -428,8 +432,7 @@ class EquinoxPolicy(CounterPolicy):
         """
         p = self.params
         target = p.tpot_target_s
-        path = self._search_path
-        if path and self.mope.iteration.is_monotone and self._replays(path, d, ctx, target):
+        if self._search_path and self.mope.iteration.is_monotone and self._replays(d, ctx, target):
             return self._search_budget
         path = []
         predict = self.mope.predict_iteration_s
@@ -455,11 +458,12 @@ class EquinoxPolicy(CounterPolicy):
             budget = lo
         self._search_path = path
         self._search_budget = budget
+        self._search_d = -1  # `_replays` derives the points' regimes again
         return budget
 
-    def _replays(self, path: list[tuple[int, bool]], d: int, ctx: int, target: float) -> bool:
-        """True if every comparison on `path` (budget, fits) comes out the same for the batch of `d`
-        decodes attending `ctx` tokens.
+    def _replays(self, d: int, ctx: int, target: float) -> bool:
+        """True if every comparison of the previous search (`_search_path`: budget, fits) comes out
+        the same for the batch of `d` decodes attending `ctx` tokens.
 
         Needs an iteration-time base that never falls when a batch count grows (the expert says
         so): time(t) = base(t) * ratio(regime of t) with base non-decreasing in the budget t. A
@@ -467,23 +471,46 @@ class EquinoxPolicy(CounterPolicy):
         own, a point that did not fit by a smaller non-fitting point whose ratio is at most its
         own; only the others are predicted anew. Walking the path backwards visits the fitting
         points largest first and the others smallest first (bisection moves lo up and hi down),
-        so each verified point implies as many as it can.
+        so each verified point implies as many as it can. With the same decodes as when every
+        comparison last held, a non-fitting point whose ratio did not fall needs no prediction
+        while the context grows (during decode runs), nor a fitting one while it shrinks.
         """
         expert = self.mope.iteration
-        ratio_of, predict = expert.ratio_of, expert.predict
-        top = -1.0  # largest ratio among verified fitting points (all above the points left)
-        bottom = math.inf  # smallest ratio among verified non-fitting points (all below the points left)
-        for tokens, ok in reversed(path):
-            chunk = tokens - d if tokens > d else 0
-            r = ratio_of(chunk, d)
-            if r <= top if ok else r >= bottom:
-                continue
-            if (predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target) != ok:
-                return False
+        same_d = d == self._search_d
+        if not same_d:  # each point's chunk and regime, for this many decodes
+            regime_of = expert.regime_of
+            self._search_d = d
+            self._search_points = [
+                (ok, chunk, regime_of(chunk, d))
+                for tokens, ok in reversed(self._search_path) for chunk in (tokens - d if tokens > d else 0,)
+            ]
+        # Since the last time every comparison held (same decodes), a point's time grew if the
+        # context did not shrink and its ratio did not fall, and fell in the opposite case.
+        ratio, predict = expert.ratio, expert.predict
+        ratios = [ratio.get(regime, 1.0) for _, _, regime in self._search_points]
+        last = self._search_ratios if same_d else None
+        is_later = ctx >= self._search_ctx
+        is_earlier = ctx <= self._search_ctx
+        top = -1.0  # largest ratio among known fitting points (all above the points left)
+        bottom = math.inf  # smallest ratio among known non-fitting points (all below the points left)
+        for i, (ok, chunk, _) in enumerate(self._search_points):
+            r = ratios[i]
             if ok:
+                if r <= top:
+                    continue
+                if (last is None or not is_earlier or r > last[i]) and predict(
+                        BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) > target:
+                    return False
                 top = r
             else:
+                if r >= bottom:
+                    continue
+                if (last is None or not is_later or r < last[i]) and predict(
+                        BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target:
+                    return False
                 bottom = r
+        self._search_ratios = ratios
+        self._search_ctx = ctx
         return True
 
     @property
