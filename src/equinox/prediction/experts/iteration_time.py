@@ -160,8 +160,10 @@ class IterationTimeExpert:
         return self._online.predict(batch)
 
     def predict(self, batch: BatchShape) -> float:
-        """Corrected prediction in seconds."""
-        return self.base(batch) * self.ratio.get(self.regime(batch), 1.0)
+        """Corrected prediction in seconds (`base` and `regime` inlined: adaptive batching calls it per step)."""
+        base = self._base
+        predicted = base(batch) if base is not None else self.base(batch)
+        return predicted * self.ratio.get(_regime(batch.num_prefill_tokens, batch.num_decode_seqs), 1.0)
 
     @property
     def online(self) -> OnlineLinearModel | None:
@@ -185,10 +187,11 @@ class IterationTimeExpert:
         if batch.is_empty or duration_s <= 0:
             return
         self.num_observations += 1
-        predicted = self.base(batch)
+        base = self._base
+        predicted = base(batch) if base is not None else self.base(batch)
         if self._online is not None:
             self._online.observe(batch, duration_s)
         if predicted > 0:
-            key = self.regime(batch)
+            key = _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
             r = self.ratio.get(key, 1.0)
             self.ratio[key] = r + self._ema * (duration_s / predicted - r)

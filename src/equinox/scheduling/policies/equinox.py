@@ -63,6 +63,15 @@ class _Admitted:
     growth_bound: int = 0  # its share of EquinoxPolicy._growth_bound while it runs
 
 
+@dataclass(slots=True)
+class _Replay:
+    """Adaptive batching's last search as seen with some number of decodes (`EquinoxPolicy._replays`)."""
+
+    points: list[tuple[bool, int, tuple[str, int]]]  # the path backwards: fits, prefill chunk, regime
+    ratios: list[float] | None = None  # each point's ratio when every comparison last held
+    ctx: int = 0  # the context then
+
+
 class EquinoxPolicy(CounterPolicy):
     """UFC + RFC -> Holistic Fairness score; MoPE predictions; adaptive batching; KV admission."""
 
@@ -92,10 +101,7 @@ class EquinoxPolicy(CounterPolicy):
         self._kv_book = KvShareBook(p.kv_share_window_s)
         self._search_path: list[tuple[int, bool]] = []  # adaptive batching's last search: (budget, fits)
         self._search_budget = 0
-        self._search_d = -1  # the decodes `_search_points` were derived for
-        self._search_ctx = 0  # the context, and each point's ratio, when every comparison last held
-        self._search_ratios: list[float] = []
-        self._search_points: list[tuple[bool, int, tuple[str, int]]] = []  # path backwards: fits, chunk, regime
+        self._replay_by_d: dict[int, _Replay] = {}  # the search's points as seen with d decodes
         # Sum over running requests of an upper bound on each one's predicted growth (integers, so
         # exact under additions and removals): a cheap bound on the predicted-peak reservation.
         self._growth_bound = 0
@@ -458,7 +464,7 @@ class EquinoxPolicy(CounterPolicy):
             budget = lo
         self._search_path = path
         self._search_budget = budget
-        self._search_d = -1  # `_replays` derives the points' regimes again
+        self._replay_by_d = {}
         return budget
 
     def _replays(self, d: int, ctx: int, target: float) -> bool:
@@ -476,24 +482,22 @@ class EquinoxPolicy(CounterPolicy):
         while the context grows (during decode runs), nor a fitting one while it shrinks.
         """
         expert = self.mope.iteration
-        same_d = d == self._search_d
-        if not same_d:  # each point's chunk and regime, for this many decodes
+        state = self._replay_by_d.get(d)
+        if state is None:  # each point's chunk and regime for this many decodes, once per search
             regime_of = expert.regime_of
-            self._search_d = d
-            self._search_points = [
-                (ok, chunk, regime_of(chunk, d))
-                for tokens, ok in reversed(self._search_path) for chunk in (tokens - d if tokens > d else 0,)
-            ]
-        # Since the last time every comparison held (same decodes), a point's time grew if the
-        # context did not shrink and its ratio did not fall, and fell in the opposite case.
+            points = [(ok, chunk, regime_of(chunk, d))
+                      for tokens, ok in reversed(self._search_path) for chunk in (tokens - d if tokens > d else 0,)]
+            state = self._replay_by_d[d] = _Replay(points)
+        # Since the last time every comparison held with these decodes, a point's time grew if
+        # the context did not shrink and its ratio did not fall, and fell in the opposite case.
         ratio, predict = expert.ratio, expert.predict
-        ratios = [ratio.get(regime, 1.0) for _, _, regime in self._search_points]
-        last = self._search_ratios if same_d else None
-        is_later = ctx >= self._search_ctx
-        is_earlier = ctx <= self._search_ctx
+        ratios = [ratio.get(regime, 1.0) for _, _, regime in state.points]
+        last = state.ratios
+        is_later = ctx >= state.ctx
+        is_earlier = ctx <= state.ctx
         top = -1.0  # largest ratio among known fitting points (all above the points left)
         bottom = math.inf  # smallest ratio among known non-fitting points (all below the points left)
-        for i, (ok, chunk, _) in enumerate(self._search_points):
+        for i, (ok, chunk, _) in enumerate(state.points):
             r = ratios[i]
             if ok:
                 if r <= top:
@@ -509,8 +513,8 @@ class EquinoxPolicy(CounterPolicy):
                         BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target:
                     return False
                 bottom = r
-        self._search_ratios = ratios
-        self._search_ctx = ctx
+        state.ratios = ratios
+        state.ctx = ctx
         return True
 
     @property
