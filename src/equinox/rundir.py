@@ -25,6 +25,7 @@ from typing import Any
 from equinox.config import RunConfig
 from equinox.metrics.collector import SERIES_COLUMNS, RequestRecord, TimeSeries
 from equinox.metrics.summary import RunSummary
+from equinox.request import Request, RequestStatus
 from equinox.sim.engine import EngineConfig
 from equinox.sim.hardware import Deployment
 from equinox.sim.run import RunResult
@@ -60,6 +61,32 @@ def request_row(r: RequestRecord) -> list[str]:
         str(r.num_requested_tokens), _num(r.first_scheduled_time), _num(r.first_token_time),
         _num(r.finish_time), _num(r.ttft_s), _num(r.tpot_s), _num(r.e2e_s), _num(r.queue_s),
         _num(r.max_itl_s), str(r.num_preemptions), status, r.reject_reason or "",
+    ]
+
+
+def request_row_of(req: Request) -> list[str]:
+    """`request_row(RequestRecord.from_request(req))`, the same strings, without the record (the streamed path)."""
+    spec = req.spec
+    arrival = spec.arrival_time
+    scheduled = req.first_scheduled_time
+    first = req.first_token_time
+    finish = req.finish_time
+    num_output = req.num_output_tokens_done
+    reason = req.reject_reason if req.status is RequestStatus.REJECTED else None
+    status = "rejected" if reason is not None else ("finished" if finish is not None else "unfinished")
+    max_itl = req.max_itl_s
+    return [
+        spec.request_id, spec.tenant, repr(round(arrival, 9)), str(spec.num_prompt_tokens), str(num_output),
+        str(req.num_target_tokens),
+        "" if scheduled is None else repr(round(scheduled, 9)),
+        "" if first is None else repr(round(first, 9)),
+        "" if finish is None else repr(round(finish, 9)),
+        "" if first is None else repr(round(first - arrival, 9)),
+        "" if finish is None or first is None or num_output < 2 else
+        repr(round((finish - first) / (num_output - 1), 9)),
+        "" if finish is None else repr(round(finish - arrival, 9)),
+        "" if scheduled is None else repr(round(scheduled - arrival, 9)),
+        _num(max_itl), str(req.num_preemptions), status, reason or "",
     ]
 
 
@@ -228,6 +255,13 @@ class RunDirWriter:
             self._parquet.add(record)
         else:
             self._requests.writerow(request_row(record))
+
+    def request_of(self, req: Request) -> None:
+        """Write the row of a request leaving the engine (what `request(RequestRecord.from_request(req))` writes)."""
+        if self._parquet is not None:
+            self._parquet.add(RequestRecord.from_request(req))
+        else:
+            self._requests.writerow(request_row_of(req))
 
     def counters(self, index: int, values: Mapping[str, Mapping[str, float]]) -> None:
         """Write one interval's policy counters (a Collector counter sink)."""

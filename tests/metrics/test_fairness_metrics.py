@@ -173,3 +173,28 @@ def test_fairness_of_a_run_that_ended_before_the_arrival_span() -> None:
     out = fairness(m, end_time=151.0)
     assert out.num_windows == n - 60 - 30 + 1
     assert out.jain_mean == 1.0
+
+
+def test_blocked_summary_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests and windows taken in blocks (to bound memory) give the same summary to the bit."""
+    import json
+
+    import equinox.metrics.fairness as fairness_module
+    from equinox.config import RunConfig
+    from equinox.metrics.summary import summarise
+    from equinox.sim.run import run_simulation
+
+    run = run_simulation(RunConfig(policy="vtc", workload="overload", duration_s=150.0, seed=5))
+    args = dict(weights={}, peak_flops=run.deployment.peak_flops, arrival_end_time=150.0,
+                num_preemptions=run.summary.num_preemptions)
+    whole, whole_matrix = summarise(run.records, run.series, **args)
+    assert whole.fairness.num_windows > 20 and len(run.records) > 50
+    monkeypatch.setattr(fairness_module, "REQUEST_BLOCK", 7)
+    monkeypatch.setattr(fairness_module, "WINDOW_BLOCK", 5)
+    import equinox.metrics.resource as resource_module
+    monkeypatch.setattr(resource_module, "WINDOW_BLOCK", 5)
+    blocked, blocked_matrix = summarise(run.records, run.series, **args)
+    assert json.dumps(blocked.as_dict()) == json.dumps(whole.as_dict())
+    assert blocked.fairness.service_diff == whole.fairness.service_diff
+    for name in ("service", "demand", "waiting", "queued"):
+        assert np.array_equal(getattr(blocked_matrix, name), getattr(whole_matrix, name)), name

@@ -147,12 +147,31 @@ def test_runs_end_with_the_iteration_that_crosses_an_arrival() -> None:
         assert fast_cols[col] == slow_cols[col], col
 
 
-def test_no_crossing_when_the_policy_adapts_its_batch_limits() -> None:
-    # Equinox's adaptive batching sets each iteration's limits from what it has just learnt,
-    # so the crossing iteration cannot be planned before the run's reports reach it.
-    specs = workload(11, 120, 4.0, 3)
+def test_equinox_crosses_arrivals_as_it_would_step_by_step() -> None:
+    # Equinox's adaptive batching sets each iteration's limits from what it has just learnt, so
+    # the crossing iteration's limits are asked when the run folds (after its reports), and
+    # everything recorded, the budgets and the counters included, is as without crossing.
+    specs = workload(11, 160, 4.0, 3)
     dep = make_deployment("a100-80gb", "llama-2-7b")
-    sched = make_engine(EngineConfig(num_kv_blocks=5000), make_policy("equinox"))
-    sched.apply_crossing_step = lambda run: pytest.fail("crossed")  # type: ignore[method-assign]
-    stats = Simulator(specs, sched, CostModelBackend(build_cost_model("roofline", dep)), Collector()).run()
-    assert stats.num_finished == len(specs)
+    results = []
+    for is_crossing in (True, False):
+        policy = make_policy("equinox")
+        if not is_crossing:
+            policy.batch_limits_floor = lambda default: None  # type: ignore[method-assign]
+        sched = make_engine(EngineConfig(num_kv_blocks=5000), policy)
+        crossings = 0
+        inner = sched.apply_crossing_step
+
+        def counting(run, inner=inner):  # type: ignore[no-untyped-def]
+            nonlocal crossings
+            crossings += 1
+            return inner(run)
+
+        sched.apply_crossing_step = counting  # type: ignore[method-assign]
+        coll = Collector(0.5, lambda r: dep.flops(r.batch))
+        Simulator(specs, sched, CostModelBackend(build_cost_model("roofline", dep)), coll).run()
+        results.append((coll.records, coll.series.columns, coll.series.service, coll.series.counters, crossings))
+    (records, cols, service, counters, num_crossed), (ref_records, ref_cols, ref_service, ref_counters, none) = results
+    assert num_crossed > 20 and none == 0
+    assert records == ref_records and service == ref_service and counters == ref_counters
+    assert cols == ref_cols

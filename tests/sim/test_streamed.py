@@ -89,3 +89,21 @@ def test_a_run_that_serves_nothing_is_an_error_and_leaves_no_rows(tmp_path: Path
     with pytest.raises(ConfigError, match="cannot serve this workload"):
         run_streamed(config, tmp_path / "run", reference=False)
     assert not list((tmp_path / "run").glob("*.csv"))
+
+
+def test_streamed_rows_of_rejected_and_unfinished_requests(tmp_path: Path) -> None:
+    """A run stopped early (requests still waiting and running) with a KV pool too small for some prompts."""
+    from equinox.request import RequestSpec
+    from equinox.workload.schema import Workload
+
+    specs = tuple(RequestSpec(f"r{i}", ("a", "b")[i % 2], 0.1 * i, 5000 if i % 10 == 3 else 100 + i, 200)
+                  for i in range(300))
+    path = tmp_path / "mixed.csv"
+    write_workload(Workload("mixed", specs, source="test"), path)
+    config = RunConfig(policy="vtc", workload=str(path), cost_model="vtc-a10g", until_s=20.0, num_kv_blocks=200)
+    expected = write_run_dir(run_simulation(config), tmp_path / "memory", reference_cache=tmp_path / "cache")
+    got = run_streamed(config, tmp_path / "streamed", reference=False)
+    rows = _rows(got.out / "requests.csv")
+    statuses = {row[15] for row in rows}
+    assert {"finished", "rejected", "unfinished"} <= statuses, statuses
+    assert rows == _rows(expected / "requests.csv")

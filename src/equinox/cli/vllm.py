@@ -97,6 +97,11 @@ def _check_plugin_config(args: argparse.Namespace) -> None:
     known = policy_names()
     if settings.policy.lower() not in known:
         raise ConfigError(f"unknown policy {settings.policy!r}; known: {', '.join(known)}")
+    if settings.global_counters is not None:  # a policy without counters cannot sync (the engine would refuse)
+        from equinox.scheduling.global_counters import CounterClient
+        from equinox.scheduling.policy import make_policy
+
+        CounterClient("check", make_policy(settings.policy, settings.policy_config()))
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -244,18 +244,25 @@ class Collector:
         c_running[i_end] = num_running
         if self._flops_of is not None:
             c_flops[i_end] += self._flops_of(report)
-        service = s.service
-        for tenant, usage in report.per_tenant.items():
-            cells = service.get(tenant)
-            if cells is None:
-                cells = service[tenant] = Cells("i")  # tokens a tenant gets in one interval fit 32 bits
-            cells.add(i_end, usage.num_prefill_tokens, usage.num_output_tokens)
-        if report.duration_s > 0 and report.per_tenant:
-            self._apportion(report, i_end)
+        per = report.per_tenant
+        if report.duration_s > 0 and per:
+            self._fold_tenants(report, i_end)
+        else:
+            service = s.service
+            for tenant, usage in per.items():
+                cells = service.get(tenant)
+                if cells is None:
+                    cells = service[tenant] = Cells("i")  # tokens a tenant gets in one interval fit 32 bits
+                cells.add(i_end, usage.num_prefill_tokens, usage.num_output_tokens)
         self.num_preemptions += num_preempted
 
-    def _apportion(self, report: StepReport, index: int) -> None:
-        """Split the iteration's time (prefill compute, context reads, weight reads) and KV time among tenants."""
+    def _fold_tenants(self, report: StepReport, index: int) -> None:
+        """Each tenant's tokens, and its part of the iteration's time and KV time, into cell `index`.
+
+        The iteration's time is split by what each tenant's work costs (prefill compute,
+        context reads, weight reads). One pass over the tenants; the common case (the cell
+        is the tenant's last) is added in place here rather than through `Cells.add`.
+        """
         per = report.per_tenant
         num_prefill = num_out = num_context = num_blocks = 0
         for u in per.values():
@@ -274,12 +281,28 @@ class Collector:
         kv_scale = dur
         if report.kv_block_seconds is not None and num_blocks:  # folded run: blocks at its end, scaled to its total
             kv_scale = report.kv_block_seconds / num_blocks
+        service = self.series.service
         resource = self.series.resource
         for tenant, u in per.items():
+            cells = service.get(tenant)
+            if cells is None:
+                cells = service[tenant] = Cells("i")  # tokens a tenant gets in one interval fit 32 bits
+            idx = cells._index
+            if idx and idx[-1] == index:
+                cells._x[-1] += u[0]
+                cells._y[-1] += u[1]
+            else:
+                cells.add(index, u[0], u[1])
             cells = resource.get(tenant)
             if cells is None:
                 cells = resource[tenant] = Cells("d")
-            cells.add(index, c_prefill * u[0] + c_context * u[2] + per_out * u[1], u[3] * kv_scale)
+            gpu_s = c_prefill * u[0] + c_context * u[2] + per_out * u[1]
+            idx = cells._index
+            if idx and idx[-1] == index:
+                cells._x[-1] += gpu_s
+                cells._y[-1] += u[3] * kv_scale
+            else:
+                cells.add(index, gpu_s, u[3] * kv_scale)
 
     def sample_counters(self, now: float, counters: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:
         """Record policy counters once per interval (cheap when called every step)."""

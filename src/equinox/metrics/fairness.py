@@ -78,13 +78,15 @@ def service_matrix(
 
     Per-request additions go through `np.add.at` in the records' order (the order a loop
     over the records would add them), so every cell is the same float as that loop's.
+    The requests are taken in blocks of `REQUEST_BLOCK` and the matrices finished in
+    place, so temporaries stay small on a run of millions of requests (issue 13).
     """
     c = as_columns(records)
     tenants = tuple(dict.fromkeys(c.present_tenants() + list(series.service)))
     index = {t: i for i, t in enumerate(tenants)}
     dt = series.interval_s
-    end_time = max([len(series) * dt]
-                   + ([float(c.arrival.max()), float(np.nan_to_num(c.finish, nan=0.0).max())] if len(c) else []))
+    end_time = max([len(series) * dt] + ([float(c.arrival.max()), max(0.0, float(np.nanmax(c.finish, initial=0.0)))]
+                                         if len(c) else []))
     n_int = int(end_time / dt) + 2
     service = np.zeros((len(tenants), n_int))
     demand = np.zeros((len(tenants), n_int))
@@ -97,23 +99,46 @@ def service_matrix(
             service[row, i] += prompt_weight * p + output_weight * o
     if len(c):
         row_of = np.array([index.get(t, -1) for t in c.tenant_names], dtype=np.int64)
-        rows = row_of[c.tenant]
-        a = (c.arrival / dt).astype(np.int64)
-        asked = prompt_weight * c.num_prompt + output_weight * c.num_requested
-        np.add.at(demand, (rows, a), asked)
-        kept = ~c.rejected
-        rows, a, asked, start = rows[kept], a[kept], asked[kept], c.arrival[kept]
-        left = c.scheduled[kept]
-        left = np.where(np.isnan(left), end_time, left)
-        _add_waiting(waiting_diff, waiting_part, rows, start, left, dt)
-        # Waiting at the end of intervals a .. int(left / dt) - 1.
-        gone = np.minimum(n_int, (left / dt).astype(np.int64))
-        _add_in_order(queued_diff, rows, a, asked, rows, gone, -asked, np.ones(len(rows), bool))
+        for lo in range(0, len(c), REQUEST_BLOCK):
+            sl = slice(lo, lo + REQUEST_BLOCK)
+            rows = row_of[c.tenant[sl]]
+            a = (c.arrival[sl] / dt).astype(np.int64)
+            asked = prompt_weight * c.num_prompt[sl] + output_weight * c.num_requested[sl]
+            np.add.at(demand, (rows, a), asked)
+            kept = ~c.rejected[sl]
+            rows, a, asked, start = rows[kept], a[kept], asked[kept], c.arrival[sl][kept]
+            left = c.scheduled[sl][kept]
+            left = np.where(np.isnan(left), end_time, left)
+            # Whole intervals waited are counted +1/-1 in `waiting_diff`: integers, exact in any order.
+            _add_waiting(waiting_diff, waiting_part, rows, start, left, dt)
+            # Waiting at the end of intervals a .. int(left / dt) - 1.
+            gone = np.minimum(n_int, (left / dt).astype(np.int64))
+            _add_in_order(queued_diff, rows, a, asked, rows, gone, -asked, np.ones(len(rows), bool))
     w = np.array([float(weights.get(t, 1.0)) for t in tenants])[:, None]
-    full = np.cumsum(waiting_diff, axis=1)[:, :n_int] * dt
-    waiting = np.minimum(full + waiting_part[:, :n_int], dt)
-    queued = np.cumsum(queued_diff, axis=1)[:, :n_int]
-    return ServiceMatrix(tenants, dt, service / w, demand / w, waiting, np.maximum(queued, 0.0) / w)
+    service /= w
+    demand /= w
+    waiting = np.cumsum(waiting_diff[:, :n_int], axis=1)
+    del waiting_diff
+    waiting *= dt
+    waiting += waiting_part[:, :n_int]
+    del waiting_part
+    np.minimum(waiting, dt, out=waiting)
+    queued = np.cumsum(queued_diff[:, :n_int], axis=1)
+    del queued_diff
+    np.maximum(queued, 0.0, out=queued)
+    queued /= w
+    return ServiceMatrix(tenants, dt, service, demand, waiting, queued)
+
+
+REQUEST_BLOCK = 1 << 16  # requests per block in `service_matrix`
+WINDOW_BLOCK = 4096  # windows per block in `fairness` and `resource_fairness`
+
+
+def cumsum0(m: np.ndarray) -> np.ndarray:
+    """Cumulative sums along each row, with a leading zero column (window sums are differences of these)."""
+    out = np.zeros((m.shape[0], m.shape[1] + 1))
+    np.cumsum(m, axis=1, out=out[:, 1:])
+    return out
 
 
 def _add_in_order(m: np.ndarray, rows1: np.ndarray, cols1: np.ndarray, vals1: np.ndarray, rows2: np.ndarray,
@@ -165,31 +190,36 @@ def fairness(
     if last < first or len(matrix.tenants) == 0:
         return FairnessSummary(0, nan, nan, nan, nan, nan)
 
-    def windowed(m: np.ndarray) -> np.ndarray:
-        c = np.concatenate([np.zeros((m.shape[0], 1)), np.cumsum(m, axis=1)], axis=1)
-        return c[:, first + width : last + width + 1] - c[:, first : last + 1]
-
-    s = windowed(matrix.service) / window_s
-    r = windowed(matrix.demand) / window_s
-    if matrix.queued is not None:  # requested service still queued when each window ends, as a rate
-        queued = matrix.queued[:, first + width - 1 : last + width] / window_s
-    else:
-        queued = np.where(windowed(matrix.waiting) >= 0.5 * window_s, np.inf, 0.0)
-    s_max = s.max(axis=0, keepdims=True)
-    diff = np.minimum(s_max - s, np.abs(r - s)).sum(axis=0)
+    cs, cr = cumsum0(matrix.service), cumsum0(matrix.demand)
+    cw = cumsum0(matrix.waiting) if matrix.queued is None else None
+    num_windows = last - first + 1
+    diffs = []
     jains = []
-    for j in range(s.shape[1]):
-        active = (s[:, j] > 0) | (queued[:, j] > 0)
-        if int(active.sum()) < 2:
-            continue
-        served = s[active, j]
-        fair = water_fill(float(served.sum()), served + queued[active, j])
-        x = served / np.where(fair > 0, fair, 1.0)
-        if float((x * x).sum()) > 0:
-            jains.append(float(x.sum() ** 2 / (len(x) * (x * x).sum())))
-    starts = tuple(float((first + k) * dt) for k in range(s.shape[1]))
+    for lo in range(first, last + 1, WINDOW_BLOCK):  # blocks of windows: temporaries of tenants x block
+        hi = min(last + 1, lo + WINDOW_BLOCK)
+        s = (cs[:, lo + width: hi + width] - cs[:, lo: hi]) / window_s
+        r = (cr[:, lo + width: hi + width] - cr[:, lo: hi]) / window_s
+        if cw is None:  # requested service still queued when each window ends, as a rate
+            assert matrix.queued is not None
+            queued = matrix.queued[:, lo + width - 1: hi + width - 1] / window_s
+        else:
+            queued = np.where(cw[:, lo + width: hi + width] - cw[:, lo: hi] >= 0.5 * window_s, np.inf, 0.0)
+        s_max = s.max(axis=0, keepdims=True)
+        diffs.append(np.minimum(s_max - s, np.abs(r - s)).sum(axis=0))
+        for j in range(s.shape[1]):
+            active = (s[:, j] > 0) | (queued[:, j] > 0)
+            if int(active.sum()) < 2:
+                continue
+            served = s[active, j]
+            fair = water_fill(float(served.sum()), served + queued[active, j])
+            x = served / np.where(fair > 0, fair, 1.0)
+            if float((x * x).sum()) > 0:
+                jains.append(float(x.sum() ** 2 / (len(x) * (x * x).sum())))
+    diff = np.concatenate(diffs)
+    assert len(diff) == num_windows
+    starts = tuple(float((first + k) * dt) for k in range(num_windows))
     return FairnessSummary(
-        s.shape[1],
+        num_windows,
         float(diff.max()),
         float(diff.mean()),
         float(diff.var()),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from equinox.metrics.collector import TimeSeries
+from equinox.metrics.fairness import WINDOW_BLOCK, cumsum0
 from equinox.scheduling.interface import Platform
 
 
@@ -107,33 +108,34 @@ def resource_fairness(
         return ResourceFairness(0, math.nan, math.nan, gpu_total, kv_total)
     n = max(queued.shape[1], last + width + 1)
 
-    def windowed(m: np.ndarray) -> np.ndarray:
-        c = np.concatenate([np.zeros((m.shape[0], 1)), np.cumsum(m, axis=1)], axis=1)
-        return c[:, first + width: last + width + 1] - c[:, first: last + 1]
-
     window = width * dt
-    share = windowed(_dense(cells, tenants, n, 0)) / window
-    if series.num_kv_blocks:
-        share = np.maximum(share, windowed(_dense(cells, tenants, n, 1)) / (window * series.num_kv_blocks))
+    c_gpu = cumsum0(_dense(cells, tenants, n, 0))
+    c_kv = cumsum0(_dense(cells, tenants, n, 1)) if series.num_kv_blocks else None
     if queued.shape[1] < n:
         # The run stopped (`until`) before the arrivals ended: what was queued at its last
         # interval stays queued (edge padding), instead of indexing past the recorded columns.
         queued = np.pad(queued, ((0, 0), (0, n - queued.shape[1])), mode="edge") if queued.shape[1] else \
             np.zeros((queued.shape[0], n))
-    waiting = queued[:, first + width - 1: last + width] > 0
     w = np.array([float(weights.get(t, 1.0)) for t in tenants])
     values = []
-    for j in range(share.shape[1]):
-        d = share[:, j]
-        active = (d > 0) | waiting[:, j]
-        if int(active.sum()) < 2:
-            continue
-        got = d[active]
-        fair = weighted_water_fill(float(got.sum()), np.where(waiting[active, j], np.inf, got), w[active])
-        x = got / np.where(fair > 0, fair, 1.0)
-        sq = float((x * x).sum())
-        if sq > 0:
-            values.append(float(x.sum() ** 2 / (len(x) * sq)))
+    for lo in range(first, last + 1, WINDOW_BLOCK):  # blocks of windows: temporaries of tenants x block
+        hi = min(last + 1, lo + WINDOW_BLOCK)
+        share = (c_gpu[:, lo + width: hi + width] - c_gpu[:, lo: hi]) / window
+        if c_kv is not None:
+            share = np.maximum(share, (c_kv[:, lo + width: hi + width] - c_kv[:, lo: hi])
+                               / (window * series.num_kv_blocks))
+        waiting = queued[:, lo + width - 1: hi + width - 1] > 0
+        for j in range(share.shape[1]):
+            d = share[:, j]
+            active = (d > 0) | waiting[:, j]
+            if int(active.sum()) < 2:
+                continue
+            got = d[active]
+            fair = weighted_water_fill(float(got.sum()), np.where(waiting[active, j], np.inf, got), w[active])
+            x = got / np.where(fair > 0, fair, 1.0)
+            sq = float((x * x).sum())
+            if sq > 0:
+                values.append(float(x.sum() ** 2 / (len(x) * sq)))
     if not values:
         return ResourceFairness(0, math.nan, math.nan, gpu_total, kv_total)
     return ResourceFairness(len(values), float(np.mean(values)), float(np.min(values)), gpu_total, kv_total)

@@ -7,6 +7,7 @@ predictions. No sampling, no wall clock.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +25,14 @@ class LengthPrediction:
 
 
 class RecentStats:
-    """Mean and one quantile over the last `capacity` observations (recomputed lazily)."""
+    """Mean and one quantile over the last `capacity` observations (recomputed lazily from a
+    sorted copy kept up to date as observations come and go)."""
 
-    __slots__ = ("_dirty", "_mean", "_q", "_quantile", "_values", "count")
+    __slots__ = ("_dirty", "_mean", "_q", "_quantile", "_sorted", "_values", "count")
 
     def __init__(self, capacity: int, quantile: float) -> None:
         self._values: deque[float] = deque(maxlen=capacity)
+        self._sorted: list[float] = []
         self._quantile = quantile
         self._dirty = False
         self._mean = 0.0
@@ -38,7 +41,11 @@ class RecentStats:
 
     def add(self, value: float) -> None:
         """Record one observation."""
-        self._values.append(value)
+        values = self._values
+        if values and len(values) == values.maxlen:
+            del self._sorted[bisect_left(self._sorted, values[0])]  # the oldest leaves the window
+        values.append(value)
+        insort(self._sorted, value)
         self.count += 1
         self._dirty = True
 
@@ -50,11 +57,12 @@ class RecentStats:
         """Resume from `export_state()` (keeps the newest `capacity` values)."""
         self._values.clear()
         self._values.extend(values)
+        self._sorted = sorted(self._values)
         self.count = max(count, len(self._values))
         self._dirty = bool(self._values)
 
     def _refresh(self) -> None:
-        xs = sorted(self._values)
+        xs = self._sorted
         self._mean = math.fsum(xs) / len(xs)
         k = min(len(xs) - 1, max(0, math.ceil(self._quantile * len(xs)) - 1))
         self._q = xs[k]

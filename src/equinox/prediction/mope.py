@@ -51,9 +51,10 @@ class MoPE:
         """Model-FLOPs utilisation of `batch`."""
         return self.utilisation.mfu(batch)
 
-    def observe_step(self, report: StepReport) -> None:
-        """Learn from an executed iteration."""
-        self.iteration.observe(report.mean_batch, report.duration_s / report.num_steps)
+    def observe_step(self, report: StepReport, mean_batch: BatchShape | None = None) -> None:
+        """Learn from an executed iteration (`mean_batch`: `report.mean_batch`, if the caller has it)."""
+        self.iteration.observe(report.mean_batch if mean_batch is None else mean_batch,
+                               report.duration_s / report.num_steps)
         self.utilisation.observe(report.start_time, report.duration_s)
 
     def observe_finish(self, tenant: str, num_prompt_tokens: int, num_output_tokens: int) -> None:

@@ -245,17 +245,36 @@ class Policy(ABC):
         """Limits for the next iteration; default: the engine's configured limits."""
         return default
 
+    def batch_limits_floor(self, default: BatchLimits) -> BatchLimits | None:
+        """Limits every `batch_limits` answer stays at or above (None: no such promise).
+
+        With a floor that holds the running decodes, the simulator may plan a decode-only
+        iteration before the policy has seen the iterations ahead of it (their outcome does
+        not depend on the limits) and asks `batch_limits` only when it reports it.
+        """
+        return default if type(self).batch_limits is Policy.batch_limits else None
+
     @property
     def reads_running_progress(self) -> bool:
         """True if the policy reads running requests' progress (computed/output tokens) when
         asked about admission; the simulator then brings them up to date before admitting."""
         return False
 
-    def kv_reservation_tokens(self, request: RequestView) -> int:
+    def bind_progress_sync(self, sync: Callable[[], None]) -> None:
+        """A host that advances running requests lazily (the simulator's decode cohort) hands over
+        `sync`, which brings their progress up to date. A policy that reads progress only now and
+        then may call it itself before reading (after the host's latest `on_step`) and stop
+        asking for `reads_running_progress`'s refresh before every admission pass. Default: unused."""
+        del sync
+
+    def kv_reservation_tokens(self, request: RequestView, num_free_tokens: int | None = None) -> int:
         """Tokens of KV to find free before admitting `request`; default: its prompt.
 
         Engines add their own rule (vLLM's: the whole sequence so far must fit); a policy
-        asks for more here, e.g. room for predicted output.
+        asks for more here, e.g. room for predicted output. An engine that only compares the
+        answer with its free KV says how much is free (`num_free_tokens`); a policy may then
+        answer any bound between its reservation and `num_free_tokens` (the same decision)
+        instead of working the reservation out.
         """
         return request.num_prompt_tokens
 

@@ -72,14 +72,9 @@ def run_streamed(
     spill = TenantSpill(num_requests) if reference else None
     source = wl if is_streamed else wl.requests
     requests = spill.tee(source) if spill is not None else iter(source)
-    from equinox.metrics.collector import RequestRecord
-
-    def write(req: Any) -> None:
-        writer.request(RequestRecord.from_request(req))
-
     try:
         run, parts = simulate_columns(config, requests, weights_source=wl, num_requests=num_requests,
-                                      on_request=write, counter_sink=writer.counters, progress=progress)
+                                      on_request=writer.request_of, counter_sink=writer.counters, progress=progress)
         records = run.records
         if len(records) and int(records.columns().rejected.sum()) == len(records):
             raise ConfigError(f"every one of the {len(records)} requests was rejected ({records.first_reject_reason});"

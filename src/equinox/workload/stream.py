@@ -188,6 +188,7 @@ def _read_specs(w: StreamedWorkload) -> Iterator[RequestSpec]:
     p = str(w.path)
     scale, clip, width = opts.rate_scale, opts.duration_s, w.id_width
     weights: dict[str, float] = {}
+    good_tenants: set[str] = set()  # names already checked
     group: list[RequestSpec] = []
     group_time = -math.inf
     last = -math.inf
@@ -200,10 +201,11 @@ def _read_specs(w: StreamedWorkload) -> Iterator[RequestSpec]:
         if clip is not None and t >= clip:
             continue
         tenant = r.tenant or DEFAULT_TENANT
-        if r.tenant:
+        if r.tenant and tenant not in good_tenants:
             problem = tenant_problem(tenant)
             if problem is not None:
                 raise WorkloadError(problem, path=p, line=r.line, field="tenant")
+            good_tenants.add(tenant)
         if r.tenant_weight is not None:
             old = weights.setdefault(tenant, r.tenant_weight)
             if old != r.tenant_weight:

@@ -382,6 +382,57 @@ def build_app(settings: ServeSettings) -> Any:
     return ingress.bind(settings, replicas)
 
 
+_BUILDER_ARGS = {"config", "replicas", "fake_engine", "max_running", "sync_interval_s", "counter_snapshot", "policy"}
+
+
+def settings_from_args(args: dict[str, Any]) -> ServeSettings:
+    """ServeSettings from a Serve config file's `args` (what `equinox serve --ray` takes as flags)."""
+    import dataclasses
+
+    from equinox.errors import ConfigError
+    from equinox.integrations.gateway.config import load_config
+
+    unknown = sorted(set(args) - _BUILDER_ARGS)
+    if unknown:
+        raise ConfigError(f"Serve application args: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(_BUILDER_ARGS))}")
+    if not isinstance(args.get("config"), str):
+        raise ConfigError("Serve application args: config must name the gateway TOML file (docs/scale-out.md)")
+    config = load_config(args["config"])
+    if args.get("policy"):
+        config = dataclasses.replace(config, policy=str(args["policy"]))
+    is_fake = bool(args.get("fake_engine", False))
+    replicas = args.get("replicas", 2 if is_fake else len(config.backends))
+    max_running = args.get("max_running", 8)
+    for name, value in (("replicas", replicas), ("max_running", max_running)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"Serve application args: {name} must be an integer >= 1, got {value!r}")
+    sync = args.get("sync_interval_s", 0.2)  # null: per-replica counters only
+    if sync is not None and (isinstance(sync, bool) or not isinstance(sync, (int, float)) or not sync > 0):
+        raise ConfigError(f"Serve application args: sync_interval_s must be a positive number of seconds "
+                          f"or null, got {sync!r}")
+    snapshot = args.get("counter_snapshot")
+    return ServeSettings(config, num_replicas=replicas, is_fake=is_fake, max_running=max_running,
+                         sync_interval_s=None if sync is None else float(sync),
+                         counter_snapshot=None if snapshot is None else str(snapshot))
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Serve's application builder (`import_path: equinox.integrations.ray.serve_app:app_builder`):
+    `serve run` / `serve deploy` / a KubeRay RayService with the gateway TOML named in `args`.
+
+    Creates the counter actor (detached) when syncing, as `start` does; Serve's HTTP options come
+    from the Serve config file, not from the TOML's [gateway] host/port."""
+    settings = settings_from_args(dict(args))
+    if settings.sync_interval_s:
+        from equinox.integrations.ray.counters import counter_actor
+
+        forget = settings.forget_after_s or max(5.0, 20 * settings.sync_interval_s)
+        counter_actor(settings.counter_snapshot, name=settings.counter_actor, namespace=COUNTER_NAMESPACE,
+                      is_detached=True, forget_after_s=forget)
+    return build_app(settings)
+
+
 def start(settings: ServeSettings, *, host: str | None = None, port: int | None = None) -> Any:
     """Create the counter actor (detached, with its snapshot) when syncing, start Serve and the app."""
     from equinox.integrations.ray.counters import counter_actor

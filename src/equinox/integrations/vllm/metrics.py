@@ -84,6 +84,10 @@ _ENGINE_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("num_kv_blocks_total", "kv_blocks_total", "gauge", "KV cache blocks in total."),
     ("overhead_s", "scheduler_overhead_seconds", "counter",
      "Time spent in Equinox's code around vLLM's schedule and update_from_output."),
+    ("num_counter_syncs", "global_counter_syncs", "counter",
+     "Merged views of the cluster's counters applied ([global_counters])."),
+    ("num_counter_sync_failures", "global_counter_sync_failures", "counter",
+     "Counter syncs that failed or went unanswered ([global_counters])."),
 )
 
 
@@ -100,6 +104,8 @@ class EngineStats:
     num_kv_blocks_used: int = 0
     num_kv_blocks_total: int = 0
     overhead_s: float = 0.0  # time spent in Equinox's own code around vLLM's schedule/update
+    num_counter_syncs: int = 0  # global counters: merged views applied
+    num_counter_sync_failures: int = 0
 
 
 @dataclass

@@ -13,6 +13,10 @@ never imports vLLM. It uses four seams of vLLM's V1 scheduler:
   per-tenant usage and the measured iteration time, `on_first_token`, `on_finish`);
 - `_free_request()` is the one funnel every finished or aborted request passes.
 
+With `[global_counters]` (settings.py) the policy's counters are merged with the other
+engines' through the Ray counter actor every Δ (`integrations/ray/engine_sync.py`: Ray
+is imported only then, and the sync never blocks `schedule()`).
+
 `EQUINOX_VLLM_STEP_LOG=PATH` also writes every step's shape and timestamps to PATH (JSON
 lines, see `calibration.py`), which calibrates the simulator's cost model on this engine.
 """
@@ -70,6 +74,12 @@ class EquinoxSchedulerMixin:
         self.eqx_policy = make_policy(settings.policy, settings.policy_config())
         self.eqx_policy.set_platform(platform_from_vllm(self.vllm_config, settings.platform_gpu))
         self._eqx_check_engine_mode()
+        self.eqx_sync: Any = None
+        self._eqx_sync_connector: Any = None
+        if settings.global_counters is not None:
+            from equinox.integrations.ray.engine_sync import start_engine_sync
+
+            self.eqx_sync, self._eqx_sync_connector = start_engine_sync(self.eqx_policy, settings.global_counters)
         if len(self.waiting):
             raise RuntimeError("Equinox must replace vLLM's waiting queue before any request arrives")
         self.waiting = PolicyWaitingQueue(self.eqx_policy, settings, self.eqx_clock, on_admit=self._eqx_on_admit)
@@ -181,6 +191,8 @@ class EquinoxSchedulerMixin:
         """Apply the policy's batch limits and victim order, then let vLLM schedule."""
         t0 = time.perf_counter()
         now = self.eqx_clock()
+        if self.eqx_sync is not None:
+            self.eqx_sync.tick(now)  # never waits: a merged view is applied once it has arrived
         self._eqx_apply_limits(now)
         self._eqx_order_victims(now)
         t1 = time.perf_counter()
@@ -361,6 +373,9 @@ class EquinoxSchedulerMixin:
             stats.num_waiting = self.eqx_policy.num_waiting_of(tenant)
             stats.num_running = running.get(tenant, 0)
             stats.counter = float(counters.get(tenant, 0.0))
+        if self.eqx_sync is not None:
+            book.engine.num_counter_syncs = self.eqx_sync.num_syncs
+            book.engine.num_counter_sync_failures = self.eqx_sync.num_failures
         book.engine.token_budget = self.eqx_limits.max_num_batched_tokens
         book.engine.max_num_seqs = self.eqx_limits.max_num_seqs
         self._eqx_snapshot = book.snapshot()
@@ -382,5 +397,7 @@ class EquinoxSchedulerMixin:
                 self._eqx_side_port.close()
             if self._eqx_step_log is not None:
                 self._eqx_step_log.close()
+            if self._eqx_sync_connector is not None:
+                self._eqx_sync_connector.close()
         finally:
             super().shutdown()  # type: ignore[misc]

@@ -23,6 +23,14 @@ Example::
     file = "/tmp/equinox-vllm-metrics.json"  # snapshot the API server's /metrics appends
     port = 9400                    # optional side port serving the same metrics
     log_interval_s = 10.0
+    [global_counters]              # off unless sync_interval_s is set (issue 14; needs Ray)
+    sync_interval_s = 0.5          # Δ: report to / read from the counter actor this often
+    address = "auto"               # the Ray cluster (ray.init address; "auto": RAY_ADDRESS or the local one)
+    actor = "equinox-counters"     # the named counter actor (created, detached, when absent)
+    namespace = "equinox"          # its Ray namespace (the one `equinox serve --ray` uses)
+    replica = "vllm-0"             # this engine's name at the actor (default: host:pid)
+    timeout_s = 10.0               # a merge unanswered this long is given up (logged) and resent
+    snapshot = "/shared/counters.json"  # the actor's snapshot when this engine creates it
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ ENV_CONFIG = "EQUINOX_VLLM_CONFIG"
 ENV_POLICY = "EQUINOX_VLLM_POLICY"
 ENV_METRICS_FILE = "EQUINOX_VLLM_METRICS_FILE"
 ENV_METRICS_PORT = "EQUINOX_VLLM_METRICS_PORT"
+ENV_SYNC_INTERVAL = "EQUINOX_VLLM_SYNC_INTERVAL"  # [global_counters] sync_interval_s (turns the sync on)
+ENV_REPLICA = "EQUINOX_VLLM_REPLICA"  # [global_counters] replica
+ENV_RAY_ADDRESS = "EQUINOX_VLLM_RAY_ADDRESS"  # [global_counters] address
 
 MAX_TENANT_LEN = 128
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
@@ -51,11 +62,42 @@ TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
 _TOP_KEYS = {
     "policy", "tenant_key", "default_tenant", "admit_unknown_tenants", "prompt_weight",
     "output_weight", "rpm_limit", "rpm_limits", "tenant_weights", "policy_params",
-    "batching", "metrics", "platform",
+    "batching", "metrics", "platform", "global_counters",
 }
 _BATCHING_KEYS = {"min_num_batched_tokens", "max_num_batched_tokens"}
 _PLATFORM_KEYS = {"gpu"}
 _METRICS_KEYS = {"file", "port", "log_interval_s", "write_interval_s"}
+_GLOBAL_KEYS = {"sync_interval_s", "address", "actor", "namespace", "replica", "timeout_s", "snapshot"}
+
+
+@dataclass(frozen=True)
+class GlobalCounterSettings:
+    """The engine's sync with the cluster's counter actor (issue 14; docs/scale-out.md)."""
+
+    sync_interval_s: float
+    address: str = "auto"
+    actor: str = "equinox-counters"  # integrations/ray/counters.py ACTOR_NAME (not imported: no Ray here)
+    namespace: str = "equinox"  # integrations/ray/serve_app.py COUNTER_NAMESPACE
+    replica: str = ""  # "" : host:pid of the engine process
+    timeout_s: float = 10.0
+    snapshot: str | None = None
+    source: str = "(defaults)"
+
+    def __post_init__(self) -> None:
+        where = f"{self.source}: [global_counters]"
+        for name in ("sync_interval_s", "timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{where} {name} must be a positive number of seconds, got {value!r}")
+        for name in ("address", "actor", "namespace", "replica"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{where} {name} must be a string, got {getattr(self, name)!r}")
+        for name in ("address", "actor", "namespace"):
+            if not getattr(self, name):
+                raise ConfigError(f"{where} {name} must not be empty")
+        if self.snapshot is not None and not (isinstance(self.snapshot, str) and self.snapshot):
+            raise ConfigError(f"{where} snapshot must be a file path, got {self.snapshot!r}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +121,7 @@ class PluginSettings:
     log_interval_s: float = 10.0
     write_interval_s: float = 0.5
     platform_gpu: str = "auto"  # "auto", "proxy" or a hardware-registry GPU (integrations/vllm/platform.py)
+    global_counters: GlobalCounterSettings | None = None  # None: this engine's counters only
     source: str = "(defaults)"
 
     def __post_init__(self) -> None:
@@ -168,7 +211,8 @@ def settings_from_dict(data: Mapping[str, Any], source: str = "(dict)") -> Plugi
     batching = _table(data, "batching", _BATCHING_KEYS, source)
     metrics = _table(data, "metrics", _METRICS_KEYS, source)
     platform = _table(data, "platform", _PLATFORM_KEYS, source)
-    flat = {k: v for k, v in data.items() if k not in ("batching", "metrics", "platform")}
+    global_counters = _table(data, "global_counters", _GLOBAL_KEYS, source)
+    flat = {k: v for k, v in data.items() if k not in ("batching", "metrics", "platform", "global_counters")}
     for key in ("tenant_weights", "rpm_limits", "policy_params"):
         if key in flat and not isinstance(flat[key], dict):
             raise ConfigError(f"{source}: [{key}] must be a table")
@@ -179,9 +223,20 @@ def settings_from_dict(data: Mapping[str, Any], source: str = "(dict)") -> Plugi
             log_interval_s=float(metrics.get("log_interval_s", 10.0)),
             write_interval_s=float(metrics.get("write_interval_s", 0.5)),
             platform_gpu=platform.get("gpu", "auto"), source=source,
+            global_counters=_global_counters(global_counters, source),
         )
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _global_counters(table: dict[str, Any], source: str) -> GlobalCounterSettings | None:
+    """[global_counters] as settings; None (off) without sync_interval_s."""
+    if "sync_interval_s" not in table:
+        if table:
+            raise ConfigError(f"{source}: [global_counters] needs sync_interval_s (seconds) to turn the sync on "
+                              f"(or set {ENV_SYNC_INTERVAL})")
+        return None
+    return GlobalCounterSettings(**table, source=source)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> PluginSettings:
@@ -206,4 +261,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> PluginSettings:
             raise ConfigError(f"{ENV_METRICS_PORT} must be an integer port, got {env[ENV_METRICS_PORT]!r}") from None
     if metrics:
         data["metrics"] = metrics
+    sync = data.get("global_counters", {})
+    if isinstance(sync, dict):  # (not a table: settings_from_dict says so)
+        sync = dict(sync)
+        if env.get(ENV_SYNC_INTERVAL):
+            try:
+                sync["sync_interval_s"] = float(env[ENV_SYNC_INTERVAL])
+            except ValueError:
+                raise ConfigError(f"{ENV_SYNC_INTERVAL} must be a number of seconds, "
+                                  f"got {env[ENV_SYNC_INTERVAL]!r}") from None
+        for name, key in ((ENV_REPLICA, "replica"), (ENV_RAY_ADDRESS, "address")):
+            if env.get(name):
+                sync[key] = env[name]
+        if sync:
+            data["global_counters"] = sync
     return settings_from_dict(data, source)

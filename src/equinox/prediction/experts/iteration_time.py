@@ -44,6 +44,11 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
     return x
 
 
+def _regime(num_prefill_tokens: int, num_decode_seqs: int) -> tuple[str, int]:
+    phase = "prefill" if num_prefill_tokens > num_decode_seqs else "decode"
+    return phase, (num_prefill_tokens + num_decode_seqs).bit_length()
+
+
 class OnlineLinearModel:
     """Least squares over `features(batch)` with exponential forgetting and a ridge towards a prior.
 
@@ -133,12 +138,19 @@ class IterationTimeExpert:
         self._ema = ema
         self.ratio: dict[tuple[str, int], float] = {}
         self.num_observations = 0
+        # A base that never predicts less when a batch count grows lets callers skip predictions
+        # a comparison already implies (adaptive batching); cost models declare it (`is_monotone`).
+        self.is_monotone = bool(getattr(getattr(base, "__self__", None), "is_monotone", False))
 
     @staticmethod
     def regime(batch: BatchShape) -> tuple[str, int]:
         """(`prefill` or `decode`, size bucket): which correction applies to this batch."""
-        phase = "prefill" if batch.num_prefill_tokens > batch.num_decode_seqs else "decode"
-        return phase, batch.num_tokens.bit_length()
+        return _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
+
+    @staticmethod
+    def regime_of(num_prefill_tokens: int, num_decode_seqs: int) -> tuple[str, int]:
+        """`regime` of a batch with these counts (`predict` applies `ratio.get(regime, 1.0)`)."""
+        return _regime(num_prefill_tokens, num_decode_seqs)
 
     def base(self, batch: BatchShape) -> float:
         """The uncorrected prediction."""
@@ -148,8 +160,10 @@ class IterationTimeExpert:
         return self._online.predict(batch)
 
     def predict(self, batch: BatchShape) -> float:
-        """Corrected prediction in seconds."""
-        return self.base(batch) * self.ratio.get(self.regime(batch), 1.0)
+        """Corrected prediction in seconds (`base` and `regime` inlined: adaptive batching calls it per step)."""
+        base = self._base
+        predicted = base(batch) if base is not None else self.base(batch)
+        return predicted * self.ratio.get(_regime(batch.num_prefill_tokens, batch.num_decode_seqs), 1.0)
 
     @property
     def online(self) -> OnlineLinearModel | None:
@@ -173,10 +187,11 @@ class IterationTimeExpert:
         if batch.is_empty or duration_s <= 0:
             return
         self.num_observations += 1
-        predicted = self.base(batch)
+        base = self._base
+        predicted = base(batch) if base is not None else self.base(batch)
         if self._online is not None:
             self._online.observe(batch, duration_s)
         if predicted > 0:
-            key = self.regime(batch)
+            key = _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
             r = self.ratio.get(key, 1.0)
             self.ratio[key] = r + self._ema * (duration_s / predicted - r)

@@ -37,6 +37,9 @@ class OutputLengthExpert:
         self._tenant: dict[str, RecentStats] = {}
         self._bucket: dict[int, RecentStats] = {}
         self._global = self._new()
+        # Answers since the latest observation: a request is predicted at arrival, admission and
+        # in KV admission checks, and nothing changes an answer but an observation.
+        self._answers: dict[tuple[str, int, int | None], LengthPrediction] = {}
 
     def _new(self) -> RecentStats:
         return RecentStats(self.config.history, self.config.quantile)
@@ -48,6 +51,13 @@ class OutputLengthExpert:
 
     def predict(self, tenant: str, num_prompt_tokens: int, max_tokens: int | None) -> LengthPrediction:
         """Point estimate and conservative quantile, capped by max_tokens."""
+        key = (tenant, num_prompt_tokens, max_tokens)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._answers[key] = self._predict(tenant, num_prompt_tokens, max_tokens)
+        return answer
+
+    def _predict(self, tenant: str, num_prompt_tokens: int, max_tokens: int | None) -> LengthPrediction:
         cfg = self.config
         stats = self._tenant.get(tenant)
         source = "tenant"
@@ -87,9 +97,11 @@ class OutputLengthExpert:
         self._tenant = {t: stats(h) for t, h in tenants.items()}
         self._bucket = {b: stats(h) for b, h in buckets.items()}
         self._global = stats(global_history)
+        self._answers.clear()
 
     def observe(self, tenant: str, num_prompt_tokens: int, num_output_tokens: int) -> None:
         """Learn from a finished request."""
+        self._answers.clear()
         value = float(num_output_tokens)
         stats = self._tenant.get(tenant)
         if stats is None:

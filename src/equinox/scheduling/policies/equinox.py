@@ -25,7 +25,8 @@ tenant under its KV share pass a head over its share within a UFC slack.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -45,6 +46,10 @@ from equinox.types import BatchLimits, BatchShape, StepReport
 EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised at every decision
 
 
+def _growth(item: tuple[float, float]) -> float:
+    return item[0]
+
+
 @dataclass(slots=True)
 class _Admitted:
     """Book-keeping for a request between admission and completion."""
@@ -56,6 +61,16 @@ class _Admitted:
     discount: float
     first_token_time: float | None = None
     is_running: bool = True
+    growth_bound: int = 0  # its share of EquinoxPolicy._growth_bound while it runs
+
+
+@dataclass(slots=True)
+class _Replay:
+    """Adaptive batching's last search as seen with some number of decodes (`EquinoxPolicy._replays`)."""
+
+    points: list[tuple[bool, int, tuple[str, int]]]  # the path backwards: fits, prefill chunk, regime
+    ratios: list[float] | None = None  # each point's ratio when every comparison last held
+    ctx: int = 0  # the context then
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
@@ -86,6 +101,14 @@ class EquinoxPolicy(CounterPolicy):
         self._now = 0.0  # the latest time the host told us (schedule, admission or step end)
         self._budget = 0  # the token budget of the current iteration (0: not known yet)
         self._kv_book = KvShareBook(p.kv_share_window_s)
+        self._search_path: list[tuple[int, bool]] = []  # adaptive batching's last search: (budget, fits)
+        self._search_budget = 0
+        self._replay_by_d: dict[int, _Replay] = {}  # the search's points as seen with d decodes
+        # Sum over running requests of an upper bound on each one's predicted growth (integers, so
+        # exact under additions and removals): a cheap bound on the predicted-peak reservation.
+        self._growth_bound = 0
+        self._sync: Callable[[], None] | None = None  # the host's, when it advances running requests lazily
+        self._is_synced = True  # running requests' progress read since the latest step is current
 
     # Platform ------------------------------------------------------------------
     def set_platform(self, platform: Platform) -> None:
@@ -159,8 +182,9 @@ class EquinoxPolicy(CounterPolicy):
                 self._coeffs = (a, b)
                 self._backlogged.rekey()
         head = super().peek(now)
-        if head is None or not self.params.kv_fair_share or len(self._backlogged) > EXACT_SCAN_LIMIT:
-            return head
+        num_backlogged = len(self._backlogged)
+        if head is None or not self.params.kv_fair_share or not 1 < num_backlogged <= EXACT_SCAN_LIMIT:
+            return head  # alone in the backlog, the head's tenant has nobody to let pass
         return self._under_share_first(head)
 
     def _under_share_first(self, head: RequestView) -> RequestView:
@@ -265,6 +289,7 @@ class EquinoxPolicy(CounterPolicy):
         if entry is not None:
             entry.is_running = True
             entry.view = request
+            self._bound_growth(entry, request.num_output_tokens_done)
             return
         p = self.params
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
@@ -272,8 +297,21 @@ class EquinoxPolicy(CounterPolicy):
         self._tenant_discount[request.tenant] = d
         out = pred.mean if p.proactive else 0.0
         amount = self._ufc_amount(request, out, d)
-        self._admitted[rid] = _Admitted(request, amount, pred.mean, pred.quantile, d)
+        entry = self._admitted[rid] = _Admitted(request, amount, pred.mean, pred.quantile, d)
+        self._bound_growth(entry, request.num_output_tokens_done)
         self.charge(request.tenant, amount)
+
+    def _bound_growth(self, entry: _Admitted, num_done: int) -> None:
+        """Count a running request in `_growth_bound`: `_peak_reservation` gives it a growth of
+        mean * headroom - done, or else max(quantile - done, 1), and done only grows from `num_done`."""
+        self._unbound_growth(entry)
+        top = max(entry.predicted_mean * self.params.kv_headroom, entry.predicted_q) - num_done
+        entry.growth_bound = max(math.ceil(top), 1)
+        self._growth_bound += entry.growth_bound
+
+    def _unbound_growth(self, entry: _Admitted) -> None:
+        self._growth_bound -= entry.growth_bound
+        entry.growth_bound = 0
 
     def predict_ttft(self, request: RequestView) -> float:
         """MoPE's TTFT for `request` if admitted now: time waited plus its predicted prefill."""
@@ -302,6 +340,7 @@ class EquinoxPolicy(CounterPolicy):
         entry = self._admitted.get(request.request_id)
         if entry is not None:
             entry.is_running = False
+            self._unbound_growth(entry)
         super().requeue(request, now)
 
     def on_first_token(self, request: RequestView, now: float) -> None:
@@ -316,6 +355,8 @@ class EquinoxPolicy(CounterPolicy):
         actual_out = request.num_output_tokens_done
         self.mope.observe_finish(request.tenant, request.num_prompt_tokens, actual_out)
         entry = self._admitted.pop(request.request_id, None)
+        if entry is not None:
+            self._unbound_growth(entry)
         if entry is None or not self.params.proactive:
             return
         ttft = (entry.first_token_time if entry.first_token_time is not None else now) - request.arrival_time
@@ -325,9 +366,10 @@ class EquinoxPolicy(CounterPolicy):
     # Per-iteration accounting -------------------------------------------------------
     def on_step(self, report: StepReport) -> None:
         """Feed MoPE; charge RFC shares; charge UFC per token when not proactive."""
-        self.mope.observe_step(report)
+        self._is_synced = False  # running requests advanced
+        self._last_batch = mean = report.mean_batch
+        self.mope.observe_step(report, mean)
         self._now = report.start_time + report.duration_s
-        self._last_batch = report.mean_batch
         self._kv_book.kv_blocks = (report.num_kv_blocks_used, report.num_kv_blocks_total)
         cfg = self.config
         if not self.params.proactive:
@@ -374,38 +416,126 @@ class EquinoxPolicy(CounterPolicy):
             self._budget = default.max_num_batched_tokens
             return default
         last = self._last_batch
-        d, ctx = last.num_decode_seqs, last.decode_context_tokens + last.num_decode_seqs
-        lo, hi = p.min_batched_tokens, p.max_batched_tokens
-        if d == 0:
-            budget = hi  # nobody is decoding: no TPOT to protect, prefill as fast as possible
-        else:
-            predict = self.mope.predict_iteration_s
-
-            def cost(tokens: int) -> float:
-                chunk = max(0, tokens - d)
-                return predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx))
-
-            if cost(hi) <= p.tpot_target_s:
-                budget = hi
-            elif cost(lo) > p.tpot_target_s:
-                budget = lo
-            else:
-                while hi - lo > 64:
-                    mid = (lo + hi) // 2
-                    if cost(mid) <= p.tpot_target_s:
-                        lo = mid
-                    else:
-                        hi = mid
-                budget = lo
+        d = last.num_decode_seqs
+        # Nobody decoding: no TPOT to protect, prefill as fast as possible.
+        budget = p.max_batched_tokens if d == 0 else self._adaptive_budget(d, last.decode_context_tokens + d)
         self._budget = budget
         return BatchLimits(budget, default.max_num_seqs)
 
+    def batch_limits_floor(self, default: BatchLimits) -> BatchLimits:
+        """Adaptive batching never goes below `min_batched_tokens` (nor the engine's budget) and keeps
+        the engine's sequence cap."""
+        tokens = default.max_num_batched_tokens
+        if self.params.adaptive_batching:
+            tokens = min(tokens, self.params.min_batched_tokens)
+        return BatchLimits(tokens, default.max_num_seqs)
+
+    def _adaptive_budget(self, d: int, ctx: int) -> int:
+        """Bisection for the largest budget whose predicted hybrid iteration (`d` decodes attending
+        `ctx` tokens plus a prefill chunk filling the budget) stays under the TPOT target.
+
+        The search is a fixed sequence of comparisons, so when each comparison of the previous
+        search still comes out the same, so does its answer: `_replays` checks that with a few
+        predictions instead of the whole search (exact; it runs before every iteration).
+        """
+        p = self.params
+        target = p.tpot_target_s
+        if self._search_path and self.mope.iteration.is_monotone and self._replays(d, ctx, target):
+            return self._search_budget
+        path = []
+        predict = self.mope.predict_iteration_s
+
+        def fits(tokens: int) -> bool:
+            chunk = max(0, tokens - d)
+            ok = predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target
+            path.append((tokens, ok))
+            return ok
+
+        lo, hi = p.min_batched_tokens, p.max_batched_tokens
+        if fits(hi):
+            budget = hi
+        elif not fits(lo):
+            budget = lo
+        else:
+            while hi - lo > 64:
+                mid = (lo + hi) // 2
+                if fits(mid):
+                    lo = mid
+                else:
+                    hi = mid
+            budget = lo
+        self._search_path = path
+        self._search_budget = budget
+        self._replay_by_d = {}
+        return budget
+
+    def _replays(self, d: int, ctx: int, target: float) -> bool:
+        """True if every comparison of the previous search (`_search_path`: budget, fits) comes out
+        the same for the batch of `d` decodes attending `ctx` tokens.
+
+        Needs an iteration-time base that never falls when a batch count grows (the expert says
+        so): time(t) = base(t) * ratio(regime of t) with base non-decreasing in the budget t. A
+        point that fitted is then implied by a larger fitting point whose ratio is at least its
+        own, a point that did not fit by a smaller non-fitting point whose ratio is at most its
+        own; only the others are predicted anew. Walking the path backwards visits the fitting
+        points largest first and the others smallest first (bisection moves lo up and hi down),
+        so each verified point implies as many as it can. With the same decodes as when every
+        comparison last held, a non-fitting point whose ratio did not fall needs no prediction
+        while the context grows (during decode runs), nor a fitting one while it shrinks.
+        """
+        expert = self.mope.iteration
+        state = self._replay_by_d.get(d)
+        if state is None:  # each point's chunk and regime for this many decodes, once per search
+            regime_of = expert.regime_of
+            points = [(ok, chunk, regime_of(chunk, d))
+                      for tokens, ok in reversed(self._search_path) for chunk in (tokens - d if tokens > d else 0,)]
+            state = self._replay_by_d[d] = _Replay(points)
+        # Since the last time every comparison held with these decodes, a point's time grew if
+        # the context did not shrink and its ratio did not fall, and fell in the opposite case.
+        ratio, predict = expert.ratio, expert.predict
+        ratios = [ratio.get(regime, 1.0) for _, _, regime in state.points]
+        last = state.ratios
+        is_later = ctx >= state.ctx
+        is_earlier = ctx <= state.ctx
+        top = -1.0  # largest ratio among known fitting points (all above the points left)
+        bottom = math.inf  # smallest ratio among known non-fitting points (all below the points left)
+        for i, (ok, chunk, _) in enumerate(state.points):
+            r = ratios[i]
+            if ok:
+                if r <= top:
+                    continue
+                if (last is None or not is_earlier or r > last[i]) and predict(
+                        BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) > target:
+                    return False
+                top = r
+            else:
+                if r >= bottom:
+                    continue
+                if (last is None or not is_later or r < last[i]) and predict(
+                        BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target:
+                    return False
+                bottom = r
+        state.ratios = ratios
+        state.ctx = ctx
+        return True
+
     @property
     def reads_running_progress(self) -> bool:
-        """Predicted-KV admission reads every running request's progress."""
-        return bool(self.params.kv_admission)
+        """Predicted-KV admission reads every running request's progress (it brings it up to date
+        itself, only when it reads it, where the host gave a way to: `bind_progress_sync`)."""
+        return bool(self.params.kv_admission) and self._sync is None
 
-    def kv_reservation_tokens(self, request: RequestView) -> int:
+    def bind_progress_sync(self, sync: Callable[[], None]) -> None:
+        """Keep the host's `sync`: called before reading running requests' progress, once per step."""
+        self._sync = sync
+        self._is_synced = False
+
+    def _sync_progress(self) -> None:
+        if not self._is_synced and self._sync is not None:
+            self._sync()
+            self._is_synced = True
+
+    def kv_reservation_tokens(self, request: RequestView, num_free_tokens: int | None = None) -> int:
         """Free KV needed now so the predicted peak of future usage fits (LightLLM-style).
 
         Running request s holds c_s tokens and is predicted to grow g_s more before it
@@ -415,17 +545,41 @@ class EquinoxPolicy(CounterPolicy):
         admitted when free KV >= peak - sum_s c_s. Growth uses MoPE's point estimate
         times `kv_headroom`; a request past its estimate is assumed to run to its quantile.
         """
-        if not self.params.kv_admission:
+        p = self.params
+        if not p.kv_admission:
             return super().kv_reservation_tokens(request)  # as every policy (VTC's reduction holds)
-        peak = self._peak_reservation(request)
-        shares = self._kv_shares(request.tenant) if self.params.kv_fair_share else None
+        if num_free_tokens is not None:
+            bound = self._reservation_bound(request)
+            if bound <= num_free_tokens:
+                return bound  # fits either way: no pass over the running requests needed
+        if not p.kv_fair_share:
+            return self._peak_reservation(request, None)
+        held_by: dict[str, float] = {}
+        peak = self._peak_reservation(request, held_by)
+        shares = self._kv_shares(request.tenant, held_by)
         return peak if shares is None else self._kv_book.reservation(
             shares, request.tenant, request.num_prompt_tokens, peak)
 
-    def _peak_reservation(self, request: RequestView) -> int:
+    def _reservation_bound(self, request: RequestView) -> int:
+        """An upper bound on `kv_reservation_tokens` from running sums, in O(1).
+
+        The peak is max_k (sum of the k largest-growth contexts + k * the k-th growth) <= all
+        contexts + all growths, so peak - held <= prompt + the newcomer's growth + the running
+        requests' growths; the fair share adds at most every tenant's typical size. A few tokens
+        more cover the float rounding of the exact computation.
+        """
+        pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
+        bound = request.num_prompt_tokens + math.ceil(pred.mean * self.params.kv_headroom) + self._growth_bound + 3
+        return bound + self._kv_book.typical_bound if self.params.kv_fair_share else bound
+
+    def _peak_reservation(self, request: RequestView, held_by: dict[str, float] | None) -> int:
+        """The predicted-peak rule; with `held_by`, also fills in the KV tokens each tenant holds
+        (`_kv_held`, in the same pass over the running requests: this runs at every admission)."""
+        self._sync_progress()
         headroom = self.params.kv_headroom
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
         items = [(pred.mean * headroom, float(request.num_prompt_tokens))]
+        append = items.append
         held = 0.0
         for entry in self._admitted.values():
             view = entry.view
@@ -435,19 +589,28 @@ class EquinoxPolicy(CounterPolicy):
             growth = entry.predicted_mean * headroom - done
             if growth <= 0:
                 growth = max(entry.predicted_q - done, 1.0)
-            context = float(view.num_computed_tokens)
+            computed = view.num_computed_tokens
+            context = float(computed)
             held += context
-            items.append((growth, context))
-        items.sort(key=lambda gc: gc[0], reverse=True)
+            append((growth, context))
+            if held_by is not None:
+                tenant = view.tenant
+                held_by[tenant] = held_by.get(tenant, 0.0) + computed
+        items.sort(key=_growth, reverse=True)
         peak = 0.0
         suffix_context = 0.0
-        for count, (growth, context) in enumerate(items, start=1):
+        count = 0
+        for growth, context in items:
+            count += 1
             suffix_context += context
-            peak = max(peak, suffix_context + count * growth)
+            value = suffix_context + count * growth
+            if value > peak:
+                peak = value
         return int(peak - held) + 1
 
     def _kv_held(self) -> dict[str, float]:
         """KV tokens each tenant's running requests hold."""
+        self._sync_progress()
         held: dict[str, float] = {}
         for entry in self._admitted.values():
             view = entry.view
@@ -455,10 +618,12 @@ class EquinoxPolicy(CounterPolicy):
                 held[view.tenant] = held.get(view.tenant, 0.0) + view.num_computed_tokens
         return held
 
-    def _kv_shares(self, tenant: str) -> KvShares | None:
-        """KV held and weighted shares of the active tenants (kv_share.py); None while nothing is held."""
+    def _kv_shares(self, tenant: str, held: dict[str, float] | None = None) -> KvShares | None:
+        """KV held (`held`, else `_kv_held()`) and weighted shares of the active tenants (kv_share.py);
+        None while nothing is held."""
         backlogged = [t for t in self._counter if t in self._backlogged]
-        return self._kv_book.shares(self._kv_held(), tenant, backlogged, self._now, self.config.weight)
+        return self._kv_book.shares(self._kv_held() if held is None else held, tenant, backlogged, self._now,
+                                    self.config.weight)
 
     # State that survives the host ---------------------------------------------------
     def export_state(self) -> dict[str, Any]:
@@ -504,11 +669,14 @@ class EquinoxPolicy(CounterPolicy):
         self._now = r.number("now", 0.0)
         self._budget = r.integer("token_budget", 0)
         self._admitted = {}
+        self._growth_bound = 0
         for rid, e in r.mappings("admitted").items():
-            self._admitted[rid] = _Admitted(
+            entry = self._admitted[rid] = _Admitted(
                 None, e.number("charged_ufc"), e.number("predicted_mean"), e.number("predicted_quantile"),
                 e.number("discount"), e.optional_number("first_token_time"), e.flag("is_running", True),
             )
+            if entry.is_running:
+                self._bound_growth(entry, 0)
         self._kv_book.restore(r.sub("kv_share"))
         platform = r.optional_string("platform")
         self.mope.restore_state(r.sub("mope"), has_same_base=platform in (None, self.platform.name))

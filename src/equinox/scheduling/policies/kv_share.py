@@ -9,6 +9,7 @@ it on its own predicted peak, and make an over-share admission leave room for th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +51,14 @@ class KvShareBook:
     last_arrival: dict[str, float] = field(default_factory=dict)
     typical: dict[str, float] = field(default_factory=dict)  # latest request's predicted peak tokens
     kv_blocks: tuple[int, int] = (0, 0)  # blocks used and in the pool at the end of the latest step
+    typical_bound: int = 0  # sum of every tenant's typical size rounded up: `reservation` adds at most this
 
     def note_arrival(self, tenant: str, arrival_time: float, peak_tokens: float) -> None:
         """A request arrived: its tenant is active, and a request of its takes about this much KV."""
         self.last_arrival[tenant] = arrival_time
+        old = self.typical.get(tenant)
         self.typical[tenant] = peak_tokens
+        self.typical_bound += math.ceil(peak_tokens) - (0 if old is None else math.ceil(old))
 
     def shares(
         self, held: dict[str, float], tenant: str, backlogged: Iterable[str], now: float,
@@ -96,6 +100,7 @@ class KvShareBook:
         """Resume from `export()` (missing: empty)."""
         self.last_arrival = r.number_map("last_arrival")
         self.typical = r.number_map("typical")
+        self.typical_bound = sum(math.ceil(v) for v in self.typical.values())
         blocks = r.numbers("kv_blocks") or [0.0, 0.0]
         if len(blocks) != 2:
             raise r.error("kv_blocks", "two numbers (blocks used, blocks in the pool)", blocks)

@@ -23,6 +23,9 @@ class TableCostModel:
     """Overhead + piecewise-linear token cost + attention and per-sequence terms (seconds)."""
 
     __slots__ = ("_ctx_s", "_decode_base", "_linear", "_overhead_s", "_pair_s", "_seq_s", "deployment", "name")
+    # Time never falls when a count of the batch grows (every term has a coefficient >= 0 and the
+    # token table is non-decreasing): MoPE's iteration expert relies on it to skip predictions.
+    is_monotone = True
 
     def __init__(
         self,

@@ -50,6 +50,9 @@ def calibrated_params() -> RooflineParams:
 
 class RooflineCostModel:
     """max(compute, memory) for weight matmuls + attention FLOPs/KV reads + TP all-reduce + fixed overhead."""
+    # Time never falls when a count of the batch grows (max of non-decreasing terms plus terms with
+    # coefficients >= 0): MoPE's iteration expert relies on it to skip predictions.
+    is_monotone = True
 
     __slots__ = (
         "_comm_per_token",

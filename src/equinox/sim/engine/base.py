@@ -206,7 +206,10 @@ class Engine:
         if self._cohort is not None:
             if self._pending:
                 return None
-            if visible_time is not None and type(self.policy).batch_limits is Policy.batch_limits:
+            floor = self.policy.batch_limits_floor(self.config.limits)
+            size = len(self.running)
+            if (visible_time is not None and floor is not None
+                    and size <= floor.max_num_batched_tokens and size <= floor.max_num_seqs):
                 return self._cohort.plan_run(limits, now, step_time, stop_time, interval_s,
                                              visible_time=visible_time, decode_time=decode_time)
             return self._cohort.plan_run(limits, now, step_time, first_stop, interval_s, decode_time=decode_time)
@@ -234,7 +237,12 @@ class Engine:
         self._steps_since_admission += k
         run.is_folded = True
         report = run_report(run, self._step_id, per_tenant, self.kv.num_used, self.kv.num_blocks)
-        return self._tell_policy(report, [], finished)
+        outcome = self._tell_policy(report, [], finished)
+        if run.cross_end is not None:
+            # The crossing iteration starts as the run ends: the policy's limits for it are asked
+            # now, after it has seen the run, as step-by-step execution would ask them.
+            run.cross_limits = self.policy.batch_limits(run.end_time, self.config.limits)
+        return outcome
 
     def apply_crossing_step(self, run: DecodeRun) -> StepOutcome:
         """Fold a run's crossing iteration back (after the run), exactly as a scheduled one."""
@@ -250,7 +258,8 @@ class Engine:
             self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
         self._next_decode_ctx = cohort.ctx  # every running request is a member
         per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}
-        report = StepReport(self._step_id, run.end_time, run.cross_duration_s, run.cross_batch, run.limits,
+        limits = run.limits if run.cross_limits is None else run.cross_limits
+        report = StepReport(self._step_id, run.end_time, run.cross_duration_s, run.cross_batch, limits,
                             per_tenant, self.kv.num_used, self.kv.num_blocks)
         return self._tell_policy(report, [], finished)
 

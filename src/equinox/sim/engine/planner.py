@@ -42,6 +42,7 @@ class DecodeRun:
     cross_end: float | None = None
     cross_duration_s: float = 0.0
     cross_batch: BatchShape | None = None
+    cross_limits: BatchLimits | None = None  # the policy's limits for it, asked when the run folds
     is_folded: bool = False  # the run's own iterations were applied (the crossing one may remain)
     needs: dict[int, list[RunMember]] = field(default_factory=dict)  # members given a new block, by iteration
 

@@ -102,6 +102,7 @@ class VllmEngine(Engine):
         if self.running:
             raise RuntimeError("use_cohort() must be called before any request runs")
         self._cohort = DecodeCohort(self.kv)
+        self.policy.bind_progress_sync(self.sync)
 
     def plan_decode_run(
         self, now: float, step_time: Callable[[BatchShape], float], stop_time: float, interval_s: float,
@@ -324,8 +325,8 @@ class VllmEngine(Engine):
                 budget = max(budget, n)
             n = min(n, budget)
             need = kv.blocks_for(n)
-            reserve = max(kv.blocks_for(req.num_tokens),
-                          min(kv.blocks_for(self.policy.kv_reservation_tokens(req)), kv.num_blocks))
+            wanted = self.policy.kv_reservation_tokens(req, kv.num_free * kv.block_size)
+            reserve = max(kv.blocks_for(req.num_tokens), min(kv.blocks_for(wanted), kv.num_blocks))
             if kv.num_free < max(need, reserve):
                 break
             self._start_running(req, need, now)
