@@ -1,5 +1,6 @@
-"""Optional compiled simulator core (issue 13): `EQUINOX_COMPILE=1 pip install .` compiles the modules below
-with mypyc; without that variable this file changes nothing and the install stays pure Python.
+"""Optional compiled simulator core (issue 13): `EQUINOX_COMPILE=1 pip install --no-build-isolation .` (with
+mypy, setuptools and wheel installed) compiles the modules below with mypyc; without that variable this file
+changes nothing and the install stays pure Python.
 
 The package metadata lives in pyproject.toml. `scripts/build_compiled DIR` builds the same modules into a
 directory of its own (for benchmarks and tests) without installing anything.
@@ -51,7 +52,11 @@ GROUP_NAME = "equinox_compiled"
 
 def compiled_extensions(src_dir: str, target_dir: str) -> list[object]:
     """mypyc's extension modules for COMPILED_MODULES under `src_dir` (generated C goes to `target_dir`)."""
-    from mypyc.build import mypycify
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        raise SystemExit("EQUINOX_COMPILE=1 needs mypy (mypyc) where the package is built: pip install mypy "
+                         "setuptools wheel, then EQUINOX_COMPILE=1 pip install --no-build-isolation .") from None
 
     here = os.path.dirname(os.path.abspath(__file__))
     paths = [os.path.join(src_dir, m) for m in COMPILED_MODULES]
