@@ -245,7 +245,8 @@ class EquinoxPolicy(CounterPolicy):
             self._kv_book.note_arrival(
                 tenant, request.arrival_time, request.num_prompt_tokens + pred.mean * self.params.kv_headroom
             )
-        return super().add_request(request, now)
+        self._enqueue(request, front=False)  # CounterPolicy.add_request
+        return None
 
     def _enqueue(self, request: RequestView, *, front: bool) -> None:
         tenant = request.tenant

@@ -262,10 +262,12 @@ class VtcPolicy(CounterPolicy):
                 self.charge(request.tenant, amount / self.config.weight(request.tenant))
 
     def peek(self, now: float) -> RequestView | None:
-        """As CounterPolicy, after charging running requests' output when charges follow requests."""
+        """As CounterPolicy, after charging running requests' output when charges follow requests
+        (CounterPolicy.peek inlined: called at every admission)."""
         if self._charges is not None:
             self._settle(None)
-        return super().peek(now)
+        tenant = self._backlogged.min()
+        return None if tenant is None else self._queues.head(tenant)
 
     @property
     def reads_running_progress(self) -> bool:
