@@ -48,9 +48,17 @@ def test_the_sync_creates_the_actor_and_survives_its_death(tmp_path: Path, caplo
             ray.kill(actor, no_restart=True)
             _tick_until(sync, lambda: sync.num_failures >= 1)
         assert any("ordering by this engine's counters" in r.getMessage() for r in caplog.records)
-        policy.add_request(Request(RequestSpec("h2", "heavy", 1.0, 10, 10)), 1.0)
-        policy.add_request(Request(RequestSpec("l1", "light", 1.0, 10, 10)), 1.0)
-        assert policy.peek(1.0).tenant == "light"  # still ordering, on the local counters
+        # Still ordering, as plain local VTC (its own counter lift included) would from the same requests:
+        # the only engine's merged view was its own counters.
+        local = make_policy("vtc", PolicyConfig())
+        local.add_request(Request(RequestSpec("h1", "heavy", 0.0, 100, 10)), 0.0)
+        local.pop(local.peek(0.0), 0.0)
+        for p in (policy, local):
+            p.add_request(Request(RequestSpec("h2", "heavy", 1.0, 10, 10)), 1.0)
+            p.add_request(Request(RequestSpec("l1", "light", 1.0, 10, 10)), 1.0)
+        assert [r.request_id for r in policy.waiting()] == [r.request_id for r in local.waiting()]
+        assert policy.counter_breakdown() == local.counter_breakdown()
+        assert policy.counter_breakdown()["vtc"]["heavy"] == 100.0
 
         synced = sync.num_syncs
         _tick_until(sync, lambda: sync.num_syncs > synced)  # reconnected: a new actor, from the snapshot
