@@ -166,6 +166,7 @@ def _isolated(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> di
 
 def in_process_main(args: argparse.Namespace) -> None:
     """The simulation loop alone, in this process (the table of docs/results.md before issue 13)."""
+    from equinox.cli.simulate import _kv
     from equinox.metrics.collector import Collector
     from equinox.scheduling.interface import PolicyConfig
     from equinox.scheduling.policy import make_policy
@@ -180,12 +181,12 @@ def in_process_main(args: argparse.Namespace) -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         for spec in args.policies.split(";"):
             name, flags = policy_flags(spec)
-            params = dict(p.split("=", 1) for p in flags[1::2])
+            params = _kv(flags[1::2], "--policies parameter")  # as `equinox simulate --param` reads them
             specs = sharegpt_like(size, seed=args.seed, rate=args.rate, num_tenants=args.tenants)
             dep = make_deployment("a100-80gb", "llama-2-7b")
             engine = EngineConfig(mode="vllm", num_kv_blocks=dep.num_kv_blocks(16), max_num_seqs=128,
                                   max_num_batched_tokens=4096, block_size=16)
-            policy = make_policy(name, PolicyConfig(params={k: float(v) for k, v in params.items()}))
+            policy = make_policy(name, PolicyConfig(params=params))
             cost = build_cost_model("vidur", dep)
             policy.set_platform(dep.platform(cost))
             collector = Collector(1.0, lambda report, dep=dep: dep.flops(report.batch))
