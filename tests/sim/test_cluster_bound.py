@@ -10,8 +10,10 @@ replica's charge rate). N = 1 is VTC's 2U. Checked with Hypothesis over N, Δ an
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,31 +21,24 @@ from hypothesis import strategies as st
 from equinox.config import RunConfig
 from equinox.request import RequestSpec
 from equinox.sim.cluster import ROUTER_FUNCTIONS, ClusterConfig, ClusterSimulator, Replica, build_replicas
-from equinox.sim.engine import SchedulerOutput
-from equinox.types import StepResult
 from equinox.workload.schema import Workload
 
 TENANTS = ("tenant-a", "tenant-b")
 W_P, W_Q = 1.0, 2.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
-class Probe(ClusterSimulator):
-    """Samples the exact cluster-wide counter gap after every iteration, and what merges carried."""
+def _load_probe() -> type[ClusterSimulator]:
+    """The probe of benchmarks/cluster_staleness.py (one copy: the benchmark's tables and this test sample alike)."""
+    spec = importlib.util.spec_from_file_location("cluster_staleness", ROOT / "benchmarks" / "cluster_staleness.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.TENANTS == TENANTS
+    return module.Probe  # type: ignore[no-any-return]
 
-    samples: list[tuple[bool, float]]
-    merge_growth: list[float]
 
-    def _on_step_done(self, replica: Replica, output: SchedulerOutput, result: StepResult) -> None:
-        super()._on_step_done(replica, output, result)
-        both = all(r.engine.policy.num_waiting_of(t) > 0 for r in self.replicas for t in TENANTS)
-        c = self.global_counters().get("counter", {})
-        self.samples.append((both, c.get(TENANTS[0], 0.0) - c.get(TENANTS[1], 0.0)))
-
-    def _merge(self) -> None:
-        growth = [sum(v for per in r.client.report().deltas.values() for v in per.values())  # type: ignore[union-attr]
-                  for r in self.replicas]
-        self.merge_growth.append(sum(growth) - min(growth))  # what the others grew, seen from the least busy
-        super()._merge()
+Probe = _load_probe()
 
 
 def spread(samples: list[tuple[bool, float]]) -> float:
