@@ -167,6 +167,45 @@ RequestSink = Callable[[Request], None]
 CounterSink = Callable[[int, Mapping[str, Mapping[str, float]]], None]
 
 
+class _Pending:
+    """One tenant's cells of the interval being filled, as native numbers until the interval changes.
+
+    Adding to a compact `Cells` boxes every number; a step adds to each tenant's cell of the
+    interval it ends in, dozens of steps an interval, so the sums wait here and go into the
+    cells once (`Collector._flush`). The sums are formed in the same order from the same
+    zero, so the cells hold the same values to the bit. Only an interval after every cell
+    the tenant has is kept pending; anything else is added to the cells directly, as before.
+    """
+
+    def __init__(self, service: Cells) -> None:
+        self.service = service
+        self.resource: Cells | None = None
+        self.index = -1  # the pending interval (-1: nothing pending)
+        self.has_resource = False  # whether the pending interval has a resource cell
+        self.prefill = 0
+        self.output = 0
+        self.gpu_s = 0.0
+        self.kv_s = 0.0
+
+    def flush(self) -> None:
+        """Move the pending sums into the cells."""
+        i = self.index
+        if i >= 0:
+            self.index = -1
+            self.service.add(i, self.prefill, self.output)
+            if self.has_resource:
+                res = self.resource
+                assert res is not None
+                res.add(i, self.gpu_s, self.kv_s)
+
+    def last_index(self) -> int:
+        """The last interval with a service cell once flushed (-1: none)."""
+        if self.index >= 0:
+            return self.index
+        idx = self.service._index
+        return idx[-1] if idx else -1
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
 class Collector:
     """Receives simulator events and keeps records and time series (no per-token storage).
@@ -175,6 +214,10 @@ class Collector:
     of into `records`; with `counter_sink` the policy's counters go there (interval index,
     kind -> tenant -> value) instead of into `series.counters`. A streamed run directory
     uses both, so memory does not grow with the number of requests (issue 13).
+
+    A step's sums for the interval it ends in wait in native numbers (`_Pending`, and the
+    `_p_*` fields for the step columns) until a step ends in a later interval, or until
+    `series` is read: reading `series` always gives every step folded so far.
     """
 
     def __init__(
@@ -182,7 +225,8 @@ class Collector:
         platform: Platform | None = None, *, request_sink: RequestSink | None = None,
         counter_sink: CounterSink | None = None,
     ) -> None:
-        self.series = TimeSeries(interval_s, {c: array("d") for c in SERIES_COLUMNS})
+        self._series = TimeSeries(interval_s, {c: array("d") for c in SERIES_COLUMNS})
+        self.interval_s = interval_s
         plat = platform or Platform.proxy()
         # Seconds per prefill token, per context token read, per weight read: apportion iteration time.
         self._costs = (plat.s_per_prefill_token, plat.s_per_context_token, plat.s_weight_read)
@@ -192,31 +236,128 @@ class Collector:
         self._counter_sink = counter_sink
         self._last_counter_index = -1
         self.num_preemptions = 0
-        cols = self.series.columns  # the lists grow in place, so references stay valid
+        self._num_kv_blocks = 0
+        self._num_intervals = 0  # len(series) as grown so far
+        self._pending: dict[str, _Pending] = {}  # tenant -> its pending cells
+        # The step columns' sums for interval `_p_index` (-1: none pending); only an interval
+        # after every interval written so far (`_p_floor`) is kept pending.
+        self._p_index = -1
+        self._p_floor = -1
+        self._p_busy = self._p_kv = self._p_flops = 0.0
+        self._p_steps = self._p_seqs = self._p_tokens = self._p_prefill = self._p_decode = 0
+        self._p_budget = self._p_max_seqs = self._p_waiting = self._p_running = 0
+        cols = self._series.columns  # the arrays grow in place, so references stay valid
         self._step_columns = tuple(cols[c] for c in (
             "num_steps", "num_seqs", "num_tokens", "num_prefill_tokens", "num_decode_seqs", "token_budget",
-            "max_num_seqs", "num_waiting", "num_running", "flops"))
+            "max_num_seqs", "num_waiting", "num_running", "flops", "busy_s", "kv_block_s"))
+
+    @property
+    def series(self) -> TimeSeries:
+        """The time series of every step folded so far."""
+        self._flush()
+        return self._series
+
+    def _flush(self) -> None:
+        """Move every pending sum into the series."""
+        self._series.num_kv_blocks = self._num_kv_blocks
+        self._flush_steps()
+        for p in self._pending.values():
+            p.flush()
+
+    def _grow(self, index: int) -> None:
+        if index >= self._num_intervals:
+            self._series._grow(index)
+            self._num_intervals = index + 1
+
+    def _flush_steps(self) -> None:
+        i = self._p_index
+        if i < 0:
+            return
+        self._p_index = -1
+        self._grow(i)
+        (c_steps, c_seqs, c_tokens, c_prefill, c_decode, c_budget, c_max_seqs, c_waiting, c_running,
+         c_flops, c_busy, c_kv) = self._step_columns
+        c_busy[i] += self._p_busy
+        c_kv[i] += self._p_kv
+        c_steps[i] += self._p_steps
+        c_seqs[i] += self._p_seqs
+        c_tokens[i] += self._p_tokens
+        c_prefill[i] += self._p_prefill
+        c_decode[i] += self._p_decode
+        c_budget[i] += self._p_budget
+        c_max_seqs[i] += self._p_max_seqs
+        c_waiting[i] = self._p_waiting
+        c_running[i] = self._p_running
+        if self._flops_of is not None:
+            c_flops[i] += self._p_flops
 
     def on_step(self, report: StepReport, num_waiting: int, num_running: int, num_preempted: int) -> None:
         """Fold one iteration into the time series."""
-        s = self.series
-        s.num_kv_blocks = report.num_kv_blocks_total
+        self._num_kv_blocks = report.num_kv_blocks_total
         start = report.start_time
-        end = start + report.duration_s
-        interval = s.interval_s
+        duration = report.duration_s
+        end = start + duration
+        interval = self.interval_s
         i_end = int(end / interval)
-        cols = s.columns
-        busy = cols["busy_s"]
-        if i_end >= len(busy):
-            s._grow(i_end)
-        # Busy time is split exactly across the intervals the step spans.
-        kv_block_s = cols["kv_block_s"]
         num_kv_blocks_used = float(report.num_kv_blocks_used)
-        if report.kv_block_seconds is not None and report.duration_s > 0:  # folded decode iterations
-            num_kv_blocks_used = report.kv_block_seconds / report.duration_s
+        kv_block_seconds = report.kv_block_seconds
+        if kv_block_seconds is not None and duration > 0:  # folded decode iterations
+            num_kv_blocks_used = kv_block_seconds / duration
+        flops = self._flops_of(report) if self._flops_of is not None else 0.0
+        if int(start / interval) != i_end:  # spans intervals: busy time is split exactly across them
+            self._flush_steps()
+            self._direct_step(report, start, end, i_end, num_kv_blocks_used, flops, num_waiting, num_running)
+        else:  # the usual case: the step lies inside one interval
+            b = report.batch
+            limits = report.limits
+            num_steps = report.num_steps
+            num_decode_seqs = b.num_decode_seqs
+            num_prefill_tokens = b.num_prefill_tokens
+            busy_s = end - start
+            if i_end != self._p_index:
+                self._flush_steps()
+                if i_end <= self._p_floor:  # an interval already written to: add there, as always
+                    self._direct_step(report, start, end, i_end, num_kv_blocks_used, flops, num_waiting,
+                                      num_running)
+                    busy_s = -1.0
+                else:
+                    self._p_index = self._p_floor = i_end
+                    self._p_busy = self._p_kv = self._p_flops = 0.0  # the columns' zero, then `+=` as on them
+                    self._p_steps = self._p_seqs = self._p_tokens = self._p_prefill = self._p_decode = 0
+                    self._p_budget = self._p_max_seqs = 0
+            if busy_s >= 0.0:
+                self._p_busy += busy_s
+                self._p_kv += busy_s * num_kv_blocks_used
+                self._p_flops += flops
+                self._p_steps += num_steps
+                self._p_seqs += b.num_prefill_seqs + num_decode_seqs
+                self._p_tokens += num_prefill_tokens + num_decode_seqs
+                self._p_prefill += num_prefill_tokens
+                self._p_decode += num_decode_seqs
+                self._p_budget += limits.max_num_batched_tokens * num_steps
+                self._p_max_seqs += limits.max_num_seqs * num_steps
+                self._p_waiting = num_waiting
+                self._p_running = num_running
+        per = report.per_tenant
+        if per:
+            if duration > 0:
+                self._fold_tenants(report, i_end)
+            else:
+                self._add_service(report, i_end)
+        self.num_preemptions += num_preempted
+
+    def _direct_step(self, report: StepReport, start: float, end: float, i_end: int, num_kv_blocks_used: float,
+                     flops: float, num_waiting: int, num_running: int) -> None:
+        """Add a step to the columns in place (one that spans intervals, or ends in one already written)."""
+        self._grow(i_end)
+        if i_end > self._p_floor:
+            self._p_floor = i_end
+        (c_steps, c_seqs, c_tokens, c_prefill, c_decode, c_budget, c_max_seqs, c_waiting, c_running,
+         c_flops, busy, kv_block_s) = self._step_columns
+        interval = self.interval_s
         t = start
         i = int(t / interval)
-        if i == i_end:  # the usual case: the step lies inside one interval
+        if i == i_end:
             busy[i] += end - t
             kv_block_s[i] += (end - t) * num_kv_blocks_used
         else:
@@ -231,8 +372,6 @@ class Collector:
         num_decode_seqs = b.num_decode_seqs
         num_prefill_tokens = b.num_prefill_tokens
         num_steps = report.num_steps
-        (c_steps, c_seqs, c_tokens, c_prefill, c_decode, c_budget, c_max_seqs, c_waiting, c_running,
-         c_flops) = self._step_columns
         c_steps[i_end] += num_steps
         c_seqs[i_end] += b.num_prefill_seqs + num_decode_seqs
         c_tokens[i_end] += num_prefill_tokens + num_decode_seqs
@@ -243,25 +382,41 @@ class Collector:
         c_waiting[i_end] = num_waiting
         c_running[i_end] = num_running
         if self._flops_of is not None:
-            c_flops[i_end] += self._flops_of(report)
-        per = report.per_tenant
-        if report.duration_s > 0 and per:
-            self._fold_tenants(report, i_end)
-        else:
-            service = s.service
-            for tenant, usage in per.items():
-                cells = service.get(tenant)
-                if cells is None:
-                    cells = service[tenant] = Cells("i")  # tokens a tenant gets in one interval fit 32 bits
-                cells.add(i_end, usage.num_prefill_tokens, usage.num_output_tokens)
-        self.num_preemptions += num_preempted
+            c_flops[i_end] += flops
+
+    def _tenant(self, tenant: str) -> _Pending:
+        """A tenant's pending cells, its service cells made (as they always were) on its first step."""
+        service = self._series.service
+        cells = service.get(tenant)
+        if cells is None:
+            cells = service[tenant] = Cells("i")  # tokens a tenant gets in one interval fit 32 bits
+        p = self._pending[tenant] = _Pending(cells)
+        return p
+
+    def _add_service(self, report: StepReport, index: int) -> None:
+        """Each tenant's tokens of a step that took no time (no resource share) into cell `index`."""
+        pending = self._pending
+        for tenant, u in report.per_tenant.items():
+            p = pending.get(tenant)
+            if p is None:
+                p = self._tenant(tenant)
+            if p.index != index:
+                p.flush()
+                if index <= p.last_index():
+                    p.service.add(index, u[0], u[1])
+                    continue
+                p.index = index
+                p.has_resource = False
+                p.prefill = p.output = 0
+            p.prefill += u[0]
+            p.output += u[1]
 
     def _fold_tenants(self, report: StepReport, index: int) -> None:
         """Each tenant's tokens, and its part of the iteration's time and KV time, into cell `index`.
 
         The iteration's time is split by what each tenant's work costs (prefill compute,
         context reads, weight reads). One pass over the tenants; the common case (the cell
-        is the tenant's last) is added in place here rather than through `Cells.add`.
+        is the tenant's pending one) is added in native numbers.
         """
         per = report.per_tenant
         num_prefill = num_out = num_context = num_blocks = 0
@@ -279,34 +434,46 @@ class Collector:
         c_context *= gpu_scale
         per_out *= gpu_scale
         kv_scale = dur
-        if report.kv_block_seconds is not None and num_blocks:  # folded run: blocks at its end, scaled to its total
-            kv_scale = report.kv_block_seconds / num_blocks
-        service = self.series.service
-        resource = self.series.resource
+        kv_block_seconds = report.kv_block_seconds
+        if kv_block_seconds is not None and num_blocks:  # folded run: blocks at its end, scaled to its total
+            kv_scale = kv_block_seconds / num_blocks
+        pending = self._pending
+        resource = self._series.resource
         for tenant, u in per.items():
-            cells = service.get(tenant)
-            if cells is None:
-                cells = service[tenant] = Cells("i")  # tokens a tenant gets in one interval fit 32 bits
-            idx = cells._index
-            if idx and idx[-1] == index:
-                cells._x[-1] += u[0]
-                cells._y[-1] += u[1]
-            else:
-                cells.add(index, u[0], u[1])
-            cells = resource.get(tenant)
-            if cells is None:
-                cells = resource[tenant] = Cells("d")
-            gpu_s = c_prefill * u[0] + c_context * u[2] + per_out * u[1]
-            idx = cells._index
-            if idx and idx[-1] == index:
-                cells._x[-1] += gpu_s
-                cells._y[-1] += u[3] * kv_scale
-            else:
-                cells.add(index, gpu_s, u[3] * kv_scale)
+            p = pending.get(tenant)
+            if p is None:
+                p = self._tenant(tenant)
+            res = p.resource
+            if res is None:
+                res = resource.get(tenant)
+                if res is None:
+                    res = resource[tenant] = Cells("d")
+                p.resource = res
+            n_prefill: int = u[0]
+            n_out: int = u[1]
+            n_blocks: int = u[3]
+            gpu_s = c_prefill * n_prefill + c_context * u[2] + per_out * n_out
+            kv_s = n_blocks * kv_scale
+            if p.index != index:
+                p.flush()
+                if index <= p.last_index():
+                    p.service.add(index, n_prefill, n_out)
+                    res.add(index, gpu_s, kv_s)
+                    continue
+                p.index = index
+                p.has_resource = False
+                p.prefill = p.output = 0
+            if not p.has_resource:
+                p.has_resource = True
+                p.gpu_s = p.kv_s = 0.0  # the cells' zero, then `+=` as on them
+            p.prefill += n_prefill
+            p.output += n_out
+            p.gpu_s += gpu_s
+            p.kv_s += kv_s
 
     def sample_counters(self, now: float, counters: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:
         """Record policy counters once per interval (cheap when called every step)."""
-        i = int(now / self.series.interval_s)
+        i = int(now / self.interval_s)
         if i != self._last_counter_index:
             self._last_counter_index = i
             values = counters()
@@ -314,7 +481,7 @@ class Collector:
                 if self._counter_sink is not None:
                     self._counter_sink(i, values)
                 else:
-                    self.series.counters[i] = {kind: dict(v) for kind, v in values.items()}
+                    self._series.counters[i] = {kind: dict(v) for kind, v in values.items()}
 
     def on_done(self, req: Request) -> None:
         """A request finished or was rejected."""

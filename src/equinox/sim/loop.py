@@ -167,7 +167,7 @@ class Simulator:
         if self._time_of is not None:
             stop = math.inf if self.until is None else self.until
             run = scheduler.plan_decode_run(
-                self.now, self._time_of, stop, self.collector.series.interval_s,
+                self.now, self._time_of, stop, self.collector.interval_s,
                 visible_time=self._next_arrival_time, decode_time=self._decode_time,
             )
             if run is not None:
