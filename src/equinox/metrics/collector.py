@@ -216,7 +216,7 @@ class Collector:
     uses both, so memory does not grow with the number of requests (issue 13).
 
     A step's sums for the interval it ends in wait in native numbers (`_Pending`, and the
-    `_p_*` fields for the step columns) until a step ends in a later interval, or until
+    `_p_*` fields for the step columns) until a step ends in another interval, or until
     `series` is read: reading `series` always gives every step folded so far.
     """
 
@@ -239,10 +239,9 @@ class Collector:
         self._num_kv_blocks = 0
         self._num_intervals = 0  # len(series) as grown so far
         self._pending: dict[str, _Pending] = {}  # tenant -> its pending cells
-        # The step columns' sums for interval `_p_index` (-1: none pending); only an interval
-        # after every interval written so far (`_p_floor`) is kept pending.
+        # The step columns of interval `_p_index` (-1: none pending): the float ones as running
+        # values (taken from the arrays, put back in place), the integer ones as sums to add.
         self._p_index = -1
-        self._p_floor = -1
         self._p_busy = self._p_kv = self._p_flops = 0.0
         self._p_steps = self._p_seqs = self._p_tokens = self._p_prefill = self._p_decode = 0
         self._p_budget = self._p_max_seqs = self._p_waiting = self._p_running = 0
@@ -277,8 +276,8 @@ class Collector:
         self._grow(i)
         (c_steps, c_seqs, c_tokens, c_prefill, c_decode, c_budget, c_max_seqs, c_waiting, c_running,
          c_flops, c_busy, c_kv) = self._step_columns
-        c_busy[i] += self._p_busy
-        c_kv[i] += self._p_kv
+        c_busy[i] = self._p_busy
+        c_kv[i] = self._p_kv
         c_steps[i] += self._p_steps
         c_seqs[i] += self._p_seqs
         c_tokens[i] += self._p_tokens
@@ -289,7 +288,7 @@ class Collector:
         c_waiting[i] = self._p_waiting
         c_running[i] = self._p_running
         if self._flops_of is not None:
-            c_flops[i] += self._p_flops
+            c_flops[i] = self._p_flops
 
     def on_step(self, report: StepReport, num_waiting: int, num_running: int, num_preempted: int) -> None:
         """Fold one iteration into the time series."""
@@ -316,28 +315,26 @@ class Collector:
             busy_s = end - start
             if i_end != self._p_index:
                 self._flush_steps()
-                if i_end <= self._p_floor:  # an interval already written to: add there, as always
-                    self._direct_step(report, start, end, i_end, num_kv_blocks_used, flops, num_waiting,
-                                      num_running)
-                    busy_s = -1.0
-                else:
-                    self._p_index = self._p_floor = i_end
-                    self._p_busy = self._p_kv = self._p_flops = 0.0  # the columns' zero, then `+=` as on them
-                    self._p_steps = self._p_seqs = self._p_tokens = self._p_prefill = self._p_decode = 0
-                    self._p_budget = self._p_max_seqs = 0
-            if busy_s >= 0.0:
-                self._p_busy += busy_s
-                self._p_kv += busy_s * num_kv_blocks_used
-                self._p_flops += flops
-                self._p_steps += num_steps
-                self._p_seqs += b.num_prefill_seqs + num_decode_seqs
-                self._p_tokens += num_prefill_tokens + num_decode_seqs
-                self._p_prefill += num_prefill_tokens
-                self._p_decode += num_decode_seqs
-                self._p_budget += limits.max_num_batched_tokens * num_steps
-                self._p_max_seqs += limits.max_num_seqs * num_steps
-                self._p_waiting = num_waiting
-                self._p_running = num_running
+                self._grow(i_end)
+                self._p_index = i_end
+                _, _, _, _, _, _, _, _, _, c_flops, c_busy, c_kv = self._step_columns
+                self._p_busy = c_busy[i_end]
+                self._p_kv = c_kv[i_end]
+                self._p_flops = c_flops[i_end]
+                self._p_steps = self._p_seqs = self._p_tokens = self._p_prefill = self._p_decode = 0
+                self._p_budget = self._p_max_seqs = 0
+            self._p_busy += busy_s
+            self._p_kv += busy_s * num_kv_blocks_used
+            self._p_flops += flops
+            self._p_steps += num_steps
+            self._p_seqs += b.num_prefill_seqs + num_decode_seqs
+            self._p_tokens += num_prefill_tokens + num_decode_seqs
+            self._p_prefill += num_prefill_tokens
+            self._p_decode += num_decode_seqs
+            self._p_budget += limits.max_num_batched_tokens * num_steps
+            self._p_max_seqs += limits.max_num_seqs * num_steps
+            self._p_waiting = num_waiting
+            self._p_running = num_running
         per = report.per_tenant
         if per:
             if duration > 0:
@@ -348,10 +345,8 @@ class Collector:
 
     def _direct_step(self, report: StepReport, start: float, end: float, i_end: int, num_kv_blocks_used: float,
                      flops: float, num_waiting: int, num_running: int) -> None:
-        """Add a step to the columns in place (one that spans intervals, or ends in one already written)."""
+        """Add a step that spans intervals to the columns in place."""
         self._grow(i_end)
-        if i_end > self._p_floor:
-            self._p_floor = i_end
         (c_steps, c_seqs, c_tokens, c_prefill, c_decode, c_budget, c_max_seqs, c_waiting, c_running,
          c_flops, busy, kv_block_s) = self._step_columns
         interval = self.interval_s
