@@ -31,10 +31,10 @@ from equinox.scheduling.global_counters import CounterClient, CounterService
 from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import CostModelBackend, EngineBackend
 from equinox.sim.engine import Engine, SchedulerOutput, make_engine
-from equinox.sim.hardware import make_deployment
+from equinox.sim.hardware import StepFlops, make_deployment
 from equinox.sim.loop import SimStats
 from equinox.sim.run import RunResult, build_cost_model, policy_config
-from equinox.types import StepReport, StepResult
+from equinox.types import StepResult
 from equinox.workload import Workload, load_workload
 
 ROUTERS = ("round-robin", "least-work", "equinox-global")
@@ -331,8 +331,7 @@ def build_replicas(config: RunConfig, cluster: ClusterConfig, workload: Workload
     pcfg = policy_config(config, workload)
     from equinox.metrics.resource import deployment_platform
 
-    def flops_of(report: StepReport) -> float:
-        return deployment.flops(report.batch)
+    flops_of = StepFlops(deployment)  # deployment.flops(report.batch), compiled with the core
 
     replicas = []
     for i in range(cluster.num_replicas):

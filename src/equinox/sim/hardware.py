@@ -11,7 +11,7 @@ from equinox.compiled import picklable_when_compiled
 from equinox.errors import ConfigError
 from equinox.registry import Registry
 from equinox.scheduling.interface import Platform
-from equinox.types import BatchShape
+from equinox.types import BatchShape, StepReport
 
 if TYPE_CHECKING:
     from equinox.sim.cost_model import CostModel
@@ -165,6 +165,19 @@ class Deployment:
             source="datasheet" if cost_model is None else f"datasheet + cost model {cost_model.name}",
             iteration_time=None if cost_model is None else cost_model.iteration_time, flops=self.flops,
         )
+
+
+class StepFlops:
+    """`deployment.flops(report.batch)` of a step report, with the model's constants taken once (a collector's
+    per-step FLOPs)."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._per_token, self._per_pair = _flop_constants(deployment.model)
+
+    def __call__(self, report: StepReport) -> float:
+        b = report.batch
+        return (self._per_token * (b.num_prefill_tokens + b.num_decode_seqs)
+                + self._per_pair * (b.prefill_attention_pairs + b.decode_context_tokens))
 
 
 @functools.lru_cache(maxsize=64)

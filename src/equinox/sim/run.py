@@ -18,9 +18,8 @@ from equinox.scheduling.policy import make_policy
 from equinox.sim.backend import CostModelBackend
 from equinox.sim.cost_model import CostModel
 from equinox.sim.engine import Engine, EngineConfig, make_engine
-from equinox.sim.hardware import Deployment, make_deployment
+from equinox.sim.hardware import Deployment, StepFlops, make_deployment
 from equinox.sim.loop import ProgressFn, SimStats, Simulator
-from equinox.types import StepReport
 from equinox.workload import Workload, load_workload
 
 
@@ -86,8 +85,7 @@ def _build(config: RunConfig, weights_source: Any) -> _Parts:
 def _collector(config: RunConfig, deployment: Deployment, **sinks: Any) -> Collector:
     from equinox.metrics.resource import deployment_platform  # per-tenant GPU time for the resource metric
 
-    def flops_of(report: StepReport) -> float:
-        return deployment.flops(report.batch)
+    flops_of = StepFlops(deployment)  # deployment.flops(report.batch), compiled with the core
 
     return Collector(config.interval_s, flops_of, platform=deployment_platform(deployment), **sinks)
 
