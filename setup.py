@@ -17,6 +17,8 @@ COMPILED_MODULES = (
     "equinox/request.py",
     "equinox/types.py",
     "equinox/metrics/collector.py",
+    "equinox/metrics/records.py",
+    "equinox/metrics/rows.py",
     "equinox/prediction/interface.py",
     "equinox/prediction/mope.py",
     "equinox/prediction/experts/iteration_time.py",
@@ -45,6 +47,7 @@ COMPILED_MODULES = (
     "equinox/sim/events.py",
     "equinox/sim/hardware.py",
     "equinox/sim/loop.py",
+    "equinox/workload/stream.py",
 )
 # One shared C library for all of them (mypyc's runtime and the modules' code), named after the package.
 GROUP_NAME = "equinox_compiled"

@@ -18,29 +18,27 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from equinox.config import RunConfig
 from equinox.metrics.collector import SERIES_COLUMNS, RequestRecord, TimeSeries
+from equinox.metrics.rows import (
+    COUNTER_COLUMNS,
+    REQUEST_COLUMNS,
+    RequestRows,
+    counter_rows,
+    num,
+    request_row,
+    write_service_rows,
+    write_step_rows,
+)
 from equinox.metrics.summary import RunSummary
-from equinox.request import Request, RequestStatus
+from equinox.request import Request
 from equinox.sim.engine import EngineConfig
 from equinox.sim.hardware import Deployment
 from equinox.sim.run import RunResult
-
-REQUEST_COLUMNS = (
-    "request_id", "tenant", "arrival_time", "num_prompt_tokens", "num_output_tokens",
-    "num_requested_tokens", "first_scheduled_time", "first_token_time", "finish_time",
-    "ttft_s", "tpot_s", "e2e_s", "queue_s", "max_itl_s", "num_preemptions", "status", "reject_reason",
-)
-
-
-def _num(x: float | None) -> str:
-    if x is None or x != x:  # None or NaN
-        return ""
-    return repr(round(x, 9))  # an int rounds to itself: str(x)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -51,43 +49,6 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return obj
-
-
-def request_row(r: RequestRecord) -> list[str]:
-    """One requests.csv row."""
-    status = "rejected" if r.reject_reason is not None else ("finished" if r.finish_time is not None else "unfinished")
-    return [
-        r.request_id, r.tenant, _num(r.arrival_time), str(r.num_prompt_tokens), str(r.num_output_tokens),
-        str(r.num_requested_tokens), _num(r.first_scheduled_time), _num(r.first_token_time),
-        _num(r.finish_time), _num(r.ttft_s), _num(r.tpot_s), _num(r.e2e_s), _num(r.queue_s),
-        _num(r.max_itl_s), str(r.num_preemptions), status, r.reject_reason or "",
-    ]
-
-
-def request_row_of(req: Request) -> list[str]:
-    """`request_row(RequestRecord.from_request(req))`, the same strings, without the record (the streamed path)."""
-    spec = req.spec
-    arrival = spec.arrival_time
-    scheduled = req.first_scheduled_time
-    first = req.first_token_time
-    finish = req.finish_time
-    num_output = req.num_output_tokens_done
-    reason = req.reject_reason if req.status is RequestStatus.REJECTED else None
-    status = "rejected" if reason is not None else ("finished" if finish is not None else "unfinished")
-    max_itl = req.max_itl_s
-    return [
-        spec.request_id, spec.tenant, repr(round(arrival, 9)), str(spec.num_prompt_tokens), str(num_output),
-        str(req.num_target_tokens),
-        "" if scheduled is None else repr(round(scheduled, 9)),
-        "" if first is None else repr(round(first, 9)),
-        "" if finish is None else repr(round(finish, 9)),
-        "" if first is None else repr(round(first - arrival, 9)),
-        "" if finish is None or first is None or num_output < 2 else
-        repr(round((finish - first) / (num_output - 1), 9)),
-        "" if finish is None else repr(round(finish - arrival, 9)),
-        "" if scheduled is None else repr(round(scheduled - arrival, 9)),
-        _num(max_itl), str(req.num_preemptions), status, reason or "",
-    ]
 
 
 def write_run_dir(result: RunResult, path: str | Path, *, reference_cache: str | Path | None = None) -> Path:
@@ -164,16 +125,6 @@ def write_run_files(
     return out
 
 
-COUNTER_COLUMNS = ("time", "kind", "tenant", "value")
-
-
-def counter_rows(time: float, counters: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str, str, str]]:
-    """counters.csv rows of one interval: by kind, then tenant."""
-    t = _num(time)
-    return [(t, kind, tenant, _num(value)) for kind, values in sorted(counters.items())
-            for tenant, value in sorted(values.items())]
-
-
 def write_run_tail(
     out: Path,
     *,
@@ -194,24 +145,18 @@ def write_run_tail(
     with open(out / "steps.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("time", *SERIES_COLUMNS))
-        cols = [series.columns[c] for c in SERIES_COLUMNS]
-        for i in range(len(series)):
-            w.writerow((_num(i * dt), *(_num(float(c[i])) for c in cols)))
+        write_step_rows(w.writerows, [series.columns[c] for c in SERIES_COLUMNS], len(series), dt)
     with open(out / "service.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("time", "tenant", "prompt_tokens", "output_tokens", "weighted_service", "gpu_s", "kv_block_s"))
         for tenant in sorted(series.service):
-            wt = float(weights.get(tenant, 1.0))
-            resource = series.resource.get(tenant, {})
-            for i, (p, o) in sorted(series.service[tenant].items()):
-                g, kv = resource.get(i, (0.0, 0.0))
-                w.writerow((_num(i * dt), tenant, p, o, _num((prompt_weight * p + output_weight * o) / wt),
-                            _num(g), _num(kv)))
+            write_service_rows(w.writerows, tenant, series.service[tenant], series.resource.get(tenant, {}),
+                               float(weights.get(tenant, 1.0)), prompt_weight, output_weight, dt)
     fair = summary.fairness
     with open(out / "fairness_windows.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("window_start", "service_diff"))
-        w.writerows((_num(t), _num(d)) for t, d in zip(fair.window_starts, fair.service_diff, strict=True))
+        w.writerows((num(t), num(d)) for t, d in zip(fair.window_starts, fair.service_diff, strict=True))
 
 
 class RunDirWriter:
@@ -234,12 +179,14 @@ class RunDirWriter:
         self._created: list[Path] = []
         self._parquet: _ParquetRequests | None = None
         self._requests_file = None
+        self._request_rows: RequestRows | None = None
         if records_format == "parquet":
             self._parquet = _ParquetRequests(self._create("requests.parquet"))
         else:
             self._requests_file = open(self._create("requests.csv"), "w", newline="")
             self._requests = csv.writer(self._requests_file, lineterminator="\n")
             self._requests.writerow(REQUEST_COLUMNS)
+            self._request_rows = RequestRows(self._requests.writerows)
         self._counters_file = open(self._create("counters.csv"), "w", newline="")
         self._counters = csv.writer(self._counters_file, lineterminator="\n")
         self._counters.writerow(COUNTER_COLUMNS)
@@ -254,14 +201,28 @@ class RunDirWriter:
         if self._parquet is not None:
             self._parquet.add(record)
         else:
+            self._flush_requests()
             self._requests.writerow(request_row(record))
 
     def request_of(self, req: Request) -> None:
         """Write the row of a request leaving the engine (what `request(RequestRecord.from_request(req))` writes)."""
-        if self._parquet is not None:
-            self._parquet.add(RequestRecord.from_request(req))
+        if self._request_rows is not None:
+            self._request_rows(req)
         else:
-            self._requests.writerow(request_row_of(req))
+            self._parquet_of(req)
+
+    @property
+    def request_sink(self) -> Callable[[Request], None]:
+        """`request_of` as the quickest callable: the CSV row writer itself (rows are written in batches)."""
+        return self._request_rows if self._request_rows is not None else self._parquet_of
+
+    def _parquet_of(self, req: Request) -> None:
+        assert self._parquet is not None
+        self._parquet.add(RequestRecord.from_request(req))
+
+    def _flush_requests(self) -> None:
+        if self._request_rows is not None:
+            self._request_rows.flush()
 
     def counters(self, index: int, values: Mapping[str, Mapping[str, float]]) -> None:
         """Write one interval's policy counters (a Collector counter sink)."""
@@ -271,6 +232,7 @@ class RunDirWriter:
         if self._parquet is not None:
             self._parquet.close()
         if self._requests_file is not None:
+            self._flush_requests()
             self._requests_file.close()
         self._counters_file.close()
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from equinox.compiled import picklable_when_compiled
 from equinox.metrics.collector import RequestRecord
 from equinox.request import Request, RequestStatus
 
@@ -121,6 +122,19 @@ class RecordColumns:
         return self._frozen
 
 
+class RequestTee:
+    """A request sink that adds each request to `columns`, then hands it to `then` (one call, no closure)."""
+
+    def __init__(self, columns: RecordColumns, then: Callable[[Request], None]) -> None:
+        self._columns = columns
+        self._then = then
+
+    def __call__(self, req: Request) -> None:
+        """Take a request leaving the engine."""
+        self._columns.add_request(req)
+        self._then(req)
+
+
 def _f64(a: array) -> np.ndarray:  # type: ignore[type-arg]
     return np.frombuffer(a, dtype=np.float64) if len(a) else np.zeros(0)
 
@@ -200,3 +214,6 @@ def as_columns(records: Sequence[RequestRecord] | RecordColumns | Columns) -> Co
     if isinstance(records, RecordColumns):
         return records.columns()
     return RecordColumns.of(records).columns()
+
+
+picklable_when_compiled(Columns)  # frozen: see equinox.compiled

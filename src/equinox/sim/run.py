@@ -10,7 +10,7 @@ from typing import Any
 from equinox.config import RunConfig
 from equinox.metrics.collector import Collector, CounterSink, RequestRecord, TimeSeries
 from equinox.metrics.fairness import ServiceMatrix
-from equinox.metrics.records import RecordColumns
+from equinox.metrics.records import RecordColumns, RequestTee
 from equinox.metrics.summary import RunSummary, summarise
 from equinox.request import Request, RequestSpec
 from equinox.scheduling.interface import PolicyConfig
@@ -150,12 +150,7 @@ def simulate_columns(
     """
     parts = _build(config, weights_source)
     columns = RecordColumns()
-    add = columns.add_request
-    sink: Callable[[Request], None] = add
-    if on_request is not None:
-        def sink(req: Request) -> None:
-            add(req)
-            on_request(req)
+    sink: Callable[[Request], None] = columns.add_request if on_request is None else RequestTee(columns, on_request)
     collector = _collector(config, parts.deployment, request_sink=sink, counter_sink=counter_sink)
     sim = Simulator(requests, parts.scheduler, CostModelBackend(parts.cost_model), collector,
                     until=config.until_s, progress=progress, num_requests_hint=num_requests)

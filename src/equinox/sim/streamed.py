@@ -74,7 +74,7 @@ def run_streamed(
     requests = spill.tee(source) if spill is not None else iter(source)
     try:
         run, parts = simulate_columns(config, requests, weights_source=wl, num_requests=num_requests,
-                                      on_request=writer.request_of, counter_sink=writer.counters, progress=progress)
+                                      on_request=writer.request_sink, counter_sink=writer.counters, progress=progress)
         records = run.records
         if len(records) and int(records.columns().rejected.sum()) == len(records):
             raise ConfigError(f"every one of the {len(records)} requests was rejected ({records.first_reject_reason});"

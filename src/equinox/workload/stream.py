@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from equinox.compiled import picklable_when_compiled
 from equinox.errors import WorkloadError
 from equinox.request import DEFAULT_TENANT, RequestSpec
 from equinox.workload.build import LoadOptions
@@ -32,7 +33,6 @@ from equinox.workload.parsing import (
     MAX_TOKENS_PER_FIELD,
     Columns,
     LoadReport,
-    RawRecord,
     iter_csv_rows,
     tenant_problem,
 )
@@ -192,32 +192,33 @@ def _read_specs(w: StreamedWorkload) -> Iterator[RequestSpec]:
     group: list[RequestSpec] = []
     group_time = -math.inf
     last = -math.inf
-    for index, r in enumerate(_records(w.path, LoadReport(p))):
-        raw = r.arrival_time
+    index = -1
+    for line, raw, num_prompt, num_output, name, request_id, max_tokens, text, hashes, weight in _records(
+            w.path, LoadReport(p)):
+        index += 1
         if raw is None or raw < last:
-            raise WorkloadError("the trace changed while it was read (rows out of arrival order)", path=p, line=r.line)
+            raise WorkloadError("the trace changed while it was read (rows out of arrival order)", path=p, line=line)
         last = raw
         t = raw / scale
         if clip is not None and t >= clip:
             continue
-        tenant = r.tenant or DEFAULT_TENANT
-        if r.tenant and tenant not in good_tenants:
+        tenant = name or DEFAULT_TENANT
+        if name and tenant not in good_tenants:
             problem = tenant_problem(tenant)
             if problem is not None:
-                raise WorkloadError(problem, path=p, line=r.line, field="tenant")
+                raise WorkloadError(problem, path=p, line=line, field="tenant")
             good_tenants.add(tenant)
-        if r.tenant_weight is not None:
-            old = weights.setdefault(tenant, r.tenant_weight)
-            if old != r.tenant_weight:
+        if weight is not None:
+            old = weights.setdefault(tenant, weight)
+            if old != weight:
                 raise WorkloadError(
-                    f"tenant {tenant!r} has weight {r.tenant_weight} here but {old} earlier; use one weight per tenant",
-                    path=p, line=r.line, field="tenant_weight")
-        rid = f"r{index:0{width}d}" if width is not None else str(r.request_id)
+                    f"tenant {tenant!r} has weight {weight} here but {old} earlier; use one weight per tenant",
+                    path=p, line=line, field="tenant_weight")
+        rid = f"r{index:0{width}d}" if width is not None else str(request_id)
         try:
-            spec = RequestSpec(rid, tenant, t, r.num_prompt_tokens, r.num_output_tokens, r.max_tokens,
-                               r.prompt_text, r.prefix_hashes, r.tenant_weight)
+            spec = RequestSpec(rid, tenant, t, num_prompt, num_output, max_tokens, text, hashes, weight)
         except WorkloadError as exc:
-            raise WorkloadError(str(exc), path=p, line=r.line) from None
+            raise WorkloadError(str(exc), path=p, line=line) from None
         if t != group_time:
             if len(group) > 1:
                 group.sort(key=_request_id)
@@ -231,7 +232,12 @@ def _read_specs(w: StreamedWorkload) -> Iterator[RequestSpec]:
     yield from group
 
 
-def _records(path: Path, report: LoadReport) -> Iterator[RawRecord]:
+# One row as `_records` gives it: RawRecord's fields in order (a tuple costs far less to make than the record).
+_Row = tuple[int, "float | None", int, int, "str | None", "str | None", "int | None", "str | None", tuple[int, ...],
+             "float | None"]
+
+
+def _records(path: Path, report: LoadReport) -> Iterator[_Row]:
     """The canonical CSV reader's records; plain rows (numbers, no hashes or weights) skip its per-field parsers.
 
     A row the quick path does not take goes through `record_from_mapping`, which gives the
@@ -264,15 +270,22 @@ def _records(path: Path, report: LoadReport) -> Iterator[RawRecord]:
                     max_tokens is not None and not 0 < max_tokens <= top):
                 raise ValueError
         except ValueError:
-            yield record_from_mapping(lambda k, row=row: cols.get(row, k), path=p, line=line, tenant_column=None)
+            r = record_from_mapping(_getter(cols, row), path=p, line=line, tenant_column=None)
+            yield (r.line, r.arrival_time, r.num_prompt_tokens, r.num_output_tokens, r.tenant, r.request_id,
+                   r.max_tokens, r.prompt_text, r.prefix_hashes, r.tenant_weight)
             continue
-        yield RawRecord(
-            line=line, arrival_time=t, num_prompt_tokens=num_prompt, num_output_tokens=num_output,
-            tenant=(row[i_tenant] or None) if i_tenant is not None else None,
-            request_id=(row[i_id] or None) if i_id is not None else None, max_tokens=max_tokens,
-            prompt_text=(row[i_text] or None) if i_text is not None else None, prefix_hashes=(), tenant_weight=None,
-        )
+        yield (line, t, num_prompt, num_output, (row[i_tenant] or None) if i_tenant is not None else None,
+               (row[i_id] or None) if i_id is not None else None, max_tokens,
+               (row[i_text] or None) if i_text is not None else None, (), None)
+
+
+def _getter(cols: Columns, row: list[str]) -> Callable[[str], str | None]:
+    """One row's field by name, for `record_from_mapping`."""
+    return lambda key: cols.get(row, key)
 
 
 def _request_id(spec: RequestSpec) -> str:
     return spec.request_id
+
+
+picklable_when_compiled(StreamedWorkload)  # frozen: see equinox.compiled

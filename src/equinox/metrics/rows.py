@@ -1,0 +1,157 @@
+"""The run directory's CSV rows: numbers as text, request and counter rows (compiled with the core, issue 13).
+
+Every number a run directory's CSV files hold is `repr(round(x, 9))` (`num`); the rows
+here are built straight from the live request or the collector's values, a million times
+in a large run, so this module is in setup.py's COMPILED_MODULES. The same file is the
+pure-Python fallback and writes the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from equinox.metrics.collector import RequestRecord
+from equinox.request import Request, RequestStatus
+
+REQUEST_COLUMNS = (
+    "request_id", "tenant", "arrival_time", "num_prompt_tokens", "num_output_tokens",
+    "num_requested_tokens", "first_scheduled_time", "first_token_time", "finish_time",
+    "ttft_s", "tpot_s", "e2e_s", "queue_s", "max_itl_s", "num_preemptions", "status", "reject_reason",
+)
+COUNTER_COLUMNS = ("time", "kind", "tenant", "value")
+ROW_BATCH = 4096  # rows handed to csv.writer.writerows at a time
+
+
+def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int into a float ('3' -> '3.0')
+    """`repr(round(x, 9))`, '' for None and NaN: the text of every number in a run directory's CSV files."""
+    if x is None or x != x:  # None or NaN
+        return ""
+    if type(x) is float and (1e-4 <= x < 1e6 or -1e6 < x <= -1e-4):
+        return _fixed(x)
+    return _repr_round(x)
+
+
+def fnum(x: int | float) -> str:
+    """`repr(round(x, 9))` of a number that is not None (NaN: 'nan'): `num` without its None and NaN check."""
+    if type(x) is float and (1e-4 <= x < 1e6 or -1e6 < x <= -1e-4):
+        return _fixed(x)
+    return _repr_round(x)
+
+
+def _repr_round(x: Any) -> str:  # `Any`: compiled, round() of an `int | float` would make the int a float
+    return repr(round(x, 9))  # an int rounds to itself: str(x)
+
+
+def _fixed(x: float) -> str:
+    """`repr(round(x, 9))` for 1e-4 <= |x| < 1e6, about twice as fast.
+
+    '%.9f' rounds the exact binary value to 9 decimals as round() does (correctly, ties to
+    even); the decimal it gives has at most 15 significant digits, so it is the shortest
+    text that reads back as round()'s double, which is what repr prints, and repr uses no
+    exponent in this range. Trailing zeros go; one digit stays after the point ('12.0').
+    """
+    s = f"{x:.9f}".rstrip("0")
+    return s + "0" if s[-1] == "." else s
+
+
+def request_row(r: RequestRecord) -> list[str]:
+    """One requests.csv row."""
+    status = "rejected" if r.reject_reason is not None else ("finished" if r.finish_time is not None else "unfinished")
+    return [
+        r.request_id, r.tenant, num(r.arrival_time), str(r.num_prompt_tokens), str(r.num_output_tokens),
+        str(r.num_requested_tokens), num(r.first_scheduled_time), num(r.first_token_time),
+        num(r.finish_time), num(r.ttft_s), num(r.tpot_s), num(r.e2e_s), num(r.queue_s),
+        num(r.max_itl_s), str(r.num_preemptions), status, r.reject_reason or "",
+    ]
+
+
+def request_row_of(req: Request) -> list[str]:
+    """`request_row(RequestRecord.from_request(req))`, the same strings, without the record (the streamed path)."""
+    spec = req.spec
+    arrival = spec.arrival_time
+    scheduled = req.first_scheduled_time
+    first = req.first_token_time
+    finish = req.finish_time
+    num_output = req.num_output_tokens_done
+    reason = req.reject_reason if req.status is RequestStatus.REJECTED else None
+    status = "rejected" if reason is not None else ("finished" if finish is not None else "unfinished")
+    return [
+        spec.request_id, spec.tenant, fnum(arrival), str(spec.num_prompt_tokens), str(num_output),
+        str(req.num_target_tokens),
+        "" if scheduled is None else fnum(scheduled),
+        "" if first is None else fnum(first),
+        "" if finish is None else fnum(finish),
+        "" if first is None else fnum(first - arrival),
+        "" if finish is None or first is None or num_output < 2 else fnum((finish - first) / (num_output - 1)),
+        "" if finish is None else fnum(finish - arrival),
+        "" if scheduled is None else fnum(scheduled - arrival),
+        num(req.max_itl_s), str(req.num_preemptions), status, reason or "",
+    ]
+
+
+class RequestRows:
+    """A request sink that writes each request's requests.csv row, handed to `writerows` in batches."""
+
+    def __init__(self, writerows: Callable[[list[list[str]]], object], *, batch: int = ROW_BATCH) -> None:
+        self._writerows = writerows
+        self._batch = batch
+        self._rows: list[list[str]] = []
+
+    def __call__(self, req: Request) -> None:
+        """Add the row of a request leaving the engine."""
+        rows = self._rows
+        rows.append(request_row_of(req))
+        if len(rows) >= self._batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows held."""
+        if self._rows:
+            rows = self._rows
+            self._rows = []
+            self._writerows(rows)
+
+
+def counter_rows(time: Any, counters: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """counters.csv rows of one interval: by kind, then tenant."""
+    t = num(time)
+    out: list[tuple[str, str, str, str]] = []
+    for kind, values in sorted(counters.items()):
+        for tenant, value in sorted(values.items()):
+            out.append((t, kind, tenant, num(value)))
+    return out
+
+
+# Numbers that reach arithmetic here are `Any`: compiled, an `int | float` would be computed as a float.
+
+
+def write_step_rows(writerows: Callable[[list[tuple[str, ...]]], object], columns: list[Any], num_intervals: int,
+                    interval_s: Any, *, batch: int = ROW_BATCH) -> None:
+    """steps.csv's rows after the header: the interval's start time, then each column's value as a float."""
+    rows: list[tuple[str, ...]] = []
+    for i in range(num_intervals):
+        rows.append((num(i * interval_s), *[num(float(c[i])) for c in columns]))
+        if len(rows) >= batch:
+            writerows(rows)
+            rows = []
+    if rows:
+        writerows(rows)
+
+
+def write_service_rows(writerows: Callable[[list[tuple[Any, ...]]], object], tenant: str, service: Any,
+                       resource: Any, weight: Any, prompt_weight: Any, output_weight: Any, interval_s: Any, *,
+                       batch: int = ROW_BATCH) -> None:
+    """One tenant's service.csv rows: `service` and `resource` read like {interval index: (x, y)}."""
+    cells = dict(resource.items())
+    zero = (0.0, 0.0)
+    rows: list[tuple[Any, ...]] = []
+    for i, (p, o) in sorted(service.items()):
+        g, kv = cells.get(i, zero)
+        rows.append((num(i * interval_s), tenant, p, o, num((prompt_weight * p + output_weight * o) / weight),
+                     num(g), num(kv)))
+        if len(rows) >= batch:
+            writerows(rows)
+            rows = []
+    if rows:
+        writerows(rows)

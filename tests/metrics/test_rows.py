@@ -1,0 +1,157 @@
+"""Run-directory CSV rows: `num` writes exactly `repr(round(x, 9))`, the rows match their record-based form."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from equinox.metrics.collector import RequestRecord
+from equinox.metrics.rows import (
+    RequestRows,
+    counter_rows,
+    fnum,
+    num,
+    request_row,
+    request_row_of,
+    write_service_rows,
+    write_step_rows,
+)
+from equinox.request import Request, RequestSpec, RequestStatus
+
+
+def reference(x: int | float | None) -> str:
+    """What every run directory wrote before `num` took its quick path."""
+    if x is None or x != x:
+        return ""
+    return repr(round(x, 9))
+
+
+def check(x: int | float) -> None:
+    assert num(x) == reference(x), x
+    if x == x:
+        assert fnum(x) == reference(x), x
+    assert num(-x) == reference(-x), -x
+
+
+BOUNDARIES = [1e-4, 1e6, 9.9999999995e-5, 1.00000000005e-4, 999999.9999999995, 999999.999999999, 1e6 - 1e-9,
+              0.0001000000005, 0.00009999999950000001, 5e-10, 4.9999999999e-10, 1e-9, 0.5e-9]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+@example(0.0)
+@example(-0.0)
+@example(12.0)
+@example(0.1 + 0.2)
+def test_num_is_repr_round_9_for_any_float(x: float) -> None:
+    check(x)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(min_value=1e-5, max_value=2e6, allow_nan=False))
+def test_num_in_and_around_the_quick_range(x: float) -> None:
+    check(x)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=0, max_value=2**40 * 1024))
+def test_num_on_binary_ties(m: int) -> None:
+    """m / 1024 and m / 2**40 are exact in binary: decimal ties at the tenth place round half to even."""
+    check(m / 1024)
+    check(m / 2**40)
+    check(m / 10**9 + m % 7 * 5e-10)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.integers(min_value=-10**15, max_value=10**15))
+def test_num_on_values_already_rounded(k: int) -> None:
+    check(k / 10**9)  # the shortest text of a value with 9 decimals or fewer
+    check(k)  # ints print as ints, as repr(round(int, 9)) does
+
+
+def test_num_boundaries_and_specials() -> None:
+    for x in BOUNDARIES:
+        check(x)
+        check(math.nextafter(x, 0.0))
+        check(math.nextafter(x, math.inf))
+    assert num(None) == "" and num(math.nan) == ""
+    assert fnum(math.nan) == "nan" and fnum(math.inf) == "inf" and num(-math.inf) == "-inf"
+    assert num(-0.0) == "-0.0" and num(0) == "0" and num(12.0) == "12.0" and num(3) == "3"
+    assert num(True) == "1"
+
+
+def live_request(i: int, *, arrival: float, done: int, first: float | None, finish: float | None,
+                 scheduled: float | None, status: RequestStatus = RequestStatus.FINISHED) -> Request:
+    req = Request(RequestSpec(f"r{i}", "t0" if i % 2 else "t1", arrival, 17, 9, max_tokens=None))
+    req.num_output_tokens_done = done
+    req.first_token_time, req.finish_time, req.first_scheduled_time = first, finish, scheduled
+    req.max_itl_s = 0.0123456789 * i
+    req.num_preemptions = i % 3
+    req.status = status
+    if status is RequestStatus.REJECTED:
+        req.reject_reason = "too long"
+    return req
+
+
+def requests() -> list[Request]:
+    return [
+        live_request(1, arrival=0.5, done=9, first=0.75, finish=2.125, scheduled=0.6),
+        live_request(2, arrival=1.0 / 3, done=1, first=0.4, finish=0.4, scheduled=1.0 / 3),
+        live_request(3, arrival=7.0, done=0, first=None, finish=None, scheduled=None, status=RequestStatus.REJECTED),
+        live_request(4, arrival=1234567.25, done=3, first=1234568.0, finish=None, scheduled=1234567.5,
+                     status=RequestStatus.RUNNING),
+        live_request(5, arrival=0, done=2, first=1e-5, finish=2e-5, scheduled=0.0),  # an int arrival time
+    ]
+
+
+def test_request_row_of_equals_the_record_row() -> None:
+    for req in requests():
+        assert request_row_of(req) == request_row(RequestRecord.from_request(req))
+
+
+def test_request_rows_batches_in_order() -> None:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    batches: list[int] = []
+
+    def writerows(rows: list[list[str]]) -> None:
+        batches.append(len(rows))
+        w.writerows(rows)
+
+    sink = RequestRows(writerows, batch=2)
+    reqs = requests()
+    for req in reqs:
+        sink(req)
+    sink.flush()
+    sink.flush()  # nothing left: no empty batch
+    assert batches == [2, 2, 1]
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\n").writerows(request_row_of(r) for r in reqs)
+    assert out.getvalue() == expected.getvalue()
+
+
+def test_counter_rows_sorted_by_kind_then_tenant() -> None:
+    rows = counter_rows(3 * 0.5, {"vtc": {"b": 2.0, "a": 1 / 3}, "hf": {"a": 0}})
+    assert rows == [("1.5", "hf", "a", "0"), ("1.5", "vtc", "a", "0.333333333"), ("1.5", "vtc", "b", "2.0")]
+
+
+def test_step_and_service_rows_as_written_before() -> None:
+    """The old per-row loops of write_run_tail, with an int interval and a plain-dict (live run) series."""
+    cols = [[0.5, 1.0, 2.0], [3, 0, 7]]
+    service = {2: [10, 3], 0: [1, 1]}
+    resource = {0: [0.25, 1e-7]}
+    for dt in (1, 0.25):
+        got: list[tuple[object, ...]] = []
+        write_step_rows(got.extend, cols, 3, dt, batch=2)
+        assert got == [(reference(i * dt), *(reference(float(c[i])) for c in cols)) for i in range(3)]
+        got = []
+        write_service_rows(got.extend, "t", service, resource, 2.0, 1, 2.0, dt, batch=1)
+        want = []
+        for i, (p, o) in sorted(service.items()):
+            g, kv = resource.get(i, (0.0, 0.0))
+            want.append((reference(i * dt), "t", p, o, reference((1 * p + 2.0 * o) / 2.0), reference(g), reference(kv)))
+        assert got == want
