@@ -44,9 +44,20 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
     return x
 
 
-def _regime(num_prefill_tokens: int, num_decode_seqs: int) -> tuple[str, int]:
-    phase = "prefill" if num_prefill_tokens > num_decode_seqs else "decode"
-    return phase, (num_prefill_tokens + num_decode_seqs).bit_length()
+def _regime(num_prefill_tokens: int, num_decode_seqs: int) -> int:
+    """The regime as one int (a dict key without a tuple to build and hash: looked up several times a step):
+    the size bucket times two, plus one when prefill-heavy."""
+    return ((num_prefill_tokens + num_decode_seqs).bit_length() << 1) | (num_prefill_tokens > num_decode_seqs)
+
+
+def regime_name(regime: int) -> tuple[str, int]:
+    """(`prefill` or `decode`, size bucket) of a regime key."""
+    return ("prefill" if regime & 1 else "decode"), regime >> 1
+
+
+def regime_key(phase: str, size: int) -> int:
+    """The regime key of (`prefill` or `decode`, size bucket)."""
+    return (size << 1) | (phase == "prefill")
 
 
 class OnlineLinearModel:
@@ -136,19 +147,19 @@ class IterationTimeExpert:
         self._base = base
         self._online = OnlineLinearModel() if base is None else None
         self._ema = ema
-        self.ratio: dict[tuple[str, int], float] = {}
+        self.ratio: dict[int, float] = {}  # regime key (`regime_key`) -> observed/predicted
         self.num_observations = 0
         # A base that never predicts less when a batch count grows lets callers skip predictions
         # a comparison already implies (adaptive batching); cost models declare it (`is_monotone`).
         self.is_monotone = bool(getattr(getattr(base, "__self__", None), "is_monotone", False))
 
     @staticmethod
-    def regime(batch: BatchShape) -> tuple[str, int]:
-        """(`prefill` or `decode`, size bucket): which correction applies to this batch."""
+    def regime(batch: BatchShape) -> int:
+        """Which correction applies to this batch: a key of (`prefill` or `decode`, size bucket) (`regime_name`)."""
         return _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
 
     @staticmethod
-    def regime_of(num_prefill_tokens: int, num_decode_seqs: int) -> tuple[str, int]:
+    def regime_of(num_prefill_tokens: int, num_decode_seqs: int) -> int:
         """`regime` of a batch with these counts (`predict` applies `ratio.get(regime, 1.0)`)."""
         return _regime(num_prefill_tokens, num_decode_seqs)
 
@@ -173,13 +184,13 @@ class IterationTimeExpert:
     def export_state(self) -> dict[str, Any]:
         """Per-regime correction ratios and the evidence count (the online model is exported apart)."""
         return {
-            "ratios": [[phase, size, r] for (phase, size), r in self.ratio.items()],
+            "ratios": [[*regime_name(key), r] for key, r in self.ratio.items()],
             "num_observations": self.num_observations,
         }
 
     def restore_state(self, ratios: dict[tuple[str, int], float], num_observations: int) -> None:
-        """Resume the correction ratios of `export_state()`."""
-        self.ratio = dict(ratios)
+        """Resume the correction ratios of `export_state()` ((phase, size bucket) -> ratio)."""
+        self.ratio = {regime_key(phase, size): r for (phase, size), r in ratios.items()}
         self.num_observations = num_observations
 
     def observe(self, batch: BatchShape, duration_s: float) -> None:

@@ -68,7 +68,7 @@ class _Admitted:
 class _Replay:
     """Adaptive batching's last search as seen with some number of decodes (`EquinoxPolicy._replays`)."""
 
-    points: list[tuple[bool, int, tuple[str, int]]]  # the path backwards: fits, prefill chunk, regime
+    points: list[tuple[bool, int, int]]  # the path backwards: fits, prefill chunk, regime key
     ratios: list[float] | None = None  # each point's ratio when every comparison last held
     ctx: int = 0  # the context then
 
