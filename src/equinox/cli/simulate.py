@@ -7,7 +7,6 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +286,8 @@ def run_compare(args: argparse.Namespace) -> int:
             if progress:
                 progress(i + 1, len(configs))
     else:
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(_run_one, c, str(root / c.policy)) for c in configs]
             for i, fut in enumerate(futures):
