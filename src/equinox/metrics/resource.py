@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from equinox.metrics.collector import TimeSeries
-from equinox.metrics.fairness import WINDOW_BLOCK, cumsum0
+from equinox.metrics.fairness import WINDOW_BLOCK, active_groups, cumsum0
 from equinox.scheduling.interface import Platform
 
 
@@ -73,6 +73,61 @@ def weighted_water_fill(total: float, demand: np.ndarray, weights: np.ndarray) -
     return fair
 
 
+def _jain_block(share: np.ndarray, waiting: np.ndarray, w: np.ndarray) -> list[float]:
+    """Jain's index of d_i / f_i of each window (a column of `share`, tenants x windows) with two tenants active.
+
+    The windows are taken together, grouped by their number of active tenants, with the
+    same floats as a loop over windows (see fairness._jain_block).
+    """
+    active = (share > 0) | waiting
+    values = np.zeros(share.shape[1])
+    has = np.zeros(share.shape[1], dtype=bool)
+    for k, cols, mask in active_groups(active):
+        got = share[:, cols].T[mask].reshape(-1, k)
+        demand = np.where(waiting[:, cols].T[mask].reshape(-1, k), np.inf, got)
+        weights = np.broadcast_to(w, (len(cols), len(w)))[mask].reshape(-1, k)
+        fair = weighted_water_fill_rows(got.sum(axis=1), demand, weights)
+        x = got / np.where(fair > 0, fair, 1.0)
+        sq, xs = (x * x).sum(axis=1), x.sum(axis=1)
+        for row, col in enumerate(cols.tolist()):
+            sq_row = float(sq[row])
+            if sq_row > 0:
+                values[col] = float(xs[row] ** 2 / (k * sq_row))
+                has[col] = True
+    return values[has].tolist()
+
+
+def weighted_water_fill_rows(total: np.ndarray, demand: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`weighted_water_fill(total[r], demand[r], weights[r])` of every row r at once, the same floats."""
+    m, n = demand.shape
+    fair = np.zeros((m, n))
+    if n == 0:
+        return fair
+    order = np.argsort(demand / weights, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n)[None, :].repeat(m, axis=0), axis=1)
+    remaining = np.array(total, dtype=np.float64)
+    weight_left = weights.sum(axis=1)
+    live = total > 0
+    rows = np.arange(m)
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows already done may divide by a spent weight
+        for k in range(n):
+            if not live.any():
+                break
+            i = order[:, k]
+            level = remaining / weight_left
+            d, wi = demand[rows, i], weights[rows, i]
+            take = live & (d <= level * wi)
+            fair[rows[take], i[take]] = d[take]
+            remaining[take] -= d[take]
+            weight_left[take] -= wi[take]
+            stop = live & ~take  # this one and every later one get the level
+            rest = stop[:, None] & (rank >= k)
+            fair[rest] = (level[:, None] * weights)[rest]
+            live &= take
+    return fair
+
+
 def _dense(cells: Mapping[str, Mapping[int, Sequence[float]]], tenants: Sequence[str], n: int,
            column: int) -> np.ndarray:
     out = np.zeros((len(tenants), n))
@@ -125,17 +180,7 @@ def resource_fairness(
             share = np.maximum(share, (c_kv[:, lo + width: hi + width] - c_kv[:, lo: hi])
                                / (window * series.num_kv_blocks))
         waiting = queued[:, lo + width - 1: hi + width - 1] > 0
-        for j in range(share.shape[1]):
-            d = share[:, j]
-            active = (d > 0) | waiting[:, j]
-            if int(active.sum()) < 2:
-                continue
-            got = d[active]
-            fair = weighted_water_fill(float(got.sum()), np.where(waiting[active, j], np.inf, got), w[active])
-            x = got / np.where(fair > 0, fair, 1.0)
-            sq = float((x * x).sum())
-            if sq > 0:
-                values.append(float(x.sum() ** 2 / (len(x) * sq)))
+        values.extend(_jain_block(share, waiting, w))
     if not values:
         return ResourceFairness(0, math.nan, math.nan, gpu_total, kv_total)
     return ResourceFairness(len(values), float(np.mean(values)), float(np.min(values)), gpu_total, kv_total)
