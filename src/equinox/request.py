@@ -117,8 +117,27 @@ class Request:
     # Target length the engine will generate (spec.num_generated_tokens); cached for speed.
     num_target_tokens: int = field(default=0)
 
-    def __post_init__(self) -> None:
-        self.num_target_tokens = self.spec.num_generated_tokens
+    def __init__(  # written out, not generated: mypyc compiles it (one per arriving request)
+        self, spec: RequestSpec, status: RequestStatus = RequestStatus.WAITING, num_computed_tokens: int = 0,
+        num_output_tokens_done: int = 0, num_blocks: int = 0, num_preemptions: int = 0, admit_seq: int = -1,
+        first_scheduled_time: float | None = None, first_token_time: float | None = None,
+        last_token_time: float | None = None, finish_time: float | None = None, max_itl_s: float = 0.0,
+        reject_reason: str | None = None, num_target_tokens: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.status = status
+        self.num_computed_tokens = num_computed_tokens
+        self.num_output_tokens_done = num_output_tokens_done
+        self.num_blocks = num_blocks
+        self.num_preemptions = num_preemptions
+        self.admit_seq = admit_seq
+        self.first_scheduled_time = first_scheduled_time
+        self.first_token_time = first_token_time
+        self.last_token_time = last_token_time
+        self.finish_time = finish_time
+        self.max_itl_s = max_itl_s
+        self.reject_reason = reject_reason
+        self.num_target_tokens = spec.num_generated_tokens  # as the generated __post_init__ set it
 
     # RequestView surface ---------------------------------------------------
     @property

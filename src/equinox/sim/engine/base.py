@@ -79,6 +79,8 @@ class Engine:
 
     def __init__(self, config: EngineConfig, policy: Policy) -> None:
         self.config = config
+        self._limits = config.limits  # the config is frozen: its limits and chunking, read every step, once
+        self._is_chunked = config.is_chunked
         self.policy = policy
         self.kv = BlockPool(config.num_kv_blocks, config.block_size)
         self.running: list[Request] = []
@@ -121,7 +123,7 @@ class Engine:
                 f"request needs {total} tokens of KV (prompt {request.num_prompt_tokens} + output "
                 f"{num_output}) but the KV cache holds {capacity}"
             )
-        if not cfg.is_chunked and request.num_prompt_tokens > cfg.max_num_batched_tokens:
+        if not self._is_chunked and request.num_prompt_tokens > cfg.max_num_batched_tokens:
             return (
                 f"prompt of {request.num_prompt_tokens} tokens exceeds max_num_batched_tokens "
                 f"{cfg.max_num_batched_tokens} and chunked prefill is off"
@@ -154,7 +156,7 @@ class Engine:
     # Scheduling ---------------------------------------------------------------
     def schedule(self, now: float) -> SchedulerOutput:
         """Plan the next iteration at time `now`."""
-        limits = self.policy.batch_limits(now, self.config.limits)
+        limits = self.policy.batch_limits(now, self._limits)
         scheduled, preempted, shape, num_cohort = self._plan(now, limits)
         self._step_id += 1
         return SchedulerOutput(self._step_id, now, tuple(scheduled), shape, limits, tuple(preempted), num_cohort)
@@ -202,11 +204,11 @@ class Engine:
         first = now + step_time(BatchShape(0, 0, 0, len(self.running), self._next_decode_ctx))
         if first > first_stop or int(first / interval_s) != int(now / interval_s):
             return None
-        limits = self.policy.batch_limits(now, self.config.limits)
+        limits = self.policy.batch_limits(now, self._limits)
         if self._cohort is not None:
             if self._pending:
                 return None
-            floor = self.policy.batch_limits_floor(self.config.limits)
+            floor = self.policy.batch_limits_floor(self._limits)
             size = len(self.running)
             if (visible_time is not None and floor is not None
                     and size <= floor.max_num_batched_tokens and size <= floor.max_num_seqs):
@@ -241,7 +243,7 @@ class Engine:
         if run.cross_end is not None:
             # The crossing iteration starts as the run ends: the policy's limits for it are asked
             # now, after it has seen the run, as step-by-step execution would ask them.
-            run.cross_limits = self.policy.batch_limits(run.end_time, self.config.limits)
+            run.cross_limits = self.policy.batch_limits(run.end_time, self._limits)
         return outcome
 
     def apply_crossing_step(self, run: DecodeRun) -> StepOutcome:

@@ -308,7 +308,7 @@ class VllmEngine(Engine):
         if self._cohort is not None and self.policy.reads_running_progress and self.policy.num_waiting:
             self._cohort.refresh_all()  # the policy reads running requests' progress when it admits
         kv = self.kv
-        chunked = self.config.is_chunked
+        chunked = self._is_chunked
         while budget > 0 and len(self.running) < limits.max_num_seqs:
             view = self.policy.peek(now)
             if view is None:
