@@ -28,7 +28,7 @@ from equinox.metrics.rows import (
     COUNTER_COLUMNS,
     REQUEST_COLUMNS,
     RequestRows,
-    counter_rows,
+    counter_text,
     num,
     request_row,
     write_service_rows,
@@ -119,7 +119,7 @@ def write_run_files(
         w = csv.writer(f, lineterminator="\n")
         w.writerow(COUNTER_COLUMNS)
         for i in sorted(series.counters):
-            w.writerows(counter_rows(i * series.interval_s, series.counters[i]))
+            f.write(counter_text(i * series.interval_s, series.counters[i]))
     write_run_tail(out, config=config, summary=summary, stats=stats, series=series, weights=weights,
                    prompt_weight=prompt_weight, output_weight=output_weight)
     return out
@@ -145,12 +145,12 @@ def write_run_tail(
     with open(out / "steps.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("time", *SERIES_COLUMNS))
-        write_step_rows(w.writerows, [series.columns[c] for c in SERIES_COLUMNS], len(series), dt)
+        write_step_rows(f.write, [series.columns[c] for c in SERIES_COLUMNS], len(series), dt)
     with open(out / "service.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("time", "tenant", "prompt_tokens", "output_tokens", "weighted_service", "gpu_s", "kv_block_s"))
         for tenant in sorted(series.service):
-            write_service_rows(w.writerows, tenant, series.service[tenant], series.resource.get(tenant, {}),
+            write_service_rows(f.write, tenant, series.service[tenant], series.resource.get(tenant, {}),
                                float(weights.get(tenant, 1.0)), prompt_weight, output_weight, dt)
     fair = summary.fairness
     with open(out / "fairness_windows.csv", "w", newline="") as f:
@@ -186,7 +186,7 @@ class RunDirWriter:
             self._requests_file = open(self._create("requests.csv"), "w", newline="")
             self._requests = csv.writer(self._requests_file, lineterminator="\n")
             self._requests.writerow(REQUEST_COLUMNS)
-            self._request_rows = RequestRows(self._requests.writerows)
+            self._request_rows = RequestRows(self._requests_file.write)
         self._counters_file = open(self._create("counters.csv"), "w", newline="")
         self._counters = csv.writer(self._counters_file, lineterminator="\n")
         self._counters.writerow(COUNTER_COLUMNS)
@@ -226,7 +226,7 @@ class RunDirWriter:
 
     def counters(self, index: int, values: Mapping[str, Mapping[str, float]]) -> None:
         """Write one interval's policy counters (a Collector counter sink)."""
-        self._counters.writerows(counter_rows(index * self._interval_s, values))
+        self._counters_file.write(counter_text(index * self._interval_s, values))
 
     def _close(self) -> None:
         if self._parquet is not None:

@@ -13,7 +13,9 @@ from equinox.metrics.collector import RequestRecord
 from equinox.metrics.rows import (
     RequestRows,
     counter_rows,
+    counter_text,
     fnum,
+    line_of,
     num,
     request_row,
     request_row_of,
@@ -113,25 +115,32 @@ def test_request_row_of_equals_the_record_row() -> None:
         assert request_row_of(req) == request_row(RequestRecord.from_request(req))
 
 
-def test_request_rows_batches_in_order() -> None:
+def csv_text(rows: list[list[str]] | list[tuple[object, ...]]) -> str:
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    batches: list[int] = []
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
 
-    def writerows(rows: list[list[str]]) -> None:
-        batches.append(len(rows))
-        w.writerows(rows)
 
-    sink = RequestRows(writerows, batch=2)
+def test_request_rows_batches_in_order() -> None:
+    batches: list[str] = []
+    sink = RequestRows(batches.append, batch=2)
     reqs = requests()
     for req in reqs:
         sink(req)
     sink.flush()
     sink.flush()  # nothing left: no empty batch
-    assert batches == [2, 2, 1]
-    expected = io.StringIO()
-    csv.writer(expected, lineterminator="\n").writerows(request_row_of(r) for r in reqs)
-    assert out.getvalue() == expected.getvalue()
+    assert [b.count("\n") for b in batches] == [2, 2, 1]
+    assert "".join(batches) == csv_text([request_row_of(r) for r in reqs])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), min_size=1, max_size=4))
+@example(["a,b", 'say "hi"', "two\nlines", "cr\r", "", " padded ", "tab\t", "é", "\x00"])
+@example([""])
+def test_lines_are_what_csv_writer_writes(fields: list[str]) -> None:
+    assert line_of(fields) == csv_text([fields])
+    counters = {"k": {f: 1.0 for f in fields}}
+    assert counter_text(0.5, counters) == csv_text(counter_rows(0.5, counters))
 
 
 def test_counter_rows_sorted_by_kind_then_tenant() -> None:
@@ -145,13 +154,16 @@ def test_step_and_service_rows_as_written_before() -> None:
     service = {2: [10, 3], 0: [1, 1]}
     resource = {0: [0.25, 1e-7]}
     for dt in (1, 0.25):
-        got: list[tuple[object, ...]] = []
-        write_step_rows(got.extend, cols, 3, dt, batch=2)
-        assert got == [(reference(i * dt), *(reference(float(c[i])) for c in cols)) for i in range(3)]
-        got = []
-        write_service_rows(got.extend, "t", service, resource, 2.0, 1, 2.0, dt, batch=1)
-        want = []
-        for i, (p, o) in sorted(service.items()):
-            g, kv = resource.get(i, (0.0, 0.0))
-            want.append((reference(i * dt), "t", p, o, reference((1 * p + 2.0 * o) / 2.0), reference(g), reference(kv)))
-        assert got == want
+        for tenant in ("t", 'a "quoted", tenant'):
+            got: list[str] = []
+            write_step_rows(got.append, cols, 3, dt, batch=2)
+            assert "".join(got) == csv_text([(reference(i * dt), *(reference(float(c[i])) for c in cols))
+                                              for i in range(3)])
+            got = []
+            write_service_rows(got.append, tenant, service, resource, 2.0, 1, 2.0, dt, batch=1)
+            want = []
+            for i, (p, o) in sorted(service.items()):
+                g, kv = resource.get(i, (0.0, 0.0))
+                want.append((reference(i * dt), tenant, p, o, reference((1 * p + 2.0 * o) / 2.0), reference(g),
+                             reference(kv)))
+            assert "".join(got) == csv_text(want)

@@ -8,7 +8,9 @@ pure-Python fallback and writes the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import csv
+import io
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from equinox.metrics.collector import RequestRecord
@@ -91,26 +93,26 @@ def request_row_of(req: Request) -> list[str]:
 
 
 class RequestRows:
-    """A request sink that writes each request's requests.csv row, handed to `writerows` in batches."""
+    """A request sink that writes each request's requests.csv line, handed to `write` in batches."""
 
-    def __init__(self, writerows: Callable[[list[list[str]]], object], *, batch: int = ROW_BATCH) -> None:
-        self._writerows = writerows
+    def __init__(self, write: Callable[[str], object], *, batch: int = ROW_BATCH) -> None:
+        self._write = write
         self._batch = batch
-        self._rows: list[list[str]] = []
+        self._lines: list[str] = []
 
     def __call__(self, req: Request) -> None:
-        """Add the row of a request leaving the engine."""
-        rows = self._rows
-        rows.append(request_row_of(req))
-        if len(rows) >= self._batch:
+        """Add the line of a request leaving the engine."""
+        lines = self._lines
+        lines.append(line_of(request_row_of(req)))
+        if len(lines) >= self._batch:
             self.flush()
 
     def flush(self) -> None:
-        """Write the rows held."""
-        if self._rows:
-            rows = self._rows
-            self._rows = []
-            self._writerows(rows)
+        """Write the lines held."""
+        if self._lines:
+            text = "".join(self._lines)
+            self._lines = []
+            self._write(text)
 
 
 def counter_rows(time: Any, counters: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
@@ -123,35 +125,63 @@ def counter_rows(time: Any, counters: Mapping[str, Mapping[str, Any]]) -> list[t
     return out
 
 
+def counter_text(time: Any, counters: Mapping[str, Mapping[str, Any]]) -> str:
+    """counters.csv's lines of one interval (`counter_rows` as CSV text)."""
+    return "".join([line_of(row) for row in counter_rows(time, counters)])
+
+
+def line_of(fields: Sequence[str]) -> str:
+    """One CSV line of text fields, as csv.writer(lineterminator='\n') writes it: plain fields are joined."""
+    if len(fields) < 2:
+        return csv_line(fields)  # a lone empty field is written quoted
+    for f in fields:
+        if not is_plain(f):
+            return csv_line(fields)
+    return ",".join(fields) + "\n"
+
+
+def is_plain(field: str) -> bool:
+    """Whether csv.writer writes `field` as it is (no delimiter, quote or line break to quote)."""
+    return not ("," in field or '"' in field or "\n" in field or "\r" in field)
+
+
+def csv_line(fields: Sequence[Any]) -> str:
+    """One line through csv.writer itself (fields that need quoting)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(fields)
+    return buf.getvalue()
+
+
 # Numbers that reach arithmetic here are `Any`: compiled, an `int | float` would be computed as a float.
 
 
-def write_step_rows(writerows: Callable[[list[tuple[str, ...]]], object], columns: list[Any], num_intervals: int,
-                    interval_s: Any, *, batch: int = ROW_BATCH) -> None:
-    """steps.csv's rows after the header: the interval's start time, then each column's value as a float."""
-    rows: list[tuple[str, ...]] = []
+def write_step_rows(write: Callable[[str], object], columns: list[Any], num_intervals: int, interval_s: Any, *,
+                    batch: int = ROW_BATCH) -> None:
+    """steps.csv's lines after the header: the interval's start time, then each column's value as a float."""
+    lines: list[str] = []
     for i in range(num_intervals):
-        rows.append((num(i * interval_s), *[num(float(c[i])) for c in columns]))
-        if len(rows) >= batch:
-            writerows(rows)
-            rows = []
-    if rows:
-        writerows(rows)
+        lines.append(",".join([num(i * interval_s), *[num(float(c[i])) for c in columns]]) + "\n")
+        if len(lines) >= batch:
+            write("".join(lines))
+            lines = []
+    if lines:
+        write("".join(lines))
 
 
-def write_service_rows(writerows: Callable[[list[tuple[Any, ...]]], object], tenant: str, service: Any,
-                       resource: Any, weight: Any, prompt_weight: Any, output_weight: Any, interval_s: Any, *,
-                       batch: int = ROW_BATCH) -> None:
-    """One tenant's service.csv rows: `service` and `resource` read like {interval index: (x, y)}."""
+def write_service_rows(write: Callable[[str], object], tenant: str, service: Any, resource: Any, weight: Any,
+                       prompt_weight: Any, output_weight: Any, interval_s: Any, *, batch: int = ROW_BATCH) -> None:
+    """One tenant's service.csv lines: `service` and `resource` read like {interval index: (x, y)}."""
     cells = dict(resource.items())
     zero = (0.0, 0.0)
-    rows: list[tuple[Any, ...]] = []
+    name = tenant if is_plain(tenant) else csv_line([tenant])[:-1]
+    lines: list[str] = []
     for i, (p, o) in sorted(service.items()):
         g, kv = cells.get(i, zero)
-        rows.append((num(i * interval_s), tenant, p, o, num((prompt_weight * p + output_weight * o) / weight),
-                     num(g), num(kv)))
-        if len(rows) >= batch:
-            writerows(rows)
-            rows = []
-    if rows:
-        writerows(rows)
+        row = [num(i * interval_s), name, str(p), str(o), num((prompt_weight * p + output_weight * o) / weight),
+               num(g), num(kv)]
+        lines.append(",".join(row) + "\n")
+        if len(lines) >= batch:
+            write("".join(lines))
+            lines = []
+    if lines:
+        write("".join(lines))
