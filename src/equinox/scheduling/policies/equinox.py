@@ -109,6 +109,11 @@ class EquinoxPolicy(CounterPolicy):
         self._growth_bound = 0
         self._sync: Callable[[], None] | None = None  # the host's, when it advances running requests lazily
         self._is_synced = True  # running requests' progress read since the latest step is current
+        # The limits last answered (one immutable BatchLimits made again only when it changes: a
+        # frozen dataclass costs an interpreted __init__ on the compiled core, and this runs every step).
+        self._limits = BatchLimits(0, 0)
+        self._floor_of: BatchLimits | None = None
+        self._floor = self._limits
 
     # Platform ------------------------------------------------------------------
     def set_platform(self, platform: Platform) -> None:
@@ -421,15 +426,22 @@ class EquinoxPolicy(CounterPolicy):
         # Nobody decoding: no TPOT to protect, prefill as fast as possible.
         budget = p.max_batched_tokens if d == 0 else self._adaptive_budget(d, last.decode_context_tokens + d)
         self._budget = budget
-        return BatchLimits(budget, default.max_num_seqs)
+        limits = self._limits
+        if limits.max_num_batched_tokens != budget or limits.max_num_seqs != default.max_num_seqs:
+            limits = self._limits = BatchLimits(budget, default.max_num_seqs)
+        return limits
 
     def batch_limits_floor(self, default: BatchLimits) -> BatchLimits:
         """Adaptive batching never goes below `min_batched_tokens` (nor the engine's budget) and keeps
         the engine's sequence cap."""
+        if default is self._floor_of:
+            return self._floor
         tokens = default.max_num_batched_tokens
         if self.params.adaptive_batching:
             tokens = min(tokens, self.params.min_batched_tokens)
-        return BatchLimits(tokens, default.max_num_seqs)
+        self._floor_of = default
+        self._floor = BatchLimits(tokens, default.max_num_seqs)
+        return self._floor
 
     def _adaptive_budget(self, d: int, ctx: int) -> int:
         """Bisection for the largest budget whose predicted hybrid iteration (`d` decodes attending

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from equinox.compiled import mypyc_attr, picklable_when_compiled
+from equinox.compiled import mypyc_attr
 from equinox.errors import ConfigError
 from equinox.request import Request, RequestStatus
 from equinox.scheduling.interface import Policy
@@ -26,12 +26,15 @@ from equinox.sim.engine.planner import DecodeRun, apply_decode_run, plan_decode_
 from equinox.types import BatchLimits, BatchShape, StepReport, StepResult, TenantUsage
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class SchedulerOutput:
-    """One iteration's plan: which requests compute how many new tokens.
+    """One iteration's plan: which requests compute how many new tokens (never changed once made).
 
     With a decode cohort (the simulator's fast path), its `num_cohort` members each decode
     one token too but are not listed in `scheduled`; `batch` counts them.
+
+    Not a frozen dataclass: mypyc leaves a frozen dataclass's generated `__init__` to the
+    interpreter (a setattr call per field, ~10,000 instructions), and one is made every step.
     """
 
     step_id: int
@@ -352,4 +355,3 @@ class Engine:
         return self._tell_policy(report, outcome_first, finished)
 
 
-picklable_when_compiled(SchedulerOutput)  # frozen: see equinox.compiled
