@@ -26,6 +26,25 @@ class RequestSpec:
     prefix_hashes: tuple[int, ...] = ()
     tenant_weight: float | None = None
 
+    def __init__(
+        self, request_id: str, tenant: str, arrival_time: float, num_prompt_tokens: int, num_output_tokens: int,
+        max_tokens: int | None = None, prompt_text: str | None = None, prefix_hashes: tuple[int, ...] = (),
+        tenant_weight: float | None = None,
+    ) -> None:
+        # written out (frozen: fields set with object.__setattr__, as the generated one does): mypyc compiles
+        # it, where it leaves a generated frozen __init__ to the interpreter
+        setattr_ = object.__setattr__
+        setattr_(self, "request_id", request_id)
+        setattr_(self, "tenant", tenant)
+        setattr_(self, "arrival_time", arrival_time)
+        setattr_(self, "num_prompt_tokens", num_prompt_tokens)
+        setattr_(self, "num_output_tokens", num_output_tokens)
+        setattr_(self, "max_tokens", max_tokens)
+        setattr_(self, "prompt_text", prompt_text)
+        setattr_(self, "prefix_hashes", prefix_hashes)
+        setattr_(self, "tenant_weight", tenant_weight)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         if not self.tenant:
             raise WorkloadError("tenant must be a non-empty string", field="tenant")

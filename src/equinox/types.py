@@ -51,6 +51,12 @@ class BatchLimits:
     max_num_batched_tokens: int
     max_num_seqs: int
 
+    def __init__(self, max_num_batched_tokens: int, max_num_seqs: int) -> None:
+        # written out (frozen: fields set with object.__setattr__, as the generated one does): mypyc compiles
+        # it, where it leaves a generated frozen __init__ to the interpreter
+        object.__setattr__(self, "max_num_batched_tokens", max_num_batched_tokens)
+        object.__setattr__(self, "max_num_seqs", max_num_seqs)
+
 
 class TenantUsage(NamedTuple):
     """What one tenant used in one iteration (output tokens include the first token a prefill samples)."""

@@ -23,6 +23,7 @@ def test_delivery_rate_interpolates_inside_an_interval() -> None:
 
 
 def test_reference_runs_are_cached_on_disk_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(baseline, "_memory", {})  # runs that earlier tests made stay out of this cache
     config = RunConfig(workload="overload", policy="vtc", duration_s=40.0)
     result = run_simulation(config)
     enriched = with_reference(result, tmp_path)

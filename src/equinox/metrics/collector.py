@@ -31,6 +31,27 @@ class RequestRecord:
     max_itl_s: float
     reject_reason: str | None
 
+    def __init__(
+        self, request_id: str, tenant: str, arrival_time: float, num_prompt_tokens: int, num_output_tokens: int,
+        num_requested_tokens: int, first_scheduled_time: float | None, first_token_time: float | None,
+        finish_time: float | None, num_preemptions: int, max_itl_s: float, reject_reason: str | None,
+    ) -> None:
+        # written out (frozen: fields set with object.__setattr__, as the generated one does): mypyc compiles
+        # it, where it leaves a generated frozen __init__ to the interpreter
+        setattr_ = object.__setattr__
+        setattr_(self, "request_id", request_id)
+        setattr_(self, "tenant", tenant)
+        setattr_(self, "arrival_time", arrival_time)
+        setattr_(self, "num_prompt_tokens", num_prompt_tokens)
+        setattr_(self, "num_output_tokens", num_output_tokens)
+        setattr_(self, "num_requested_tokens", num_requested_tokens)
+        setattr_(self, "first_scheduled_time", first_scheduled_time)
+        setattr_(self, "first_token_time", first_token_time)
+        setattr_(self, "finish_time", finish_time)
+        setattr_(self, "num_preemptions", num_preemptions)
+        setattr_(self, "max_itl_s", max_itl_s)
+        setattr_(self, "reject_reason", reject_reason)
+
     @property
     def is_finished(self) -> bool:
         """True when the request completed."""

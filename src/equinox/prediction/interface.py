@@ -23,6 +23,13 @@ class LengthPrediction:
     quantile: float
     source: str  # "tenant", "bucket", "global", "prior" or "max_tokens"
 
+    def __init__(self, mean: float, quantile: float, source: str) -> None:
+        # written out (frozen: fields set with object.__setattr__, as the generated one does): mypyc compiles
+        # it, where it leaves a generated frozen __init__ to the interpreter
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "quantile", quantile)
+        object.__setattr__(self, "source", source)
+
 
 class RecentStats:
     """Mean and one quantile over the last `capacity` observations (recomputed lazily from a
