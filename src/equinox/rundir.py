@@ -27,6 +27,7 @@ from equinox.metrics.collector import SERIES_COLUMNS, RequestRecord, TimeSeries
 from equinox.metrics.rows import (
     COUNTER_COLUMNS,
     REQUEST_COLUMNS,
+    CounterLines,
     RequestRows,
     counter_text,
     num,
@@ -190,6 +191,7 @@ class RunDirWriter:
         self._counters_file = open(self._create("counters.csv"), "w", newline="")
         self._counters = csv.writer(self._counters_file, lineterminator="\n")
         self._counters.writerow(COUNTER_COLUMNS)
+        self._counter_lines = CounterLines()
 
     def _create(self, name: str) -> Path:
         p = self.path / name
@@ -226,7 +228,7 @@ class RunDirWriter:
 
     def counters(self, index: int, values: Mapping[str, Mapping[str, float]]) -> None:
         """Write one interval's policy counters (a Collector counter sink)."""
-        self._counters_file.write(counter_text(index * self._interval_s, values))
+        self._counters_file.write(self._counter_lines(index * self._interval_s, values))
 
     def _close(self) -> None:
         if self._parquet is not None:

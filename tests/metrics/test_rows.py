@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from equinox.metrics.collector import RequestRecord
 from equinox.metrics.rows import (
+    CounterLines,
     RequestRows,
     counter_rows,
     counter_text,
@@ -139,8 +140,10 @@ def test_request_rows_batches_in_order() -> None:
 @example([""])
 def test_lines_are_what_csv_writer_writes(fields: list[str]) -> None:
     assert line_of(fields) == csv_text([fields])
-    counters = {"k": {f: 1.0 for f in fields}}
-    assert counter_text(0.5, counters) == csv_text(counter_rows(0.5, counters))
+    lines = CounterLines()  # names are quoted once, then taken from its cache
+    for counters in ({"k": {f: 1.0 for f in fields}}, {f: {"t": 2.5, f: 1 / 3} for f in fields}):
+        assert counter_text(0.5, counters) == csv_text(counter_rows(0.5, counters))
+        assert lines(7, counters) == lines(7, counters) == csv_text(counter_rows(7, counters))
 
 
 def test_counter_rows_sorted_by_kind_then_tenant() -> None:

@@ -26,35 +26,32 @@ ROW_BATCH = 4096  # rows handed to csv.writer.writerows at a time
 
 
 def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int into a float ('3' -> '3.0')
-    """`repr(round(x, 9))`, '' for None and NaN: the text of every number in a run directory's CSV files."""
+    """`repr(round(x, 9))`, '' for None and NaN: the text of every number in a run directory's CSV files.
+
+    For a float with 1e-4 <= |x| < 1e6 it is '%.9f' without its trailing zeros (one digit
+    stays after the point: '12.0'), about twice as fast: '%.9f' rounds the exact binary
+    value to 9 decimals as round() does (correctly, ties to even); that decimal has at most
+    15 significant digits, so it is the shortest text that reads back as round()'s double,
+    which is what repr prints, and repr uses no exponent in this range.
+    """
     if x is None or x != x:  # None or NaN
         return ""
     if type(x) is float and (1e-4 <= x < 1e6 or -1e6 < x <= -1e-4):
-        return _fixed(x)
+        s = f"{x:.9f}".rstrip("0")  # inline, not a helper: this runs millions of times when interpreted
+        return s + "0" if s[-1] == "." else s
     return _repr_round(x)
 
 
 def fnum(x: int | float) -> str:
     """`repr(round(x, 9))` of a number that is not None (NaN: 'nan'): `num` without its None and NaN check."""
     if type(x) is float and (1e-4 <= x < 1e6 or -1e6 < x <= -1e-4):
-        return _fixed(x)
+        s = f"{x:.9f}".rstrip("0")  # as in num
+        return s + "0" if s[-1] == "." else s
     return _repr_round(x)
 
 
 def _repr_round(x: Any) -> str:  # `Any`: compiled, round() of an `int | float` would make the int a float
     return repr(round(x, 9))  # an int rounds to itself: str(x)
-
-
-def _fixed(x: float) -> str:
-    """`repr(round(x, 9))` for 1e-4 <= |x| < 1e6, about twice as fast.
-
-    '%.9f' rounds the exact binary value to 9 decimals as round() does (correctly, ties to
-    even); the decimal it gives has at most 15 significant digits, so it is the shortest
-    text that reads back as round()'s double, which is what repr prints, and repr uses no
-    exponent in this range. Trailing zeros go; one digit stays after the point ('12.0').
-    """
-    s = f"{x:.9f}".rstrip("0")
-    return s + "0" if s[-1] == "." else s
 
 
 def request_row(r: RequestRecord) -> list[str]:
@@ -125,9 +122,31 @@ def counter_rows(time: Any, counters: Mapping[str, Mapping[str, Any]]) -> list[t
     return out
 
 
+class CounterLines:
+    """counters.csv's lines, one interval at a time (`counter_rows` as CSV text); each name is quoted once."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, str] = {}
+
+    def __call__(self, time: Any, counters: Mapping[str, Mapping[str, Any]]) -> str:
+        """The lines of one interval: by kind, then tenant."""
+        t = num(time)
+        fields = self._fields
+        out: list[str] = []
+        for kind, values in sorted(counters.items()):
+            prefix = t + "," + (fields.get(kind) or self._field(kind)) + ","
+            for tenant, value in sorted(values.items()):
+                out.append(prefix + (fields.get(tenant) or self._field(tenant)) + "," + num(value) + "\n")
+        return "".join(out)
+
+    def _field(self, name: str) -> str:
+        text = self._fields[name] = name if is_plain(name) else csv_line(["", name])[1:-1]
+        return text
+
+
 def counter_text(time: Any, counters: Mapping[str, Mapping[str, Any]]) -> str:
     """counters.csv's lines of one interval (`counter_rows` as CSV text)."""
-    return "".join([line_of(row) for row in counter_rows(time, counters)])
+    return CounterLines()(time, counters)
 
 
 def line_of(fields: Sequence[str]) -> str:
