@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from equinox.prediction.experts.iteration_time import IterationTimeExpert, OnlineLinearModel
 from equinox.prediction.experts.output_length import OutputLengthConfig, OutputLengthExpert
 from equinox.prediction.experts.ttft import TtftExpert
 from equinox.prediction.experts.utilisation import UtilisationExpert
+from equinox.prediction.interface import RecentStats
 from equinox.prediction.mope import MoPE
 from equinox.types import BatchShape
 
@@ -93,3 +98,20 @@ def test_mope_is_deterministic() -> None:
         return out
 
     assert feed(MoPE()) == feed(MoPE())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 10**6).map(float), st.floats(0.0, 1e6)), min_size=1, max_size=60),
+       st.integers(1, 12))
+def test_recent_stats_mean_and_quantile_are_those_of_the_window(values: list[float], capacity: int) -> None:
+    """The running integer sum gives math.fsum's mean to the bit; non-integers fall back to fsum."""
+    s = RecentStats(capacity, 0.9)
+    for i, v in enumerate(values):
+        s.add(v)
+        window = values[max(0, i + 1 - capacity):i + 1]
+        assert s.mean == math.fsum(window) / len(window)
+        ordered = sorted(window)
+        assert s.quantile == ordered[min(len(ordered) - 1, max(0, math.ceil(0.9 * len(ordered)) - 1))]
+    again = RecentStats(capacity, 0.9)
+    again.restore_state(**s.export_state())
+    assert again.mean == s.mean and again.quantile == s.quantile

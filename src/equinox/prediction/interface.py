@@ -35,7 +35,7 @@ class RecentStats:
     """Mean and one quantile over the last `capacity` observations (recomputed lazily from a
     sorted copy kept up to date as observations come and go)."""
 
-    __slots__ = ("_dirty", "_mean", "_q", "_quantile", "_sorted", "_values", "count")
+    __slots__ = ("_dirty", "_int_sum", "_mean", "_non_integers", "_q", "_quantile", "_sorted", "_values", "count")
 
     def __init__(self, capacity: int, quantile: float) -> None:
         self._values: deque[float] = deque(maxlen=capacity)
@@ -45,16 +45,35 @@ class RecentStats:
         self._mean = 0.0
         self._q = 0.0
         self.count = 0  # observations ever seen (evidence for the gate)
+        # While every retained value is an integer (output lengths are), their exact sum as an int:
+        # the mean is then float(sum) / n, which is what math.fsum gives, without a pass over the window.
+        self._int_sum = 0
+        self._non_integers = 0  # retained values that are not integers (the mean then takes math.fsum)
 
     def add(self, value: float) -> None:
         """Record one observation."""
         values = self._values
         if values and len(values) == values.maxlen:
-            del self._sorted[bisect_left(self._sorted, values[0])]  # the oldest leaves the window
+            oldest = values[0]
+            del self._sorted[bisect_left(self._sorted, oldest)]  # the oldest leaves the window
+            self._forget(oldest)
         values.append(value)
         insort(self._sorted, value)
+        self._count_in(value)
         self.count += 1
         self._dirty = True
+
+    def _count_in(self, value: float) -> None:
+        if float(value).is_integer():  # (an int restored from state has no is_integer before Python 3.12)
+            self._int_sum += int(value)
+        else:
+            self._non_integers += 1
+
+    def _forget(self, value: float) -> None:
+        if float(value).is_integer():
+            self._int_sum -= int(value)
+        else:
+            self._non_integers -= 1
 
     def export_state(self) -> dict[str, Any]:
         """The retained observations (oldest first) and the evidence count, JSON-safe."""
@@ -65,12 +84,16 @@ class RecentStats:
         self._values.clear()
         self._values.extend(values)
         self._sorted = sorted(self._values)
+        self._int_sum = 0
+        self._non_integers = 0
+        for v in self._values:
+            self._count_in(v)
         self.count = max(count, len(self._values))
         self._dirty = bool(self._values)
 
     def _refresh(self) -> None:
         xs = self._sorted
-        self._mean = math.fsum(xs) / len(xs)
+        self._mean = (math.fsum(xs) if self._non_integers else float(self._int_sum)) / len(xs)
         k = min(len(xs) - 1, max(0, math.ceil(self._quantile * len(xs)) - 1))
         self._q = xs[k]
         self._dirty = False

@@ -68,7 +68,10 @@ class _Admitted:
 class _Replay:
     """Adaptive batching's last search as seen with some number of decodes (`EquinoxPolicy._replays`)."""
 
-    points: list[tuple[bool, int, int]]  # the path backwards: fits, prefill chunk, regime key
+    # The path backwards, one entry a point: whether it fitted, its prefill chunk, its regime key.
+    oks: list[bool]
+    chunks: list[int]
+    regimes: list[int]
     ratios: list[float] | None = None  # each point's ratio when every comparison last held
     ctx: int = 0  # the context then
 
@@ -499,34 +502,43 @@ class EquinoxPolicy(CounterPolicy):
         expert = self.mope.iteration
         state = self._replay_by_d.get(d)
         if state is None:  # each point's chunk and regime for this many decodes, once per search
-            regime_of = expert.regime_of
-            points = [(ok, chunk, regime_of(chunk, d))
-                      for tokens, ok in reversed(self._search_path) for chunk in (tokens - d if tokens > d else 0,)]
-            state = self._replay_by_d[d] = _Replay(points)
+            oks: list[bool] = []
+            chunks: list[int] = []
+            regimes: list[int] = []
+            for tokens, fitted in reversed(self._search_path):
+                c = tokens - d if tokens > d else 0
+                oks.append(fitted)
+                chunks.append(c)
+                regimes.append(expert.regime_of(c, d))
+            state = self._replay_by_d[d] = _Replay(oks, chunks, regimes)
         # Since the last time every comparison held with these decodes, a point's time grew if
         # the context did not shrink and its ratio did not fall, and fell in the opposite case.
-        ratio, predict = expert.ratio, expert.predict
-        ratios = [ratio.get(regime, 1.0) for _, _, regime in state.points]
+        ratio = expert.ratio
+        oks, chunks, regimes = state.oks, state.chunks, state.regimes
+        ratios: list[float] = []  # each point's ratio now (kept when every comparison holds)
         last = state.ratios
         is_later = ctx >= state.ctx
         is_earlier = ctx <= state.ctx
         top = -1.0  # largest ratio among known fitting points (all above the points left)
         bottom = math.inf  # smallest ratio among known non-fitting points (all below the points left)
-        for i, (ok, chunk, _) in enumerate(state.points):
-            r = ratios[i]
-            if ok:
+        for i in range(len(oks)):
+            r = ratio.get(regimes[i], 1.0)
+            ratios.append(r)
+            if oks[i]:
                 if r <= top:
                     continue
-                if (last is None or not is_earlier or r > last[i]) and predict(
-                        BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) > target:
-                    return False
+                if last is None or not is_earlier or r > last[i]:
+                    chunk = chunks[i]
+                    if expert.predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) > target:
+                        return False
                 top = r
             else:
                 if r >= bottom:
                     continue
-                if (last is None or not is_later or r < last[i]) and predict(
-                        BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target:
-                    return False
+                if last is None or not is_later or r < last[i]:
+                    chunk = chunks[i]
+                    if expert.predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target:
+                        return False
                 bottom = r
         state.ratios = ratios
         state.ctx = ctx
