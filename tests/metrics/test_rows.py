@@ -85,6 +85,8 @@ def test_num_boundaries_and_specials() -> None:
     assert fnum(math.nan) == "nan" and fnum(math.inf) == "inf" and num(-math.inf) == "-inf"
     assert num(-0.0) == "-0.0" and num(0) == "0" and num(12.0) == "12.0" and num(3) == "3"
     assert num(True) == "1"
+    for x in (1.0, -1.0, 2.0, 999999.0, -999999.0, 1e6, 123456.0, 4096.0, 0.0, -0.0, 1e-4 * 10000):
+        check(x)
 
 
 def live_request(i: int, *, arrival: float, done: int, first: float | None, finish: float | None,
