@@ -91,3 +91,23 @@ def test_water_fills_by_rows_equal_one_at_a_time(seed: int, n: int, m: int, ties
     for r in range(m):
         assert by_rows[r].tolist() == water_fill(float(total[r]), demand[r]).tolist()
         assert weighted[r].tolist() == weighted_water_fill(float(total[r]), demand[r], weights[r]).tolist()
+
+
+def test_dense_equals_the_cell_loop() -> None:
+    """resource._dense (arrays) against the loop over cells it replaced: Cells and plain dicts, -0.0, late cells."""
+    from equinox.metrics.collector import Cells
+
+    compact = Cells("d")
+    for i, (g, kv) in enumerate([(0.5, 1.0), (-0.0, 2.0), (1e-300, 0.0), (3.25, -0.0)]):
+        compact.add(2 * i, g, kv)
+    cells = {"a": compact, "b": {0: [1, 2], 5: [-0.0, 7.5], 9: [4.0, 4.0]}}
+    tenants = ["b", "absent", "a"]
+    for n in (3, 7, 12):
+        for column in (0, 1):
+            want = np.zeros((len(tenants), n))
+            for row, tenant in enumerate(tenants):
+                for i, cell in cells.get(tenant, {}).items():
+                    if i < n:
+                        want[row, i] += cell[column]
+            got = resource._dense(cells, tenants, n, column)
+            assert got.tobytes() == want.tobytes()  # -0.0 and 0.0 told apart

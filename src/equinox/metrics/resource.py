@@ -132,9 +132,11 @@ def _dense(cells: Mapping[str, Mapping[int, Sequence[float]]], tenants: Sequence
            column: int) -> np.ndarray:
     out = np.zeros((len(tenants), n))
     for row, tenant in enumerate(tenants):
-        for i, cell in cells.get(tenant, {}).items():
-            if i < n:
-                out[row, i] += cell[column]
+        per = cells.get(tenant, {})
+        index = np.fromiter(per, dtype=np.int64, count=len(per))
+        values = np.fromiter((cell[column] for cell in per.values()), dtype=np.float64, count=len(per))
+        keep = index < n
+        out[row, index[keep]] += values[keep]  # each interval once: 0.0 + value, as the cell-by-cell loop added
     return out
 
 
