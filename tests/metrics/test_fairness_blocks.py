@@ -111,3 +111,22 @@ def test_dense_equals_the_cell_loop() -> None:
                         want[row, i] += cell[column]
             got = resource._dense(cells, tenants, n, column)
             assert got.tobytes() == want.tobytes()  # -0.0 and 0.0 told apart
+
+
+def test_service_matrix_service_equals_the_cell_loop() -> None:
+    from equinox.metrics.collector import Cells, TimeSeries
+    from equinox.metrics.records import RecordColumns
+
+    series = TimeSeries(interval_s=0.5)
+    series.columns["busy_s"].extend([0.0] * 8)
+    compact = Cells("i")
+    for i, (p, o) in enumerate([(3, 1), (0, 7), (12345, 0), (1, 1)]):
+        compact.add(2 * i, p, o)
+    series.service = {"a": compact, "b": {0: [1, 2], 5: [4, 0]}}
+    m = fairness.service_matrix(RecordColumns(), series, {"a": 3.0}, prompt_weight=0.7, output_weight=2.1)
+    want = np.zeros(m.service.shape)
+    for tenant, per in series.service.items():
+        for i, (p, o) in per.items():
+            want[m.tenants.index(tenant), i] += 0.7 * p + 2.1 * o
+    want[m.tenants.index("a")] /= 3.0
+    assert m.service.tobytes() == want.tobytes()

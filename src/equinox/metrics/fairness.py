@@ -93,10 +93,11 @@ def service_matrix(
     waiting_diff = np.zeros((len(tenants), n_int + 1))
     waiting_part = np.zeros((len(tenants), n_int + 1))
     queued_diff = np.zeros((len(tenants), n_int + 1))
-    for tenant, per in series.service.items():
-        row = index[tenant]
-        for i, (p, o) in per.items():
-            service[row, i] += prompt_weight * p + output_weight * o
+    for tenant, per in series.service.items():  # each interval once: 0.0 + its service, as a cell loop adds
+        cells = np.fromiter(per, dtype=np.int64, count=len(per))
+        p = np.fromiter((c[0] for c in per.values()), dtype=np.float64, count=len(per))
+        o = np.fromiter((c[1] for c in per.values()), dtype=np.float64, count=len(per))
+        service[index[tenant], cells] += prompt_weight * p + output_weight * o
     if len(c):
         row_of = np.array([index.get(t, -1) for t in c.tenant_names], dtype=np.int64)
         for lo in range(0, len(c), REQUEST_BLOCK):
