@@ -198,6 +198,8 @@ class _Pending:
     the tenant has is kept pending; anything else is added to the cells directly, as before.
     """
 
+    __slots__ = ("gpu_s", "has_resource", "index", "kv_s", "output", "prefill", "resource", "service")
+
     def __init__(self, service: Cells) -> None:
         self.service = service
         self.resource: Cells | None = None

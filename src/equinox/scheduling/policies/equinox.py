@@ -181,8 +181,11 @@ class EquinoxPolicy(CounterPolicy):
         """Head of the backlogged tenant with the lowest Holistic Fairness score."""
         if not len(self._backlogged):
             return None
-        a, b = self._normalisation()
         old_a, old_b = self._coeffs
+        if self.params.beta == 0.0 and old_a == 1.0 and old_b == 0.0:
+            a, b = old_a, old_b  # UFC alone, as before (what `_normalisation` answers): nothing to rekey
+        else:
+            a, b = self._normalisation()
         if (a, b) != (old_a, old_b):
             small = len(self._backlogged) <= EXACT_SCAN_LIMIT
             drift = abs(a - old_a) > 0.05 * abs(old_a) or abs(b - old_b) > 0.05 * abs(old_b)
