@@ -64,13 +64,13 @@ class RecentStats:
         self._dirty = True
 
     def _count_in(self, value: float) -> None:
-        if float(value).is_integer():  # (an int restored from state has no is_integer before Python 3.12)
+        if value % 1.0 == 0.0:  # a whole number (also an int restored from state; not inf or nan)
             self._int_sum += int(value)
         else:
             self._non_integers += 1
 
     def _forget(self, value: float) -> None:
-        if float(value).is_integer():
+        if value % 1.0 == 0.0:
             self._int_sum -= int(value)
         else:
             self._non_integers -= 1
