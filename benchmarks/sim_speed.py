@@ -173,7 +173,7 @@ def in_process_main(args: argparse.Namespace) -> None:
     from equinox.sim.backend import CostModelBackend
     from equinox.sim.cost_models import build_cost_model
     from equinox.sim.engine import EngineConfig, make_engine
-    from equinox.sim.hardware import make_deployment
+    from equinox.sim.hardware import StepFlops, make_deployment
     from equinox.sim.loop import Simulator
 
     print(f"in-process loop only (no loading, no run directory); simulator core: {_core()}")
@@ -189,7 +189,7 @@ def in_process_main(args: argparse.Namespace) -> None:
             policy = make_policy(name, PolicyConfig(params=params))
             cost = build_cost_model("vidur", dep)
             policy.set_platform(dep.platform(cost))
-            collector = Collector(1.0, lambda report, dep=dep: dep.flops(report.batch))
+            collector = Collector(1.0, StepFlops(dep))  # as `equinox simulate` counts FLOPs
             sim = Simulator(specs, make_engine(engine, policy), CostModelBackend(cost), collector,
                             num_requests_hint=size)
             gc.collect()
