@@ -43,6 +43,8 @@ def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int i
                 return str(int(x)) + ".0"
             s = f"{x:.9f}".rstrip("0")
             return s + "0" if s[-1] == "." else s
+        if x >= 8388608.0 or x <= -8388608.0:  # |x| >= 2**23 (and inf): doubles there are over 1e-9 apart,
+            return repr(x)  # so round(x, 9) is x itself (growing counters, long runs' times)
         if x == 0.0:
             return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
     return _repr_round(x)
@@ -55,6 +57,8 @@ def fnum(x: int | float) -> str:
             return str(int(x)) + ".0"
         s = f"{x:.9f}".rstrip("0")
         return s + "0" if s[-1] == "." else s
+    if type(x) is float and (x >= 8388608.0 or x <= -8388608.0):  # as in num
+        return repr(x)
     return _repr_round(x)
 
 
