@@ -149,6 +149,19 @@ def test_lines_are_what_csv_writer_writes(fields: list[str]) -> None:
         assert lines(7, counters) == lines(7, counters) == csv_text(counter_rows(7, counters))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.one_of(
+    st.sampled_from([0.0, -0.0, 0, 1, 1.0, 3e7, float("nan"), float("inf")]), st.floats(), st.integers(-5, 5)),
+    min_size=1), min_size=1, max_size=8))
+def test_counter_lines_reusing_unchanged_values_write_what_counter_rows_write(
+        intervals: list[dict[str, float]]) -> None:
+    """Interval after interval, with values kept (the same object), equal, changed, of the other zero or type."""
+    lines = CounterLines()
+    for i, values in enumerate(intervals):
+        counters = {"ufc": values, "vtc": dict(values)}
+        assert lines(i, counters) == csv_text(counter_rows(i, counters))
+
+
 def test_counter_rows_sorted_by_kind_then_tenant() -> None:
     rows = counter_rows(3 * 0.5, {"vtc": {"b": 2.0, "a": 1 / 3}, "hf": {"a": 0}})
     assert rows == [("1.5", "hf", "a", "0"), ("1.5", "vtc", "a", "0.333333333"), ("1.5", "vtc", "b", "2.0")]
