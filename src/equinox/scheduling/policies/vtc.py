@@ -203,6 +203,9 @@ class VtcPolicy(CounterPolicy):
         self._charges = (
             RequestCharges(self.params, cfg.prompt_weight, cfg.output_weight) if self.params.tracks_requests else None
         )
+        # Each configured tenant's weight as a float, read for every tenant in every step
+        # (`cfg.weight(tenant)`: PolicyConfig checked them when it was made; a frozen config keeps them).
+        self._weights: dict[str, float] = {t: float(w) for t, w in cfg.tenant_weights.items()}
 
     def export_state(self) -> dict[str, Any]:
         """Counters plus the running requests whose prompt was charged (not charged again if preempted);
@@ -243,14 +246,13 @@ class VtcPolicy(CounterPolicy):
         if self._charges is not None:
             self._settle(report.per_tenant)
             return
-        cfg = self.config
-        w_q = cfg.output_weight
-        weights = cfg.tenant_weights
+        w_q = self.config.output_weight
+        weights = self._weights
         counter = self._counter
         for tenant, usage in report.per_tenant.items():
             n = usage.num_output_tokens
             if n:
-                counter[tenant] = counter.get(tenant, 0.0) + w_q * n / float(weights.get(tenant, 1.0))
+                counter[tenant] = counter.get(tenant, 0.0) + w_q * n / weights.get(tenant, 1.0)
 
     def on_finish(self, request: RequestView, now: float) -> None:
         """Forget the request (settling what it generated when charges follow requests)."""
