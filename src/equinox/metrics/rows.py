@@ -37,6 +37,11 @@ def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int i
     """
     if x is None or x != x:  # None or NaN
         return ""
+    return fnum(x)
+
+
+def fnum(x: int | float) -> str:
+    """`repr(round(x, 9))` of a number that is not None (NaN: 'nan'): `num` without its None and NaN check."""
     if type(x) is float:
         if 1e-4 <= x < 1e6 or -1e6 < x <= -1e-4:  # inline, not a helper: this runs millions of times
             if x.is_integer():  # counts, and times on whole intervals: repr gives 'N.0'
@@ -47,18 +52,6 @@ def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int i
             return repr(x)  # so round(x, 9) is x itself (growing counters, long runs' times)
         if x == 0.0:
             return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
-    return _repr_round(x)
-
-
-def fnum(x: int | float) -> str:
-    """`repr(round(x, 9))` of a number that is not None (NaN: 'nan'): `num` without its None and NaN check."""
-    if type(x) is float and (1e-4 <= x < 1e6 or -1e6 < x <= -1e-4):  # as in num
-        if x.is_integer():
-            return str(int(x)) + ".0"
-        s = f"{x:.9f}".rstrip("0")
-        return s + "0" if s[-1] == "." else s
-    if type(x) is float and (x >= 8388608.0 or x <= -8388608.0):  # as in num
-        return repr(x)
     return _repr_round(x)
 
 
