@@ -17,6 +17,7 @@ from equinox.metrics.rows import (
     counter_text,
     fnum,
     line_of,
+    nine_places,
     num,
     request_row,
     request_row_of,
@@ -68,6 +69,27 @@ def test_num_on_binary_ties(m: int) -> None:
     check(m / 1024)
     check(m / 2**40)
     check(m / 10**9 + m % 7 * 5e-10)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=10**5, max_value=10**15 - 1), st.sampled_from(
+    [0.0, 1e-7, 0.0625, 0.3, 0.37, 0.375, 0.3751, 0.44, 0.5, 0.56, 0.6249, 0.625, 0.63, 0.9375, 0.9999999]))
+def test_num_where_the_integer_path_decides_and_where_it_hands_over(k: int, frac: float) -> None:
+    """The quick range's integer path rounds x * 1e9 to the nearest integer unless it lies exactly half-way:
+    values at, beside and away from such halves, and the doubles next to them."""
+    x = (k + frac) / 10**9
+    for y in (x, math.nextafter(x, 0.0), math.nextafter(x, math.inf)):
+        check(y)
+        if 1e-4 <= y < 1e6:  # the compiled core's path, checked here on whichever core runs the tests
+            text = nine_places(y)
+            assert text == reference(y) or (text == "" and (y * 1e9) % 1.0 == 0.5), y
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(min_value=1e-4, max_value=1e6, exclude_max=True))
+def test_nine_places_is_repr_round_9_in_the_quick_range(x: float) -> None:
+    text = nine_places(x)
+    assert text == reference(x) or (text == "" and (x * 1e9) % 1.0 == 0.5), x
 
 
 @settings(max_examples=1000, deadline=None)

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from equinox.metrics.collector import RequestRecord
 from equinox.request import Request, RequestStatus
@@ -24,6 +24,8 @@ REQUEST_COLUMNS = (
 )
 COUNTER_COLUMNS = ("time", "kind", "tenant", "value")
 ROW_BATCH = 4096  # rows handed to csv.writer.writerows at a time
+# This module runs compiled (an extension module, not this .py file): `fnum` takes `nine_places`.
+IS_NATIVE: Final = not __file__.endswith(".py")
 
 
 def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int into a float ('3' -> '3.0')
@@ -33,7 +35,8 @@ def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int i
     stays after the point: '12.0'), about twice as fast: '%.9f' rounds the exact binary
     value to 9 decimals as round() does (correctly, ties to even); that decimal has at most
     15 significant digits, so it is the shortest text that reads back as round()'s double,
-    which is what repr prints, and repr uses no exponent in this range.
+    which is what repr prints, and repr uses no exponent in this range. On the compiled core
+    a positive x's decimal comes from integer arithmetic instead (`nine_places`).
     """
     if x is None or x != x:  # None or NaN
         return ""
@@ -43,6 +46,10 @@ def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int i
 def fnum(x: int | float) -> str:
     """`repr(round(x, 9))` of a number that is not None (NaN: 'nan'): `num` without its None and NaN check."""
     if type(x) is float:
+        if IS_NATIVE and 1e-4 <= x < 1e6:
+            text = nine_places(x)
+            if text:
+                return text
         if 1e-4 <= x < 1e6 or -1e6 < x <= -1e-4:  # inline, not a helper: this runs millions of times
             if x.is_integer():  # counts, and times on whole intervals: repr gives 'N.0'
                 return str(int(x)) + ".0"
@@ -53,6 +60,34 @@ def fnum(x: int | float) -> str:
         if x == 0.0:
             return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
     return _repr_round(x)
+
+
+def nine_places(x: float) -> str:
+    """'%.9f' of 1e-4 <= x < 1e6 without its trailing zeros (`num`'s quick range), from integer arithmetic;
+    '' when x * 1e9 lies exactly half-way between two integers (a tie, or beside one: '%.9f' decides).
+
+    y = x * 1e9 is the exact product P rounded to a double. Below 2**50 every k + 1/2 is a
+    double and rounding never reorders, so y < k + 1/2 only if P is, and y > k + 1/2 only if
+    P is: the integer nearest y is the one nearest P. Four times faster than '%.9f' compiled
+    (no float formatting), slower interpreted: `fnum` takes it only on the compiled core.
+    """
+    y = x * 1e9
+    k = int(y)
+    frac = y - k
+    if frac == 0.5:
+        return ""
+    if frac > 0.5:
+        k += 1
+    whole = k // 1000000000
+    part = k - whole * 1000000000
+    if part == 0:  # counts, and times on whole intervals: repr gives 'N.0'
+        return str(whole) + ".0"
+    width = 9
+    while part % 10 == 0:
+        part //= 10
+        width -= 1
+    digits = str(part)
+    return str(whole) + "." + "0" * (width - len(digits)) + digits
 
 
 def _repr_round(x: Any) -> str:  # `Any`: compiled, round() of an `int | float` would make the int a float
