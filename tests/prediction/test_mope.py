@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import pytest
@@ -12,9 +13,9 @@ from equinox.prediction.experts.iteration_time import IterationTimeExpert, Onlin
 from equinox.prediction.experts.output_length import OutputLengthConfig, OutputLengthExpert
 from equinox.prediction.experts.ttft import TtftExpert
 from equinox.prediction.experts.utilisation import UtilisationExpert
-from equinox.prediction.interface import RecentStats
+from equinox.prediction.interface import RecentStats, native_bisect_left, native_bisect_right
 from equinox.prediction.mope import MoPE
-from equinox.types import BatchShape
+from equinox.types import BatchShape, batch_shape
 
 
 def test_gate_moves_from_prior_to_global_bucket_and_tenant_with_evidence() -> None:
@@ -115,3 +116,22 @@ def test_recent_stats_mean_and_quantile_are_those_of_the_window(values: list[flo
     again = RecentStats(capacity, 0.9)
     again.restore_state(**s.export_state())
     assert again.mean == s.mean and again.quantile == s.quantile
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(0, 40).map(float) | st.floats(-1e3, 1e3), max_size=40), st.floats(-1e3, 1e3)
+       | st.integers(-1, 41).map(float))
+def test_recent_stats_native_bisects_are_bisects(values: list[float], x: float) -> None:
+    """The compiled core's window search (`IS_NATIVE`) finds what `bisect` finds, duplicates included."""
+    xs = sorted(values)
+    assert native_bisect_left(xs, x) == bisect.bisect_left(xs, x)
+    assert native_bisect_right(xs, x) == bisect.bisect_right(xs, x)
+    for v in xs:
+        assert native_bisect_left(xs, v) == bisect.bisect_left(xs, v)
+        assert native_bisect_right(xs, v) == bisect.bisect_right(xs, v)
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=5, max_size=5))
+def test_batch_shape_is_the_named_tuple(counts: list[int]) -> None:
+    shape = batch_shape(*counts)
+    assert type(shape) is BatchShape and shape == BatchShape(*counts) and shape.num_tokens == counts[0] + counts[3]

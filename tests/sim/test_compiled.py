@@ -97,10 +97,11 @@ def test_compiled_run_directory_equals_pure_python(tmp_path: Path, compiled_dir:
 
 
 def test_golden_runs_and_exact_digests_hold_on_the_compiled_core(compiled_dir: Path) -> None:
-    """The pinned golden numbers, policy-decision digests and CSV number texts, from the compiled modules."""
+    """The pinned golden numbers, policy-decision digests, CSV number texts and MoPE's statistics (the
+    compiled-only branches of `rows.fnum` and `RecentStats`), from the compiled modules."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "golden"),
            str(ROOT / "tests" / "scheduling" / "test_policy_exact.py"),
-           str(ROOT / "tests" / "metrics" / "test_rows.py")]
+           str(ROOT / "tests" / "metrics" / "test_rows.py"), str(ROOT / "tests" / "prediction" / "test_mope.py")]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**os.environ, "PYTHONPATH": str(compiled_dir)})
     assert proc.returncode == 0, proc.stdout[-3000:]

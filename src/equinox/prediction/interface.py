@@ -10,7 +10,7 @@ import math
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from equinox.compiled import picklable_when_compiled
 
@@ -31,14 +31,46 @@ class LengthPrediction:
         object.__setattr__(self, "source", source)
 
 
+# This module runs compiled (an extension module, not this .py file): `RecentStats` then searches its
+# sorted window with the native loops below, which compare floats without a call through the
+# interpreter's `bisect` (several times faster there; interpreted, `bisect` in C is the faster one).
+IS_NATIVE: Final = not __file__.endswith(".py")
+
+
+def native_bisect_left(xs: list[float], x: float) -> int:
+    """`bisect.bisect_left(xs, x)`, with the same comparisons (xs[mid] < x)."""
+    lo, hi = 0, len(xs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if xs[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def native_bisect_right(xs: list[float], x: float) -> int:
+    """`bisect.bisect_right(xs, x)` (where `insort` inserts), with the same comparisons (x < xs[mid])."""
+    lo, hi = 0, len(xs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < xs[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 class RecentStats:
     """Mean and one quantile over the last `capacity` observations (recomputed lazily from a
     sorted copy kept up to date as observations come and go)."""
 
-    __slots__ = ("_dirty", "_int_sum", "_mean", "_non_integers", "_q", "_quantile", "_sorted", "_values", "count")
+    __slots__ = ("_capacity", "_dirty", "_int_sum", "_mean", "_non_integers", "_q", "_quantile", "_sorted", "_values",
+                 "count")
 
     def __init__(self, capacity: int, quantile: float) -> None:
         self._values: deque[float] = deque(maxlen=capacity)
+        self._capacity = capacity  # the deque's maxlen, without a generic attribute read per observation
         self._sorted: list[float] = []
         self._quantile = quantile
         self._dirty = False
@@ -53,12 +85,17 @@ class RecentStats:
     def add(self, value: float) -> None:
         """Record one observation."""
         values = self._values
-        if values and len(values) == values.maxlen:
+        xs = self._sorted
+        if values and len(values) == self._capacity:
             oldest = values[0]
-            del self._sorted[bisect_left(self._sorted, oldest)]  # the oldest leaves the window
+            # the oldest leaves the window
+            del xs[native_bisect_left(xs, oldest) if IS_NATIVE else bisect_left(xs, oldest)]
             self._forget(oldest)
         values.append(value)
-        insort(self._sorted, value)
+        if IS_NATIVE:
+            xs.insert(native_bisect_right(xs, value), value)
+        else:
+            insort(xs, value)
         self._count_in(value)
         self.count += 1
         self._dirty = True

@@ -148,6 +148,9 @@ class IterationTimeExpert:
         self._online = OnlineLinearModel() if base is None else None
         self._ema = ema
         self.ratio: dict[int, float] = {}  # regime key (`regime_key`) -> observed/predicted
+        # The same ratios as a list indexed by regime key (1.0 where none was learned): read for every
+        # point of adaptive batching's search, where a dict lookup boxes its int key and its default.
+        self.ratio_at: list[float] = []
         self.num_observations = 0
         # A base that never predicts less when a batch count grows lets callers skip predictions
         # a comparison already implies (adaptive batching); cost models declare it (`is_monotone`).
@@ -174,7 +177,9 @@ class IterationTimeExpert:
         """Corrected prediction in seconds (`base` and `regime` inlined: adaptive batching calls it per step)."""
         base = self._base
         predicted = base(batch) if base is not None else self.base(batch)
-        return predicted * self.ratio.get(_regime(batch.num_prefill_tokens, batch.num_decode_seqs), 1.0)
+        key = _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
+        ratio_at = self.ratio_at
+        return predicted * (ratio_at[key] if key < len(ratio_at) else 1.0)
 
     @property
     def online(self) -> OnlineLinearModel | None:
@@ -191,7 +196,16 @@ class IterationTimeExpert:
     def restore_state(self, ratios: dict[tuple[str, int], float], num_observations: int) -> None:
         """Resume the correction ratios of `export_state()` ((phase, size bucket) -> ratio)."""
         self.ratio = {regime_key(phase, size): r for (phase, size), r in ratios.items()}
+        self.ratio_at = []
+        for key, r in self.ratio.items():
+            self._set_ratio_at(key, r)
         self.num_observations = num_observations
+
+    def _set_ratio_at(self, key: int, r: float) -> None:
+        ratio_at = self.ratio_at
+        if key >= len(ratio_at):
+            ratio_at.extend([1.0] * (key + 1 - len(ratio_at)))
+        ratio_at[key] = r
 
     def observe(self, batch: BatchShape, duration_s: float) -> None:
         """Fold in one measured iteration."""
@@ -205,4 +219,5 @@ class IterationTimeExpert:
         if predicted > 0:
             key = _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
             r = self.ratio.get(key, 1.0)
-            self.ratio[key] = r + self._ema * (duration_s / predicted - r)
+            self.ratio[key] = r = r + self._ema * (duration_s / predicted - r)
+            self._set_ratio_at(key, r)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from equinox.types import BatchShape
+from equinox.types import BatchShape, batch_shape
 
 
 class TtftExpert:
@@ -19,7 +19,7 @@ class TtftExpert:
         budget = max(1, token_budget - num_decode_seqs)
         num_chunks = max(1, math.ceil(num_prompt_tokens / budget))
         chunk = min(num_prompt_tokens, budget)
-        step = BatchShape(chunk, 1, chunk * (chunk + 1) // 2, num_decode_seqs, context_tokens)
+        step = batch_shape(chunk, 1, chunk * (chunk + 1) // 2, num_decode_seqs, context_tokens)
         return num_chunks * self._iteration_time(step)
 
     def predict(

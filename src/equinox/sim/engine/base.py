@@ -23,7 +23,15 @@ from equinox.sim.engine.cohort import DecodeCohort
 from equinox.sim.engine.config import EngineConfig
 from equinox.sim.engine.kv_pool import BlockPool
 from equinox.sim.engine.planner import DecodeRun, apply_decode_run, plan_decode_run, run_report
-from equinox.types import BatchLimits, BatchShape, StepReport, StepResult, TenantUsage
+from equinox.types import (
+    BatchLimits,
+    BatchShape,
+    StepReport,
+    StepResult,
+    batch_shape,
+    step_report,
+    tenant_usage,
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -185,7 +193,7 @@ class Engine:
                 p_tokens += n
                 p_seqs += 1
                 pairs += n * k + n * (n + 1) // 2
-        return BatchShape(p_tokens, p_seqs, pairs, d_seqs, d_ctx)
+        return batch_shape(p_tokens, p_seqs, pairs, d_seqs, d_ctx)
 
     # Folded decode runs (simulator fast path) ---------------------------------------
     def plan_decode_run(
@@ -204,7 +212,7 @@ class Engine:
             return None  # something waits, or a prefill is in flight
         first_stop = stop_time if visible_time is None else min(stop_time, visible_time)
         # Cheap look-ahead: if the very next iteration passes the stop, there is no run to fold.
-        first = now + step_time(BatchShape(0, 0, 0, len(self.running), self._next_decode_ctx))
+        first = now + step_time(batch_shape(0, 0, 0, len(self.running), self._next_decode_ctx))
         if first > first_stop or int(first / interval_s) != int(now / interval_s):
             return None
         limits = self.policy.batch_limits(now, self._limits)
@@ -226,7 +234,7 @@ class Engine:
         """Fold a planned run back, as `update_from_result` does for one iteration."""
         if self._cohort is not None:
             finished, usage = self._cohort.apply_run(run)
-            per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}
+            per_tenant = {t: tenant_usage(usage[t]) for t in sorted(usage)}
             k = run.num_steps
         else:
             finished, per_tenant, k = apply_decode_run(
@@ -262,10 +270,10 @@ class Engine:
         if finished:
             self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
         self._next_decode_ctx = cohort.ctx  # every running request is a member
-        per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}
+        per_tenant = {t: tenant_usage(usage[t]) for t in sorted(usage)}
         limits = run.limits if run.cross_limits is None else run.cross_limits
-        report = StepReport(self._step_id, run.end_time, run.cross_duration_s, run.cross_batch, limits,
-                            per_tenant, self.kv.num_used, self.kv.num_blocks)
+        report = step_report(self._step_id, run.end_time, run.cross_duration_s, run.cross_batch, limits,
+                             per_tenant, self.kv.num_used, self.kv.num_blocks)
         return self._tell_policy(report, [], finished)
 
     def _tell_policy(self, report: StepReport, first_tokens: list[Request], finished: list[Request]) -> StepOutcome:
@@ -347,8 +355,8 @@ class Engine:
             self._pending = [r for r in pending if r.status is RequestStatus.RUNNING and not cohort.is_member(r)]
             decode_ctx = cohort.ctx
         self._next_decode_ctx = decode_ctx if all_decode else -1
-        per_tenant = {t: TenantUsage(*usage[t]) for t in sorted(usage)}  # canonical order: tenant name
-        report = StepReport(
+        per_tenant = {t: tenant_usage(usage[t]) for t in sorted(usage)}  # canonical order: tenant name
+        report = step_report(
             output.step_id, output.time, result.duration_s, output.batch, output.limits,
             per_tenant, self.kv.num_used, self.kv.num_blocks,
         )

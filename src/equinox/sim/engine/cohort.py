@@ -30,7 +30,7 @@ from collections.abc import Callable
 from equinox.request import Request, RequestStatus
 from equinox.sim.engine.kv_pool import BlockPool
 from equinox.sim.engine.planner import DecodeRun, RunMember, plan_run
-from equinox.types import BatchLimits, BatchShape
+from equinox.types import BatchLimits, BatchShape, batch_shape
 
 
 class DecodeCohort:
@@ -239,7 +239,7 @@ class DecodeCohort:
         if decode_time is None:
             # Not a `def decode_time`: mypyc miscompiles a nested function that rebinds a parameter.
             def batch_decode_time(num_seqs: int, context_tokens: int) -> float:
-                return step_time(BatchShape(0, 0, 0, num_seqs, context_tokens))
+                return step_time(batch_shape(0, 0, 0, num_seqs, context_tokens))
 
             decode_time = batch_decode_time
 

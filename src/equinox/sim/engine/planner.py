@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from equinox.request import Request, RequestStatus
-from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage
+from equinox.types import BatchLimits, BatchShape, StepReport, TenantUsage, batch_shape, step_report, tenant_usage
 
 
 @dataclass(slots=True)
@@ -128,7 +128,7 @@ def plan_run(
             break
         if end > visible_time:
             if ends and t < visible_time:
-                cross = (end, d, BatchShape(0, 0, 0, active, ctx))
+                cross = (end, d, batch_shape(0, 0, 0, active, ctx))
             break
         if int(end / interval_s) != first_interval:
             break
@@ -164,7 +164,7 @@ def plan_run(
         kv_block_s += d * total_blocks_used
     if not ends:
         return None
-    run = DecodeRun(now, ends, gaps, limits, BatchShape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
+    run = DecodeRun(now, ends, gaps, limits, batch_shape(0, 0, 0, sum_seqs, sum_ctx), kv_block_s)
     run.needs = needs
     if cross is not None:
         run.cross_end, run.cross_duration_s, run.cross_batch = cross
@@ -202,7 +202,7 @@ def plan_decode_run(
         num_used += req.num_blocks  # every block in use belongs to a running request
 
     def decode_time(num_seqs: int, context_tokens: int) -> float:
-        return step_time(BatchShape(0, 0, 0, num_seqs, context_tokens))
+        return step_time(batch_shape(0, 0, 0, num_seqs, context_tokens))
 
     return plan_run(
         size=len(running), ctx=ctx, num_free=num_free_blocks, num_used=num_used, block_size=block_size, epoch=0,
@@ -261,11 +261,11 @@ def apply_decode_run(
     if num_added:
         allocate(num_added)  # after the frees: the plan checked every intermediate step fits
     finished.sort(key=lambda r: (r.finish_time, r.admit_seq))
-    per_tenant = {t: TenantUsage(0, *usage[t]) for t in sorted(usage)}  # canonical order: tenant name
+    per_tenant = {t: tenant_usage([0, *usage[t]]) for t in sorted(usage)}  # canonical order: tenant name
     return finished, per_tenant, k
 
 
 def run_report(run: DecodeRun, step_id: int, per_tenant: dict[str, TenantUsage], used: int, total: int) -> StepReport:
     """The StepReport policies and the collector see for a whole run."""
-    return StepReport(step_id, run.start_time, run.end_time - run.start_time, run.batch, run.limits, per_tenant,
-                      used, total, run.num_steps, run.kv_block_seconds)
+    return step_report(step_id, run.start_time, run.end_time - run.start_time, run.batch, run.limits, per_tenant,
+                       used, total, run.num_steps, run.kv_block_seconds)

@@ -22,7 +22,7 @@ from equinox.sim.engine.cohort import DecodeCohort
 from equinox.sim.engine.config import EngineConfig
 from equinox.sim.engine.planner import DecodeRun
 from equinox.sim.engine.registry import ENGINES
-from equinox.types import BatchLimits, BatchShape
+from equinox.types import BatchLimits, BatchShape, batch_shape
 
 
 class VllmEngine(Engine):
@@ -167,7 +167,7 @@ class VllmEngine(Engine):
             k = req.num_computed_tokens
             p_tokens += n
             pairs += n * k + n * (n + 1) // 2
-        shape = BatchShape(p_tokens, len(scheduled), pairs, num_cohort, cohort.ctx)
+        shape = batch_shape(p_tokens, len(scheduled), pairs, num_cohort, cohort.ctx)
         return scheduled, [], shape, num_cohort
 
     def _lazy_prefills(
