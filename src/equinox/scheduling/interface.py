@@ -30,7 +30,8 @@ Three parts of the contract serve every host alike (issues "Engines that tell th
   floors, what its predictors learned) as a JSON-safe mapping, so a restarted gateway, a
   counter actor or a replica resumes a heavy tenant's debt instead of zeroing it. Waiting
   requests are not part of the state (hosts own them). `scheduling/state.py` wraps it in
-  one versioned snapshot format shared by every host.
+  one versioned snapshot format shared by every host. A host whose running requests
+  outlive the restart hands them back with `resume_running(requests)`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -235,6 +236,12 @@ class Policy(ABC):
         ConfigError naming the problem when `state` is malformed."""
         if state:
             raise ConfigError(f"policy {self.name!r} keeps no state but was given {sorted(state)}")
+
+    def resume_running(self, requests: Iterable[RequestView]) -> None:  # noqa: B027 - optional hook
+        """After `restore_state`, a host whose running requests outlived the restart hands them back,
+        so a policy that reads running requests' progress sees them again (Equinox's KV fair share
+        weighs the KV each tenant's running requests hold). Hosts that restore before any request
+        arrives (the gateway) have none to hand back."""
 
     # Mechanism hints ---------------------------------------------------------
     def choose_victim(self, candidates: Sequence[RequestView], now: float) -> RequestView:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -41,7 +41,7 @@ from equinox.scheduling.policies.vtc import CounterPolicy
 from equinox.scheduling.policy import POLICIES
 from equinox.scheduling.queues import TenantPriorityQueues
 from equinox.scheduling.state import StateReader
-from equinox.types import BatchLimits, BatchShape, StepReport
+from equinox.types import BatchLimits, BatchShape, StepReport, batch_shape
 
 EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised at every decision
 
@@ -63,6 +63,19 @@ class _Admitted:
     is_running: bool = True
     growth_bound: int = 0  # its share of EquinoxPolicy._growth_bound while it runs
 
+    def __init__(self, view: RequestView | None, charged_ufc: float, predicted_mean: float, predicted_q: float,
+                 discount: float, first_token_time: float | None = None, is_running: bool = True,
+                 growth_bound: int = 0) -> None:
+        # written out: mypyc compiles it, where it leaves a dataclass's generated __init__ to the interpreter
+        self.view = view
+        self.charged_ufc = charged_ufc
+        self.predicted_mean = predicted_mean
+        self.predicted_q = predicted_q
+        self.discount = discount
+        self.first_token_time = first_token_time
+        self.is_running = is_running
+        self.growth_bound = growth_bound
+
 
 @dataclass(slots=True)
 class _Replay:
@@ -74,6 +87,36 @@ class _Replay:
     regimes: list[int]
     ratios: list[float] | None = None  # each point's ratio when every comparison last held
     ctx: int = 0  # the context then
+
+    def __init__(self, oks: list[bool], chunks: list[int], regimes: list[int], ratios: list[float] | None = None,
+                 ctx: int = 0) -> None:
+        self.oks = oks  # written out, as _Admitted's
+        self.chunks = chunks
+        self.regimes = regimes
+        self.ratios = ratios
+        self.ctx = ctx
+
+
+class _Knobs:
+    """The `EquinoxParams` values read at every admission and step, as typed attributes of a class the
+    compiled core makes native (EquinoxParams stays an interpreted frozen dataclass: each read of it
+    there is a generic attribute lookup). Made again whenever `EquinoxPolicy.params` is set."""
+
+    def __init__(self, p: EquinoxParams) -> None:
+        self.alpha = float(p.alpha)
+        self.beta = float(p.beta)
+        self.f_min = float(p.f_min)
+        self.latency_scale_s = float(p.latency_scale_s)
+        self.proactive = bool(p.proactive)
+        self.adaptive_batching = bool(p.adaptive_batching)
+        self.tpot_target_s = float(p.tpot_target_s)
+        self.min_batched_tokens = int(p.min_batched_tokens)
+        self.max_batched_tokens = int(p.max_batched_tokens)
+        self.kv_admission = bool(p.kv_admission)
+        self.kv_headroom = float(p.kv_headroom)
+        self.compute_share = float(p.compute_share)
+        self.kv_fair_share = bool(p.kv_fair_share)
+        self.kv_share_slack = float(p.kv_share_slack)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # compiled core: Python subclasses still work
@@ -118,6 +161,16 @@ class EquinoxPolicy(CounterPolicy):
         self._floor_of: BatchLimits | None = None
         self._floor = self._limits
 
+    @property
+    def params(self) -> EquinoxParams:
+        """The policy's knobs (frozen; set a new EquinoxParams to change them)."""
+        return self._params
+
+    @params.setter
+    def params(self, value: EquinoxParams) -> None:
+        self._params = value
+        self._k = _Knobs(value)
+
     # Platform ------------------------------------------------------------------
     def set_platform(self, platform: Platform) -> None:
         """RFC's cost constants and MoPE's iteration-time and FLOPs models from the host's platform.
@@ -138,7 +191,7 @@ class EquinoxPolicy(CounterPolicy):
     # Holistic Fairness score ------------------------------------------------------
     def discount(self, latency_s: float) -> float:
         """d(latency) in [f_min, 1]: 1 for an immediate answer, towards f_min as users wait."""
-        p = self.params
+        p = self._k
         if p.f_min >= 1.0:
             return 1.0
         tau = p.latency_scale_s
@@ -154,7 +207,7 @@ class EquinoxPolicy(CounterPolicy):
 
     def holistic_scores(self) -> dict[str, float]:
         """HF_i for every known tenant, normalised by the means over all known tenants (for display)."""
-        p = self.params
+        p = self._k
         n = len(self._counter) or 1
         mean_u = sum(self._counter.values()) / n
         mean_r = sum(self._rfc.values()) / n
@@ -163,7 +216,7 @@ class EquinoxPolicy(CounterPolicy):
         return {t: a * u + b * self._rfc.get(t, 0.0) for t, u in self._counter.items()}
 
     def _normalisation(self) -> tuple[float, float]:
-        p = self.params
+        p = self._k
         if p.beta == 0.0:
             return 1.0, 0.0  # ordering by UFC alone: exactly VTC's keys (no float rescaling)
         if p.alpha == 0.0:
@@ -182,7 +235,7 @@ class EquinoxPolicy(CounterPolicy):
         if not len(self._backlogged):
             return None
         old_a, old_b = self._coeffs
-        if self.params.beta == 0.0 and old_a == 1.0 and old_b == 0.0:
+        if self._k.beta == 0.0 and old_a == 1.0 and old_b == 0.0:
             a, b = old_a, old_b  # UFC alone, as before (what `_normalisation` answers): nothing to rekey
         else:
             a, b = self._normalisation()
@@ -194,7 +247,7 @@ class EquinoxPolicy(CounterPolicy):
                 self._backlogged.rekey()
         head = super().peek(now)
         num_backlogged = len(self._backlogged)
-        if head is None or not self.params.kv_fair_share or not 1 < num_backlogged <= EXACT_SCAN_LIMIT:
+        if head is None or not self._k.kv_fair_share or not 1 < num_backlogged <= EXACT_SCAN_LIMIT:
             return head  # alone in the backlog, the head's tenant has nobody to let pass
         return self._under_share_first(head)
 
@@ -207,7 +260,7 @@ class EquinoxPolicy(CounterPolicy):
         """
         shares = self._kv_shares(head.tenant)
         tenant = None if shares is None else shares.passes(
-            head.tenant, self._backlogged.members(), self._counter, self.params.kv_share_slack)
+            head.tenant, self._backlogged.members(), self._counter, self._k.kv_share_slack)
         other = None if tenant is None else self._queues.head(tenant)
         return head if other is None else other
 
@@ -250,11 +303,11 @@ class EquinoxPolicy(CounterPolicy):
 
     def add_request(self, request: RequestView, now: float) -> str | None:
         """Enqueue; remember when the tenant last arrived and how much KV its request will take."""
-        if self.params.kv_fair_share:
+        if self._k.kv_fair_share:
             tenant = request.tenant
             pred = self.mope.predict_output(tenant, request.num_prompt_tokens, request.max_tokens)
             self._kv_book.note_arrival(
-                tenant, request.arrival_time, request.num_prompt_tokens + pred.mean * self.params.kv_headroom
+                tenant, request.arrival_time, request.num_prompt_tokens + pred.mean * self._k.kv_headroom
             )
         self._enqueue(request, front=False)  # CounterPolicy.add_request
         return None
@@ -303,7 +356,7 @@ class EquinoxPolicy(CounterPolicy):
             entry.view = request
             self._bound_growth(entry, request.num_output_tokens_done)
             return
-        p = self.params
+        p = self._k
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
         d = 1.0 if p.f_min >= 1.0 else self.discount(self.predict_ttft(request))
         self._tenant_discount[request.tenant] = d
@@ -317,7 +370,7 @@ class EquinoxPolicy(CounterPolicy):
         """Count a running request in `_growth_bound`: `_peak_reservation` gives it a growth of
         mean * headroom - done, or else max(quantile - done, 1), and done only grows from `num_done`."""
         self._unbound_growth(entry)
-        top = max(entry.predicted_mean * self.params.kv_headroom, entry.predicted_q) - num_done
+        top = max(entry.predicted_mean * self._k.kv_headroom, entry.predicted_q) - num_done
         entry.growth_bound = max(math.ceil(top), 1)
         self._growth_bound += entry.growth_bound
 
@@ -369,7 +422,7 @@ class EquinoxPolicy(CounterPolicy):
         entry = self._admitted.pop(request.request_id, None)
         if entry is not None:
             self._unbound_growth(entry)
-        if entry is None or not self.params.proactive:
+        if entry is None or not self._k.proactive:
             return
         ttft = (entry.first_token_time if entry.first_token_time is not None else now) - request.arrival_time
         actual = self._ufc_amount(request, actual_out, self.discount(ttft))
@@ -379,17 +432,18 @@ class EquinoxPolicy(CounterPolicy):
     def on_step(self, report: StepReport) -> None:
         """Feed MoPE; charge RFC shares; charge UFC per token when not proactive."""
         self._is_synced = False  # running requests advanced
-        self._last_batch = mean = report.mean_batch
+        # report.mean_batch, without its property call when nothing was folded
+        self._last_batch = mean = report.batch if report.num_steps == 1 else report.mean_batch
         self.mope.observe_step(report, mean)
         self._now = report.start_time + report.duration_s
         self._kv_book.kv_blocks = (report.num_kv_blocks_used, report.num_kv_blocks_total)
         cfg = self.config
-        if not self.params.proactive:
+        if not self._k.proactive:
             for tenant, usage in report.per_tenant.items():
                 if usage.num_output_tokens:
                     d = self._tenant_discount.get(tenant, 1.0)
                     self.charge(tenant, cfg.output_weight * usage.num_output_tokens * d / cfg.weight(tenant))
-        if self.params.beta > 0.0:
+        if self._k.beta > 0.0:
             self._charge_rfc_step(report)
 
     def _charge_rfc_step(self, report: StepReport) -> None:
@@ -408,7 +462,7 @@ class EquinoxPolicy(CounterPolicy):
                     + decode_seqs * plat.s_weight_read / num_decode
                 )
         total = sum(raw.values()) or 1.0
-        c = self.params.compute_share
+        c = self._k.compute_share
         rate = plat.tokens_per_s
         dur = report.duration_s
         blocks = report.num_kv_blocks_total or 1
@@ -421,7 +475,7 @@ class EquinoxPolicy(CounterPolicy):
     def batch_limits(self, now: float, default: BatchLimits) -> BatchLimits:
         """Largest token budget whose predicted iteration stays under the TPOT target."""
         self._now = now
-        p = self.params
+        p = self._k
         if not p.adaptive_batching or (
             self.platform.iteration_time is None and self.mope.iteration.num_observations < 32
         ):
@@ -443,8 +497,8 @@ class EquinoxPolicy(CounterPolicy):
         if default is self._floor_of:
             return self._floor
         tokens = default.max_num_batched_tokens
-        if self.params.adaptive_batching:
-            tokens = min(tokens, self.params.min_batched_tokens)
+        if self._k.adaptive_batching:
+            tokens = min(tokens, self._k.min_batched_tokens)
         self._floor_of = default
         self._floor = BatchLimits(tokens, default.max_num_seqs)
         return self._floor
@@ -457,7 +511,7 @@ class EquinoxPolicy(CounterPolicy):
         search still comes out the same, so does its answer: `_replays` checks that with a few
         predictions instead of the whole search (exact; it runs before every iteration).
         """
-        p = self.params
+        p = self._k
         target = p.tpot_target_s
         if self._search_path and self.mope.iteration.is_monotone and self._replays(d, ctx, target):
             return self._search_budget
@@ -466,7 +520,7 @@ class EquinoxPolicy(CounterPolicy):
 
         def fits(tokens: int) -> bool:
             chunk = max(0, tokens - d)
-            ok = predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target
+            ok = predict(batch_shape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target
             path.append((tokens, ok))
             return ok
 
@@ -516,7 +570,8 @@ class EquinoxPolicy(CounterPolicy):
             state = self._replay_by_d[d] = _Replay(oks, chunks, regimes)
         # Since the last time every comparison held with these decodes, a point's time grew if
         # the context did not shrink and its ratio did not fall, and fell in the opposite case.
-        ratio = expert.ratio
+        ratio_at = expert.ratio_at
+        num_known = len(ratio_at)
         oks, chunks, regimes = state.oks, state.chunks, state.regimes
         ratios: list[float] = []  # each point's ratio now (kept when every comparison holds)
         last = state.ratios
@@ -525,14 +580,16 @@ class EquinoxPolicy(CounterPolicy):
         top = -1.0  # largest ratio among known fitting points (all above the points left)
         bottom = math.inf  # smallest ratio among known non-fitting points (all below the points left)
         for i in range(len(oks)):
-            r = ratio.get(regimes[i], 1.0)
+            key = regimes[i]
+            r = ratio_at[key] if key < num_known else 1.0  # expert.ratio.get(key, 1.0)
             ratios.append(r)
             if oks[i]:
                 if r <= top:
                     continue
                 if last is None or not is_earlier or r > last[i]:
                     chunk = chunks[i]
-                    if expert.predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) > target:
+                    shape = batch_shape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)
+                    if expert.predict(shape) > target:
                         return False
                 top = r
             else:
@@ -540,7 +597,8 @@ class EquinoxPolicy(CounterPolicy):
                     continue
                 if last is None or not is_later or r < last[i]:
                     chunk = chunks[i]
-                    if expert.predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= target:
+                    shape = batch_shape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)
+                    if expert.predict(shape) <= target:
                         return False
                 bottom = r
         state.ratios = ratios
@@ -551,7 +609,7 @@ class EquinoxPolicy(CounterPolicy):
     def reads_running_progress(self) -> bool:
         """Predicted-KV admission reads every running request's progress (it brings it up to date
         itself, only when it reads it, where the host gave a way to: `bind_progress_sync`)."""
-        return bool(self.params.kv_admission) and self._sync is None
+        return bool(self._k.kv_admission) and self._sync is None
 
     def bind_progress_sync(self, sync: Callable[[], None]) -> None:
         """Keep the host's `sync`: called before reading running requests' progress, once per step."""
@@ -573,7 +631,7 @@ class EquinoxPolicy(CounterPolicy):
         admitted when free KV >= peak - sum_s c_s. Growth uses MoPE's point estimate
         times `kv_headroom`; a request past its estimate is assumed to run to its quantile.
         """
-        p = self.params
+        p = self._k
         if not p.kv_admission:
             return super().kv_reservation_tokens(request)  # as every policy (VTC's reduction holds)
         if num_free_tokens is not None:
@@ -597,14 +655,14 @@ class EquinoxPolicy(CounterPolicy):
         more cover the float rounding of the exact computation.
         """
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
-        bound = request.num_prompt_tokens + math.ceil(pred.mean * self.params.kv_headroom) + self._growth_bound + 3
-        return bound + self._kv_book.typical_bound if self.params.kv_fair_share else bound
+        bound = request.num_prompt_tokens + math.ceil(pred.mean * self._k.kv_headroom) + self._growth_bound + 3
+        return bound + self._kv_book.typical_bound if self._k.kv_fair_share else bound
 
     def _peak_reservation(self, request: RequestView, held_by: dict[str, float] | None) -> int:
         """The predicted-peak rule; with `held_by`, also fills in the KV tokens each tenant holds
         (`_kv_held`, in the same pass over the running requests: this runs at every admission)."""
         self._sync_progress()
-        headroom = self.params.kv_headroom
+        headroom = self._k.kv_headroom
         pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
         items = [(pred.mean * headroom, float(request.num_prompt_tokens))]
         append = items.append
@@ -708,6 +766,13 @@ class EquinoxPolicy(CounterPolicy):
         self._kv_book.restore(r.sub("kv_share"))
         platform = r.optional_string("platform")
         self.mope.restore_state(r.sub("mope"), has_same_base=platform in (None, self.platform.name))
+
+    def resume_running(self, requests: Iterable[RequestView]) -> None:
+        """Bind restored running entries to the host's requests again (their progress: KV held, growth)."""
+        for request in requests:
+            entry = self._admitted.get(request.request_id)
+            if entry is not None and entry.view is None:
+                entry.view = request
 
     def ufc(self) -> dict[str, float]:
         """User Fairness Counter per tenant."""
