@@ -150,9 +150,10 @@ def write_run_tail(
     with open(out / "service.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(("time", "tenant", "prompt_tokens", "output_tokens", "weighted_service", "gpu_s", "kv_block_s"))
+        times: dict[int, str] = {}  # interval starts' texts, shared by the tenants
         for tenant in sorted(series.service):
             write_service_rows(f.write, tenant, series.service[tenant], series.resource.get(tenant, {}),
-                               float(weights.get(tenant, 1.0)), prompt_weight, output_weight, dt)
+                               float(weights.get(tenant, 1.0)), prompt_weight, output_weight, dt, times=times)
     fair = summary.fairness
     with open(out / "fairness_windows.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

@@ -159,6 +159,51 @@ def test_request_rows_batches_in_order() -> None:
     assert "".join(batches) == csv_text([request_row_of(r) for r in reqs])
 
 
+NAMES = st.one_of(st.sampled_from(["r1", "t0", "tenant-3", "a,b", 'say "hi"', "two\nlines", "cr\r", " x "]),
+                  st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=5))
+TIMES = st.one_of(st.none(), st.floats(min_value=0, max_value=3e7), st.sampled_from([0.0, 0.25, 1e6, 8388608.5]))
+
+
+@st.composite
+def live_requests(draw: st.DrawFn) -> Request:
+    """A request leaving the engine: any id, tenant and reason text, any times (None too), repeated ITLs."""
+    arrival = draw(st.one_of(st.floats(min_value=0, max_value=3e7), st.integers(0, 5)))
+    req = Request(RequestSpec(draw(NAMES), draw(NAMES), arrival, draw(st.integers(1, 10**6)), 5))
+    req.first_scheduled_time, req.first_token_time, req.finish_time = draw(TIMES), draw(TIMES), draw(TIMES)
+    req.num_output_tokens_done = draw(st.integers(0, 3))
+    req.max_itl_s = draw(st.one_of(st.sampled_from([0.0, -0.0, 0, 1, 1.0, 0.05, math.nan]), st.floats()))
+    req.num_preemptions = draw(st.integers(0, 2))
+    req.status = draw(st.sampled_from(list(RequestStatus)))
+    req.reject_reason = draw(st.one_of(st.none(), NAMES, st.just("")))
+    return req
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(live_requests(), min_size=1, max_size=6))
+def test_request_lines_are_the_rows_csv_writer_writes(reqs: list[Request]) -> None:
+    """One line a request, through one writer (its tenant and ITL caches), as csv.writer writes the row."""
+    batches: list[str] = []
+    sink = RequestRows(batches.append, batch=3)
+    for req in reqs + reqs[::-1]:  # each request again: its tenant is then known, its ITL often the last one
+        sink(req)
+    sink.flush()
+    assert "".join(batches) == csv_text([request_row_of(r) for r in reqs + reqs[::-1]])
+
+
+def test_request_lines_tell_an_equal_itl_of_another_type_or_zero() -> None:
+    reqs = []
+    for itl in (1, 1.0, 1, 1.0, 1.0, 0.0, -0.0, 0.0, math.nan, math.nan):  # an int ITL: pure-Python callers
+        req = live_request(1, arrival=0.5, done=9, first=0.75, finish=2.125, scheduled=0.6)
+        req.max_itl_s = itl
+        reqs.append(req)
+    batches: list[str] = []
+    sink = RequestRows(batches.append)
+    for req in reqs:
+        sink(req)
+    sink.flush()
+    assert "".join(batches) == csv_text([request_row_of(r) for r in reqs])
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), min_size=1, max_size=4))
 @example(["a,b", 'say "hi"', "two\nlines", "cr\r", "", " padded ", "tab\t", "é", "\x00"])
@@ -184,6 +229,19 @@ def test_counter_lines_reusing_unchanged_values_write_what_counter_rows_write(
         assert lines(i, counters) == csv_text(counter_rows(i, counters))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["vtc", "hf", "ufc", "a,b"]), st.dictionaries(
+    st.sampled_from(["a", "b", "c", 'q"t']), st.floats(allow_nan=False, min_value=-10, max_value=10), min_size=1),
+    min_size=1), min_size=1, max_size=8))
+def test_counter_lines_keep_their_sorted_order_only_while_the_names_stay(
+        intervals: list[dict[str, dict[str, float]]]) -> None:
+    """Kinds and tenants that come and go, or come back in another order, are still written sorted."""
+    lines = CounterLines()
+    for i, counters in enumerate(intervals + [{k: dict(reversed(v.items())) for k, v in reversed(c.items())}
+                                              for c in intervals]):
+        assert lines(i, counters) == csv_text(counter_rows(i, counters))
+
+
 def test_counter_rows_sorted_by_kind_then_tenant() -> None:
     rows = counter_rows(3 * 0.5, {"vtc": {"b": 2.0, "a": 1 / 3}, "hf": {"a": 0}})
     assert rows == [("1.5", "hf", "a", "0"), ("1.5", "vtc", "a", "0.333333333"), ("1.5", "vtc", "b", "2.0")]
@@ -201,7 +259,12 @@ def test_step_and_service_rows_as_written_before() -> None:
             assert "".join(got) == csv_text([(reference(i * dt), *(reference(float(c[i])) for c in cols))
                                               for i in range(3)])
             got = []
+            times: dict[int, str] = {1: "not used", 2: reference(2 * dt)}  # shared: another tenant's texts
+            write_service_rows(got.append, tenant, service, resource, 2.0, 1, 2.0, dt, batch=1, times=times)
+            assert times == {0: reference(0 * dt), 1: "not used", 2: reference(2 * dt)}
             write_service_rows(got.append, tenant, service, resource, 2.0, 1, 2.0, dt, batch=1)
+            assert got[:2] == got[2:]
+            got = got[:2]
             want = []
             for i, (p, o) in sorted(service.items()):
                 g, kv = resource.get(i, (0.0, 0.0))

@@ -6,13 +6,16 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from equinox.errors import WorkloadError
 from equinox.request import RequestSpec
 from equinox.workload import load_workload
 from equinox.workload.io import write_workload
+from equinox.workload.parsing import iter_csv_rows
 from equinox.workload.schema import Workload
-from equinox.workload.stream import open_stream
+from equinox.workload.stream import _csv_reader, open_stream
 
 
 def _trace(tmp_path: Path, *, ids: bool = True, tenants: bool = True, ties: bool = True, weights: bool = False,
@@ -71,3 +74,39 @@ def test_stream_reports_a_bad_row_with_its_line(tmp_path: Path, write) -> None:
     assert stream is not None
     with pytest.raises(WorkloadError, match=r"b\.csv:3: field .num_prompt_tokens"):
         list(stream)
+
+
+def _streamed_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, fields) of the rows that are not blank, as the streamed reader reads them."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = _csv_reader(fh)
+        return [(reader.line_num, row) for row in reader if row and not (len(row) == 1 and not row[0].strip())]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet='ab1 ,"#\r\n\t', max_size=12), max_size=12), st.integers(1, 5))
+def test_streamed_reader_reads_the_rows_and_lines_iter_csv_rows_reads(tmp_path: Path, lines: list[str],
+                                                                      repeat: int) -> None:
+    """Comments anywhere (also inside a quoted field), blank lines, quoted line breaks, CR and CRLF endings."""
+    path = tmp_path / "rows.csv"
+    path.write_text("".join(lines) * repeat, newline="", encoding="utf-8")
+    assert _streamed_rows(path) == list(iter_csv_rows(path, skip_comments=True))
+
+
+def test_streamed_reader_reads_a_long_file_in_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("".join(f'# {i}\nr{i},"a\n#b",{i}\n\n' for i in range(20000)), newline="", encoding="utf-8")
+    assert _streamed_rows(path) == list(iter_csv_rows(path, skip_comments=True))
+
+
+def test_stream_reports_a_file_that_is_not_utf8_as_load_trace_does(tmp_path: Path, write) -> None:
+    head = "request_id,tenant,arrival_time,num_prompt_tokens,num_output_tokens\na,x,1.0,5,5\n"
+    path = write("t.csv", head)
+    stream = open_stream(str(path))
+    assert stream is not None
+    path.write_bytes(head.encode() + b"b,x,2.0,5,5\n" * 9000 + b"c,\xff,3.0,5,5\n")  # changed after the pre-scan
+    with pytest.raises(WorkloadError) as streamed:
+        list(stream)
+    with pytest.raises(WorkloadError) as whole:
+        load_workload(str(path))
+    assert str(streamed.value) == str(whole.value) and "not UTF-8" in str(streamed.value)

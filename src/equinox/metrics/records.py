@@ -22,6 +22,9 @@ from equinox.metrics.collector import RequestRecord
 from equinox.request import Request, RequestStatus
 
 NAN = math.nan
+_NUM_TIMES = 5  # floats a row adds to RecordColumns' pending rows
+_NUM_COUNTS = 6  # integers a row adds
+_BATCH = 4096  # rows held before they move into the arrays
 
 
 class RecordColumns:
@@ -34,6 +37,8 @@ class RecordColumns:
         "_frozen",
         "_max_itl",
         "_output",
+        "_pending_counts",
+        "_pending_times",
         "_preemptions",
         "_prompt",
         "_rejected",
@@ -53,11 +58,14 @@ class RecordColumns:
         self._prompt, self._output, self._requested, self._preemptions = array("q"), array("q"), array("q"), array("q")
         self._max_itl = array("d")
         self._rejected = array("b")
+        # Rows not yet in the arrays, flat: two list extends a row cost far less than eleven array appends.
+        self._pending_times: list[float] = []  # arrival, scheduled, first token, finish, max ITL (NaN for None)
+        self._pending_counts: list[int] = []  # tenant, prompt, output, requested, preemptions, rejected
         self.first_reject_reason: str | None = None
         self._frozen: Columns | None = None
 
     def __len__(self) -> int:
-        return len(self._tenant)
+        return len(self._tenant) + len(self._pending_counts) // _NUM_COUNTS
 
     def _tenant_id(self, tenant: str) -> int:
         i = self._tenant_index.get(tenant)
@@ -86,19 +94,27 @@ class RecordColumns:
         if self._frozen is not None:
             raise RuntimeError("RecordColumns: no rows can be added once columns() has been taken")
         i = self._tenant_index.get(tenant)
-        self._tenant.append(self._tenant_id(tenant) if i is None else i)
-        self._arrival.append(arrival)
-        self._scheduled.append(NAN if scheduled is None else scheduled)
-        self._first_token.append(NAN if first_token is None else first_token)
-        self._finish.append(NAN if finish is None else finish)
-        self._prompt.append(num_prompt)
-        self._output.append(num_output)
-        self._requested.append(num_requested)
-        self._preemptions.append(num_preemptions)
-        self._max_itl.append(max_itl)
-        self._rejected.append(reason is not None)
+        self._pending_times.extend((arrival, NAN if scheduled is None else scheduled,
+                                    NAN if first_token is None else first_token, NAN if finish is None else finish,
+                                    max_itl))
+        counts = self._pending_counts
+        counts.extend((self._tenant_id(tenant) if i is None else i, num_prompt, num_output, num_requested,
+                       num_preemptions, reason is not None))
         if reason is not None and self.first_reject_reason is None:
             self.first_reject_reason = reason
+        if len(counts) >= _NUM_COUNTS * _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Move the pending rows into the arrays."""
+        times, counts = self._pending_times, self._pending_counts
+        self._pending_times, self._pending_counts = [], []
+        for column, k in ((self._arrival, 0), (self._scheduled, 1), (self._first_token, 2), (self._finish, 3),
+                          (self._max_itl, 4)):
+            column.fromlist(times[k::_NUM_TIMES])
+        for int_column, k in ((self._tenant, 0), (self._prompt, 1), (self._output, 2), (self._requested, 3),
+                              (self._preemptions, 4), (self._rejected, 5)):
+            int_column.fromlist(counts[k::_NUM_COUNTS])
 
     @classmethod
     def of(cls, records: Iterable[RequestRecord]) -> RecordColumns:
@@ -111,6 +127,7 @@ class RecordColumns:
     def columns(self) -> Columns:
         """Numpy views of the columns, without a copy: the columns take no further rows after this."""
         if self._frozen is None:
+            self._flush()
             f, i = _f64, _i64
             tenant = np.frombuffer(self._tenant, dtype=np.int32) if len(self) else np.zeros(0, np.int32)
             rejected = np.frombuffer(self._rejected, dtype=np.int8).astype(bool) if len(self) else np.zeros(0, bool)

@@ -136,13 +136,62 @@ class RequestRows:
         self._write = write
         self._batch = batch
         self._lines: list[str] = []
+        self._plain_tenants: set[str] = set()
+        self._max_itl = 0.0  # the previous row's max_itl_s and its text: a step's length, often the same
+        self._max_itl_text = ""
 
     def __call__(self, req: Request) -> None:
         """Add the line of a request leaving the engine."""
         lines = self._lines
-        lines.append(line_of(request_row_of(req)))
+        lines.append(self.line(req))
         if len(lines) >= self._batch:
             self.flush()
+
+    def line(self, req: Request) -> str:
+        """`line_of(request_row_of(req))`, as one f-string: of its fields only the id, tenant and reason are text
+        that can need quoting (the others are numbers and a status word), and a tenant is checked once."""
+        spec = req.spec
+        request_id = spec.request_id
+        tenant = spec.tenant
+        reason = req.reject_reason if req.status is RequestStatus.REJECTED else None
+        if not (tenant in self._plain_tenants or self._is_plain_tenant(tenant)) or not is_plain(request_id) or (
+                reason is not None and not is_plain(reason)):
+            return line_of(request_row_of(req))
+        arrival = spec.arrival_time
+        scheduled = req.first_scheduled_time
+        first = req.first_token_time
+        finish = req.finish_time
+        num_output = req.num_output_tokens_done
+        max_itl = req.max_itl_s
+        if max_itl == self._max_itl and max_itl != 0 and isinstance(max_itl, float):  # (0.0 and -0.0 differ)
+            max_itl_text = self._max_itl_text
+        else:
+            max_itl_text = self._max_itl_text = num(max_itl)
+            self._max_itl = max_itl if isinstance(max_itl, float) else math.nan  # an int's text is not a float's
+        status = "rejected" if reason is not None else ("finished" if finish is not None else "unfinished")
+        scheduled_text = queue_text = ""
+        if scheduled is not None:
+            scheduled_text = fnum(scheduled)
+            queue_text = fnum(scheduled - arrival)
+        first_text = ttft_text = ""
+        if first is not None:
+            first_text = fnum(first)
+            ttft_text = fnum(first - arrival)
+        finish_text = e2e_text = tpot_text = ""
+        if finish is not None:
+            finish_text = fnum(finish)
+            e2e_text = fnum(finish - arrival)
+            if first is not None and num_output >= 2:
+                tpot_text = fnum((finish - first) / (num_output - 1))
+        return (f"{request_id},{tenant},{fnum(arrival)},{spec.num_prompt_tokens},{num_output},"
+                f"{req.num_target_tokens},{scheduled_text},{first_text},{finish_text},{ttft_text},{tpot_text},"
+                f"{e2e_text},{queue_text},{max_itl_text},{req.num_preemptions},{status},{reason or ''}\n")
+
+    def _is_plain_tenant(self, tenant: str) -> bool:
+        if is_plain(tenant):
+            self._plain_tenants.add(tenant)
+            return True
+        return False
 
     def flush(self) -> None:
         """Write the lines held."""
@@ -167,36 +216,57 @@ class CounterLines:
 
     A counter that has not changed since the previous interval (most of an idle tenant's; the
     policy hands over the same float object, or an equal one of the same type) reuses its text:
-    formatting a float exactly is most of a line's cost.
+    formatting a float exactly is most of a line's cost. The sorted order of kinds and of a
+    kind's tenants is kept while their names stay the same (the same tenants, interval after interval).
     """
 
     def __init__(self) -> None:
         self._fields: dict[str, str] = {}
-        self._texts: dict[str, dict[str, tuple[Any, str]]] = {}  # kind -> tenant -> (last value, its text)
+        self._texts: dict[str, dict[str, tuple[Any, str]]] = {}  # kind -> tenant -> (last value, its text + '\n')
+        self._names: dict[str, dict[str, str]] = {}  # kind -> tenant -> 'kind,tenant,' (quoted where needed)
+        self._kind_order: tuple[list[str], list[str]] = ([], [])  # (names as given, sorted)
+        self._tenant_orders: dict[str, tuple[list[str], list[str]]] = {}  # kind -> (names as given, sorted)
 
     def __call__(self, time: Any, counters: Mapping[str, Mapping[str, Any]]) -> str:
         """The lines of one interval: by kind, then tenant."""
-        t = num(time)
-        fields = self._fields
+        t = num(time) + ","
         out: list[str] = []
-        for kind, values in sorted(counters.items()):
-            prefix = t + "," + (fields.get(kind) or self._field(kind)) + ","
+        kinds = list(counters)
+        if kinds != self._kind_order[0]:
+            self._kind_order = (kinds, sorted(kinds))
+        for kind in self._kind_order[1]:
+            values = counters[kind]
             texts = self._texts.get(kind)
-            if texts is None:
+            names = self._names.get(kind)
+            if texts is None or names is None:
                 texts = self._texts[kind] = {}
-            for tenant, value in sorted(values.items()):
+                names = self._names[kind] = {}
+            tenants = list(values)
+            order = self._tenant_orders.get(kind)
+            if order is None or order[0] != tenants:
+                order = self._tenant_orders[kind] = (tenants, sorted(tenants))
+            for tenant in order[1]:
+                value = values[tenant]
                 last = texts.get(tenant)
                 if last is not None and (last[0] is value or (
                         type(last[0]) is type(value) and last[0] == value and value != 0)):  # (0.0 and -0.0 differ)
                     text = last[1]
                 else:
-                    text = num(value)
+                    text = num(value) + "\n"
                     texts[tenant] = (value, text)
-                out.append(prefix + (fields.get(tenant) or self._field(tenant)) + "," + text + "\n")
+                out.append(t)
+                out.append(names.get(tenant) or self._name(names, kind, tenant))
+                out.append(text)
         return "".join(out)
 
+    def _name(self, names: dict[str, str], kind: str, tenant: str) -> str:
+        text = names[tenant] = self._field(kind) + "," + self._field(tenant) + ","
+        return text
+
     def _field(self, name: str) -> str:
-        text = self._fields[name] = name if is_plain(name) else csv_line(["", name])[1:-1]
+        text = self._fields.get(name)
+        if text is None:
+            text = self._fields[name] = name if is_plain(name) else csv_line(["", name])[1:-1]
         return text
 
 
@@ -244,17 +314,24 @@ def write_step_rows(write: Callable[[str], object], columns: list[Any], num_inte
 
 
 def write_service_rows(write: Callable[[str], object], tenant: str, service: Any, resource: Any, weight: Any,
-                       prompt_weight: Any, output_weight: Any, interval_s: Any, *, batch: int = ROW_BATCH) -> None:
-    """One tenant's service.csv lines: `service` and `resource` read like {interval index: (x, y)}."""
+                       prompt_weight: Any, output_weight: Any, interval_s: Any, *, batch: int = ROW_BATCH,
+                       times: dict[int, str] | None = None) -> None:
+    """One tenant's service.csv lines: `service` and `resource` read like {interval index: (x, y)}.
+
+    `times` holds interval starts' texts by index, shared by the tenants of one file (one dict, all the tenants).
+    """
     cells = dict(resource.items())
     zero = (0.0, 0.0)
     name = tenant if is_plain(tenant) else csv_line([tenant])[:-1]
+    if times is None:
+        times = {}
     lines: list[str] = []
     for i, (p, o) in sorted(service.items()):
         g, kv = cells.get(i, zero)
-        row = [num(i * interval_s), name, str(p), str(o), num((prompt_weight * p + output_weight * o) / weight),
-               num(g), num(kv)]
-        lines.append(",".join(row) + "\n")
+        t = times.get(i)
+        if t is None:
+            t = times[i] = num(i * interval_s)
+        lines.append(f"{t},{name},{p},{o},{num((prompt_weight * p + output_weight * o) / weight)},{num(g)},{num(kv)}\n")
         if len(lines) >= batch:
             write("".join(lines))
             lines = []

@@ -16,11 +16,14 @@ makes `open_stream` return None, and the caller loads the trace as before.
 
 from __future__ import annotations
 
+import csv
+import itertools
 import math
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -136,50 +139,84 @@ def _head(path: Path) -> str:
 
 def _prescan(path: Path, opts: LoadOptions) -> _Scan | None:
     """Check sortedness and collect tenants, weights and counts; None when the file needs `load_trace`."""
-    rows = iter_csv_rows(path, skip_comments=True)
     try:
-        first = next(rows, None)
-        if first is None:
-            return None
-        required = {"arrival_time": ("arrival_time",), "num_prompt_tokens": ("num_prompt_tokens",),
-                    "num_output_tokens": ("num_output_tokens",)}
-        cols = Columns(first[1], path=str(path), required=required, optional={f: (f,) for f in FIELDS})
-        width = cols.width
-        i_time = cols.index["arrival_time"]
-        i_tenant, i_id, i_weight = (cols.index.get(k) for k in ("tenant", "request_id", "tenant_weight"))
-        scan = _Scan()
-        last = -math.inf
-        id_hashes = array("q")
-        scale, clip = opts.rate_scale, opts.duration_s
-        for _line, row in rows:
-            if len(row) != width:
-                return None
-            t = float(row[i_time])
-            if not (t >= last) or t < 0 or not math.isfinite(t):
-                return None  # unsorted, negative or missing time: load_trace sorts, rebases or explains
-            last = t
-            scan.num_rows += 1
-            tenant = row[i_tenant].strip() if i_tenant is not None else ""
-            if tenant:
-                scan.num_with_tenant += 1
-            if i_id is not None and row[i_id]:
-                scan.num_with_id += 1
-                id_hashes.append(hash(row[i_id]))
-            if clip is not None and t / scale >= clip:
-                continue
-            scan.num_kept += 1
-            scan.last_time = t / scale
-            if tenant:
-                scan.tenants[tenant] = None
-                if i_weight is not None and row[i_weight]:
-                    w = float(row[i_weight])
-                    if scan.weights.setdefault(tenant, w) != w:
-                        return None  # load_trace names the conflicting line
-    except (ValueError, WorkloadError):
+        with open(path, newline="", encoding="utf-8") as fh:
+            scan = _scan_rows(path, _csv_reader(fh), opts)
+    except (ValueError, OSError, csv.Error, WorkloadError):  # (a UnicodeDecodeError is a ValueError)
         return None  # load_trace gives the precise error
+    return scan
+
+
+def _scan_rows(path: Path, reader: Iterator[list[str]], opts: LoadOptions) -> _Scan | None:
+    """`_prescan` of the rows `reader` gives."""
+    header = _first_row(reader)
+    if header is None:
+        return None
+    required = {"arrival_time": ("arrival_time",), "num_prompt_tokens": ("num_prompt_tokens",),
+                "num_output_tokens": ("num_output_tokens",)}
+    cols = Columns(header, path=str(path), required=required, optional={f: (f,) for f in FIELDS})
+    width = cols.width
+    i_time = cols.index["arrival_time"]
+    i_tenant, i_id, i_weight = (cols.index.get(k) for k in ("tenant", "request_id", "tenant_weight"))
+    scan = _Scan()
+    last = -math.inf
+    id_hashes = array("q")
+    scale, clip = opts.rate_scale, opts.duration_s
+    for row in reader:
+        if len(row) != width:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line (or a comment)
+            return None
+        t = float(row[i_time])
+        if not (t >= last) or t < 0 or not math.isfinite(t):
+            return None  # unsorted, negative or missing time: load_trace sorts, rebases or explains
+        last = t
+        scan.num_rows += 1
+        tenant = row[i_tenant].strip() if i_tenant is not None else ""
+        if tenant:
+            scan.num_with_tenant += 1
+        if i_id is not None and row[i_id]:
+            scan.num_with_id += 1
+            id_hashes.append(hash(row[i_id]))
+        if clip is not None and t / scale >= clip:
+            continue
+        scan.num_kept += 1
+        scan.last_time = t / scale
+        if tenant:
+            scan.tenants[tenant] = None
+            if i_weight is not None and row[i_weight]:
+                w = float(row[i_weight])
+                if scan.weights.setdefault(tenant, w) != w:
+                    return None  # load_trace names the conflicting line
     if scan.num_with_id and _has_repeats(id_hashes):
         return None  # maybe a duplicate id: load_trace checks exactly
     return scan
+
+
+def _csv_reader(fh: TextIO) -> Any:
+    """csv.reader over `fh` with each '#' line read as a blank one: `iter_csv_rows(skip_comments=True)`'s rows,
+    blank ones included (the caller skips them), without a Python generator step per line."""
+    return csv.reader(itertools.chain.from_iterable(_uncommented_chunks(fh)))
+
+
+def _uncommented_chunks(fh: TextIO) -> Iterator[list[str]]:
+    """`fh`'s lines about 64 KiB at a time, a line starting with '#' replaced by a line break (line numbers stay)."""
+    while True:
+        lines = fh.readlines(65536)
+        if not lines:
+            return
+        for i, line in enumerate(lines):
+            if line.startswith("#"):
+                lines[i] = "\n"
+        yield lines
+
+
+def _first_row(reader: Iterator[list[str]]) -> list[str] | None:
+    """The first row of `reader` that is not blank, None at the end."""
+    for row in reader:
+        if row and not (len(row) == 1 and not row[0].strip()):
+            return row
+    return None
 
 
 def _has_repeats(values: array[int]) -> bool:
@@ -250,39 +287,63 @@ def _records(path: Path, report: LoadReport) -> Iterator[_Row]:
     same values and the same errors as `load_trace`.
     """
     p = str(path)
-    rows = iter_csv_rows(path, skip_comments=True)
-    header = next(rows, None)
-    if header is None:
-        return
+    line = 0
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = _csv_reader(fh)
+            header = _first_row(reader)
+            if header is None:
+                return
+            line = reader.line_num
+            cols = _columns(p, header, report)
+            n_cols, (i_time, i_prompt, i_output, i_max, i_text, i_hashes, i_weight, i_tenant, i_id) = cols.width, (
+                cols.index.get(k) for k in _RECORD_FIELDS)
+            assert i_time is not None and i_prompt is not None and i_output is not None  # (required columns)
+            top = MAX_TOKENS_PER_FIELD
+            rows: Iterator[list[str]] = reader  # typed: compiled, a row's fields are read as a list's strings
+            for row in rows:
+                line = reader.line_num
+                if len(row) != n_cols:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue  # a blank line (or a comment): n_cols is at least 3
+                    raise WorkloadError(f"expected {n_cols} fields, got {len(row)}", path=p, line=line)
+                try:
+                    if (i_hashes is not None and row[i_hashes]) or (i_weight is not None and row[i_weight]):
+                        raise ValueError  # the careful parser handles these
+                    t = float(row[i_time])
+                    num_prompt, num_output = int(row[i_prompt]), int(row[i_output])
+                    max_tokens = int(row[i_max]) if i_max is not None and row[i_max] else None
+                    if not (0 < num_prompt <= top and 0 < num_output <= top and math.isfinite(t)) or (
+                            max_tokens is not None and not 0 < max_tokens <= top):
+                        raise ValueError
+                except ValueError:
+                    yield _careful(cols, row, p, line)
+                    continue
+                yield (line, t, num_prompt, num_output, (row[i_tenant] or None) if i_tenant is not None else None,
+                       (row[i_id] or None) if i_id is not None else None, max_tokens,
+                       (row[i_text] or None) if i_text is not None else None, (), None)
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        for _ in iter_csv_rows(path, skip_comments=True):  # raises its WorkloadError, load_trace's words
+            pass
+        raise WorkloadError(f"cannot read the trace near line {line + 1}: {exc}", path=p) from None
+
+
+_RECORD_FIELDS = ("arrival_time", "num_prompt_tokens", "num_output_tokens", "max_tokens", "prompt_text",
+                  "prefix_hashes", "tenant_weight", "tenant", "request_id")
+
+
+def _columns(p: str, header: list[str], report: LoadReport) -> Columns:
     required = {"arrival_time": ("arrival_time",), "num_prompt_tokens": ("num_prompt_tokens",),
                 "num_output_tokens": ("num_output_tokens",)}
-    cols = Columns(header[1], path=p, required=required, optional={f: (f,) for f in FIELDS if f not in required},
+    return Columns(header, path=p, required=required, optional={f: (f,) for f in FIELDS if f not in required},
                    report=report)
-    idx, n_cols = cols.index, cols.width
-    i_time, i_prompt, i_output = idx["arrival_time"], idx["num_prompt_tokens"], idx["num_output_tokens"]
-    i_max, i_text, i_hashes, i_weight, i_tenant, i_id = (
-        idx.get(k) for k in ("max_tokens", "prompt_text", "prefix_hashes", "tenant_weight", "tenant", "request_id"))
-    top = MAX_TOKENS_PER_FIELD
-    for line, row in rows:
-        if len(row) != n_cols:
-            raise WorkloadError(f"expected {n_cols} fields, got {len(row)}", path=p, line=line)
-        try:
-            if (i_hashes is not None and row[i_hashes]) or (i_weight is not None and row[i_weight]):
-                raise ValueError  # the careful parser handles these
-            t = float(row[i_time])
-            num_prompt, num_output = int(row[i_prompt]), int(row[i_output])
-            max_tokens = int(row[i_max]) if i_max is not None and row[i_max] else None
-            if not (0 < num_prompt <= top and 0 < num_output <= top and math.isfinite(t)) or (
-                    max_tokens is not None and not 0 < max_tokens <= top):
-                raise ValueError
-        except ValueError:
-            r = record_from_mapping(_getter(cols, row), path=p, line=line, tenant_column=None)
-            yield (r.line, r.arrival_time, r.num_prompt_tokens, r.num_output_tokens, r.tenant, r.request_id,
-                   r.max_tokens, r.prompt_text, r.prefix_hashes, r.tenant_weight)
-            continue
-        yield (line, t, num_prompt, num_output, (row[i_tenant] or None) if i_tenant is not None else None,
-               (row[i_id] or None) if i_id is not None else None, max_tokens,
-               (row[i_text] or None) if i_text is not None else None, (), None)
+
+
+def _careful(cols: Columns, row: list[str], p: str, line: int) -> _Row:
+    """One row through `record_from_mapping` (load_trace's parser: its values, its errors)."""
+    r = record_from_mapping(_getter(cols, row), path=p, line=line, tenant_column=None)
+    return (r.line, r.arrival_time, r.num_prompt_tokens, r.num_output_tokens, r.tenant, r.request_id,
+            r.max_tokens, r.prompt_text, r.prefix_hashes, r.tenant_weight)
 
 
 def _getter(cols: Columns, row: list[str]) -> Callable[[str], str | None]:
