@@ -96,12 +96,7 @@ class StepReport(NamedTuple):
     @property
     def mean_batch(self) -> BatchShape:
         """The average iteration of the report (the batch itself unless iterations were folded)."""
-        k = self.num_steps
-        if k == 1:
-            return self.batch
-        b = self.batch
-        return batch_shape(b.num_prefill_tokens // k, b.num_prefill_seqs // k, b.prefill_attention_pairs // k,
-                          round(b.num_decode_seqs / k), round(b.decode_context_tokens / k))
+        return mean_batch_of(self)
 
 
 def tenant_usage(counts: list[int]) -> TenantUsage:
@@ -119,6 +114,16 @@ def step_report(step_id: int, start_time: float, duration_s: float, batch: Batch
     """`StepReport(...)` without the interpreted `__new__` of a NamedTuple class (see `batch_shape`)."""
     return _tuple_new(StepReport, (step_id, start_time, duration_s, batch, limits, per_tenant, num_kv_blocks_used,
                                    num_kv_blocks_total, num_steps, kv_block_seconds))
+
+
+def mean_batch_of(report: StepReport) -> BatchShape:
+    """`report.mean_batch` (a NamedTuple's property runs interpreted on the compiled core; this does not)."""
+    k = report.num_steps
+    if k == 1:
+        return report.batch
+    b = report.batch
+    return batch_shape(b.num_prefill_tokens // k, b.num_prefill_seqs // k, b.prefill_attention_pairs // k,
+                       round(b.num_decode_seqs / k), round(b.decode_context_tokens / k))
 
 
 class StepResult(NamedTuple):

@@ -151,6 +151,7 @@ class IterationTimeExpert:
         # The same ratios as a list indexed by regime key (1.0 where none was learned): read for every
         # point of adaptive batching's search, where a dict lookup boxes its int key and its default.
         self.ratio_at: list[float] = []
+        self.ratio_version = 0  # counts changes to any ratio (callers that cached ratios check it)
         self.num_observations = 0
         # A base that never predicts less when a batch count grows lets callers skip predictions
         # a comparison already implies (adaptive batching); cost models declare it (`is_monotone`).
@@ -197,11 +198,13 @@ class IterationTimeExpert:
         """Resume the correction ratios of `export_state()` ((phase, size bucket) -> ratio)."""
         self.ratio = {regime_key(phase, size): r for (phase, size), r in ratios.items()}
         self.ratio_at = []
+        self.ratio_version += 1
         for key, r in self.ratio.items():
             self._set_ratio_at(key, r)
         self.num_observations = num_observations
 
     def _set_ratio_at(self, key: int, r: float) -> None:
+        self.ratio_version += 1
         ratio_at = self.ratio_at
         if key >= len(ratio_at):
             ratio_at.extend([1.0] * (key + 1 - len(ratio_at)))
@@ -219,5 +222,7 @@ class IterationTimeExpert:
         if predicted > 0:
             key = _regime(batch.num_prefill_tokens, batch.num_decode_seqs)
             r = self.ratio.get(key, 1.0)
-            self.ratio[key] = r = r + self._ema * (duration_s / predicted - r)
-            self._set_ratio_at(key, r)
+            new = r + self._ema * (duration_s / predicted - r)
+            if new != r or key not in self.ratio:
+                self.ratio[key] = new
+                self._set_ratio_at(key, new)

@@ -27,10 +27,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 from equinox.compiled import mypyc_attr
+from equinox.prediction.experts.iteration_time import IterationTimeExpert
 from equinox.prediction.experts.output_length import OutputLengthConfig
 from equinox.prediction.mope import MoPE
 from equinox.request import RequestView
@@ -41,7 +42,7 @@ from equinox.scheduling.policies.vtc import CounterPolicy
 from equinox.scheduling.policy import POLICIES
 from equinox.scheduling.queues import TenantPriorityQueues
 from equinox.scheduling.state import StateReader
-from equinox.types import BatchLimits, BatchShape, StepReport, batch_shape
+from equinox.types import BatchLimits, BatchShape, StepReport, batch_shape, mean_batch_of
 
 EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised at every decision
 
@@ -87,14 +88,25 @@ class _Replay:
     regimes: list[int]
     ratios: list[float] | None = None  # each point's ratio when every comparison last held
     ctx: int = 0  # the context then
+    # The expert and its `ratio_version` then, and the points the walk could not imply from others with
+    # those ratios: fitting ones (predicted again when the context grows), non-fitting ones (when it shrinks).
+    expert: IterationTimeExpert | None = None
+    version: int = -1
+    fitting: list[int] = field(default_factory=list)
+    failing: list[int] = field(default_factory=list)
 
     def __init__(self, oks: list[bool], chunks: list[int], regimes: list[int], ratios: list[float] | None = None,
-                 ctx: int = 0) -> None:
+                 ctx: int = 0, expert: IterationTimeExpert | None = None, version: int = -1,
+                 fitting: list[int] | None = None, failing: list[int] | None = None) -> None:
         self.oks = oks  # written out, as _Admitted's
         self.chunks = chunks
         self.regimes = regimes
         self.ratios = ratios
         self.ctx = ctx
+        self.expert = expert
+        self.version = version
+        self.fitting = [] if fitting is None else fitting
+        self.failing = [] if failing is None else failing
 
 
 class _Knobs:
@@ -432,8 +444,7 @@ class EquinoxPolicy(CounterPolicy):
     def on_step(self, report: StepReport) -> None:
         """Feed MoPE; charge RFC shares; charge UFC per token when not proactive."""
         self._is_synced = False  # running requests advanced
-        # report.mean_batch, without its property call when nothing was folded
-        self._last_batch = mean = report.batch if report.num_steps == 1 else report.mean_batch
+        self._last_batch = mean = mean_batch_of(report)
         self.mope.observe_step(report, mean)
         self._now = report.start_time + report.duration_s
         self._kv_book.kv_blocks = (report.num_kv_blocks_used, report.num_kv_blocks_total)
@@ -568,6 +579,20 @@ class EquinoxPolicy(CounterPolicy):
                 chunks.append(c)
                 regimes.append(expert.regime_of(c, d))
             state = self._replay_by_d[d] = _Replay(oks, chunks, regimes)
+        if state.ratios is not None and state.expert is expert and state.version == expert.ratio_version:
+            # No ratio moved since every comparison last held: the walk below would predict again
+            # exactly the fitting points it could not imply if the context grew, the non-fitting ones
+            # if it shrank, and nothing if it stayed.
+            if ctx == state.ctx:
+                return True
+            is_growing = ctx > state.ctx
+            for i in state.fitting if is_growing else state.failing:
+                chunk = state.chunks[i]
+                shape = batch_shape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)
+                if (expert.predict(shape) > target) == is_growing:
+                    return False
+            state.ctx = ctx
+            return True
         # Since the last time every comparison held with these decodes, a point's time grew if
         # the context did not shrink and its ratio did not fall, and fell in the opposite case.
         ratio_at = expert.ratio_at
@@ -579,6 +604,8 @@ class EquinoxPolicy(CounterPolicy):
         is_earlier = ctx <= state.ctx
         top = -1.0  # largest ratio among known fitting points (all above the points left)
         bottom = math.inf  # smallest ratio among known non-fitting points (all below the points left)
+        fitting: list[int] = []
+        failing: list[int] = []
         for i in range(len(oks)):
             key = regimes[i]
             r = ratio_at[key] if key < num_known else 1.0  # expert.ratio.get(key, 1.0)
@@ -592,6 +619,7 @@ class EquinoxPolicy(CounterPolicy):
                     if expert.predict(shape) > target:
                         return False
                 top = r
+                fitting.append(i)
             else:
                 if r >= bottom:
                     continue
@@ -601,8 +629,13 @@ class EquinoxPolicy(CounterPolicy):
                     if expert.predict(shape) <= target:
                         return False
                 bottom = r
+                failing.append(i)
         state.ratios = ratios
         state.ctx = ctx
+        state.expert = expert
+        state.version = expert.ratio_version
+        state.fitting = fitting
+        state.failing = failing
         return True
 
     @property

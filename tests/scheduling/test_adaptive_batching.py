@@ -1,0 +1,113 @@
+"""Adaptive batching's replay shortcuts answer exactly what a fresh bisection answers (issue 13).
+
+`EquinoxPolicy._adaptive_budget` re-checks the previous search's comparisons instead of searching
+again (`_replays`), and skips even those whose ratio and context moved the safe way (including the
+fast path while no iteration-time ratio changed at all). Here every answer is compared with the
+bisection done from scratch, over random sequences of steps that move the batch, the context and
+the learned ratios (measured times off the cost model's).
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from equinox.scheduling.interface import PolicyConfig
+from equinox.scheduling.policies.equinox import EquinoxPolicy
+from equinox.scheduling.policy import make_policy
+from equinox.sim.cost_models import build_cost_model
+from equinox.sim.hardware import make_deployment
+from equinox.types import BatchLimits, BatchShape, StepReport
+
+DEFAULT = BatchLimits(4096, 128)
+
+
+def fresh_search(policy: EquinoxPolicy, d: int, ctx: int) -> int:
+    """The bisection of `_adaptive_budget`, from scratch, through the policy's own predictions."""
+    p = policy.params
+    predict = policy.mope.predict_iteration_s
+
+    def fits(tokens: int) -> bool:
+        chunk = max(0, tokens - d)
+        return predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= p.tpot_target_s
+
+    lo, hi = p.min_batched_tokens, p.max_batched_tokens
+    if fits(hi):
+        return hi
+    if not fits(lo):
+        return lo
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def equinox_on_a100() -> EquinoxPolicy:
+    deployment = make_deployment("a100-80gb", "llama-2-7b")
+    policy = make_policy("equinox", PolicyConfig(params={"tpot_target_s": 0.05}))
+    assert isinstance(policy, EquinoxPolicy)
+    policy.set_platform(deployment.platform(build_cost_model("vidur", deployment)))
+    assert policy.mope.iteration.is_monotone  # the replays are in use
+    return policy
+
+
+# A step: decodes, the change of context per decode, a prefill chunk, and how far the measured time is off
+# the prediction (mostly not at all, as in the simulator, so the ratios often stay while the context moves).
+STEPS = st.lists(st.tuples(st.sampled_from([0, 8, 64, 64, 64, 120]), st.integers(-300, 600),
+                           st.sampled_from([0, 0, 0, 16, 500, 3000]),
+                           st.sampled_from([1.0, 1.0, 1.0, 1.0, 0.95, 1.05, 1.3, 0.7])), min_size=1, max_size=80)
+
+
+@settings(max_examples=100, deadline=None)
+@given(STEPS)
+def test_every_budget_is_the_fresh_bisections(steps: list[tuple[int, int, int, float]]) -> None:
+    policy = equinox_on_a100()
+    now = 0.0
+    per_seq = 1500
+    for i, (d, change, chunk, off) in enumerate(steps):
+        per_seq = max(1, per_seq + change)
+        batch = BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, d * per_seq)
+        duration = policy.mope.iteration.base(batch) * off if not batch.is_empty else 0.01
+        policy.on_step(StepReport(i, now, duration, batch, DEFAULT, {}, 0, 1000))
+        now += duration
+        limits = policy.batch_limits(now, DEFAULT)
+        last = policy._last_batch
+        expected = policy.params.max_batched_tokens if last.num_decode_seqs == 0 else fresh_search(
+            policy, last.num_decode_seqs, last.decode_context_tokens + last.num_decode_seqs)
+        assert limits.max_num_batched_tokens == expected, (i, d, per_seq, chunk, off)
+
+
+def test_runs_of_growing_context_take_the_fast_path_and_stay_exact() -> None:
+    """Decode runs: the same decodes, the context growing by one token each, ratios unchanged."""
+    policy = equinox_on_a100()
+    now = 0.0
+    for i in range(200):
+        d = 64 if i < 120 else 48
+        batch = BatchShape(0, 0, 0, d, d * (900 + 40 * i))
+        duration = policy.mope.iteration.base(batch)  # measured as predicted: no ratio moves
+        policy.on_step(StepReport(i, now, duration, batch, DEFAULT, {}, 0, 1000))
+        now += duration
+        budget = policy.batch_limits(now, DEFAULT).max_num_batched_tokens
+        assert budget == fresh_search(policy, d, batch.decode_context_tokens + d), i
+    state = policy._replay_by_d.get(48)
+    assert state is not None and state.expert is policy.mope.iteration and state.ratios is not None
+
+
+def test_runs_of_growing_context_while_another_regime_learns_stay_exact() -> None:
+    """As above, but a small prefill measured 10 % slow before every decode step moves a ratio the search
+    never reads: the replay walks every point each time, and only the growing context may change them."""
+    policy = equinox_on_a100()
+    now = 0.0
+    for i in range(200):
+        d = 64
+        tiny = BatchShape(8, 1, 36, 0, 0)
+        policy.on_step(StepReport(2 * i, now, policy.mope.iteration.base(tiny) * 1.1, tiny, DEFAULT, {}, 0, 1000))
+        batch = BatchShape(0, 0, 0, d, d * (900 + 40 * i))
+        duration = policy.mope.iteration.base(batch)
+        policy.on_step(StepReport(2 * i + 1, now, duration, batch, DEFAULT, {}, 0, 1000))
+        now += duration
+        budget = policy.batch_limits(now, DEFAULT).max_num_batched_tokens
+        assert budget == fresh_search(policy, d, batch.decode_context_tokens + d), i
