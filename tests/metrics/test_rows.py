@@ -57,7 +57,7 @@ def test_num_is_repr_round_9_for_any_float(x: float) -> None:
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.floats(min_value=1e-5, max_value=2e6, allow_nan=False))
+@given(st.floats(min_value=1e-5, max_value=2e6, allow_nan=False) | st.floats(min_value=1e6, max_value=9e6))
 def test_num_in_and_around_the_quick_range(x: float) -> None:
     check(x)
 
@@ -86,7 +86,10 @@ def test_num_where_the_integer_path_decides_and_where_it_hands_over(k: int, frac
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.floats(min_value=1e-4, max_value=1e6, exclude_max=True))
+@given(st.floats(min_value=1e-4, max_value=8388608.0, exclude_max=True) | st.floats(min_value=4.5e6, exclude_max=True,
+                                                                                    max_value=8388608.0))
+@example(math.nextafter(8388608.0, 0.0))
+@example(4503599.627370497)  # x * 1e9 just above 2**52: doubles there are the integers
 def test_nine_places_is_repr_round_9_in_the_quick_range(x: float) -> None:
     text = nine_places(x)
     assert text == reference(x) or (text == "" and (x * 1e9) % 1.0 == 0.5), x

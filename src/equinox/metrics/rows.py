@@ -31,12 +31,14 @@ IS_NATIVE: Final = not __file__.endswith(".py")
 def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int into a float ('3' -> '3.0')
     """`repr(round(x, 9))`, '' for None and NaN: the text of every number in a run directory's CSV files.
 
-    For a float with 1e-4 <= |x| < 1e6 it is '%.9f' without its trailing zeros (one digit
+    For a float with 1e-4 <= |x| < 2**23 it is '%.9f' without its trailing zeros (one digit
     stays after the point: '12.0'), about twice as fast: '%.9f' rounds the exact binary
-    value to 9 decimals as round() does (correctly, ties to even); that decimal has at most
-    15 significant digits, so it is the shortest text that reads back as round()'s double,
-    which is what repr prints, and repr uses no exponent in this range. On the compiled core
-    a positive x's decimal comes from integer arithmetic instead (`nine_places`).
+    value to 9 decimals as round() does (correctly, ties to even). Below 2**23 doubles are
+    less than 1e-9 apart, so two different decimals of at most 9 places never read back as
+    the same double: that decimal is the only text of at most 9 places for round()'s double,
+    hence the shortest, which is what repr prints (it has at most 16 significant digits, and
+    repr uses no exponent in this range). On the compiled core a positive x's decimal comes
+    from integer arithmetic instead (`nine_places`).
     """
     if x is None or x != x:  # None or NaN
         return ""
@@ -46,11 +48,11 @@ def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int i
 def fnum(x: int | float) -> str:
     """`repr(round(x, 9))` of a number that is not None (NaN: 'nan'): `num` without its None and NaN check."""
     if type(x) is float:
-        if IS_NATIVE and 1e-4 <= x < 1e6:
+        if IS_NATIVE and 1e-4 <= x < 8388608.0:
             text = nine_places(x)
             if text:
                 return text
-        if 1e-4 <= x < 1e6 or -1e6 < x <= -1e-4:  # inline, not a helper: this runs millions of times
+        if 1e-4 <= x < 8388608.0 or -8388608.0 < x <= -1e-4:  # inline, not a helper: this runs millions of times
             if x.is_integer():  # counts, and times on whole intervals: repr gives 'N.0'
                 return str(int(x)) + ".0"
             s = f"{x:.9f}".rstrip("0")
@@ -63,13 +65,15 @@ def fnum(x: int | float) -> str:
 
 
 def nine_places(x: float) -> str:
-    """'%.9f' of 1e-4 <= x < 1e6 without its trailing zeros (`num`'s quick range), from integer arithmetic;
+    """'%.9f' of 1e-4 <= x < 2**23 without its trailing zeros (`num`'s quick range), from integer arithmetic;
     '' when x * 1e9 lies exactly half-way between two integers (a tie, or beside one: '%.9f' decides).
 
-    y = x * 1e9 is the exact product P rounded to a double. Below 2**50 every k + 1/2 is a
+    y = x * 1e9 is the exact product P rounded to a double. Below 2**52 every k + 1/2 is a
     double and rounding never reorders, so y < k + 1/2 only if P is, and y > k + 1/2 only if
-    P is: the integer nearest y is the one nearest P. Four times faster than '%.9f' compiled
-    (no float formatting), slower interpreted: `fnum` takes it only on the compiled core.
+    P is: the integer nearest y is the one nearest P. From 2**52 to 2**53 (x * 1e9 stays
+    below 2**53 in this range) doubles are the integers, so y is the integer nearest P, ties
+    to even, as '%.9f' rounds. Four times faster than '%.9f' compiled (no float formatting),
+    slower interpreted: `fnum` takes it only on the compiled core.
     """
     y = x * 1e9
     k = int(y)
