@@ -111,3 +111,25 @@ def test_runs_of_growing_context_while_another_regime_learns_stay_exact() -> Non
         now += duration
         budget = policy.batch_limits(now, DEFAULT).max_num_batched_tokens
         assert budget == fresh_search(policy, d, batch.decode_context_tokens + d), i
+
+
+def test_a_ratio_on_the_search_path_that_rises_lowers_the_budget_exactly() -> None:
+    """The same decodes and context every step, while prefills of the size the budget allows are measured
+    twice as slow as predicted: their regime's ratio climbs, and the budget must follow the fresh bisection
+    as soon as a point of the previous search stops fitting (the replay may not take its no-change path)."""
+    policy = equinox_on_a100()
+    d, ctx = 64, 64 * 100
+    decode = BatchShape(0, 0, 0, d, ctx)
+    now = 0.0
+    budgets = []
+    for i in range(120):
+        budget = policy.batch_limits(now, DEFAULT).max_num_batched_tokens if i else DEFAULT.max_num_batched_tokens
+        chunk = max(1, budget - d)
+        slow = BatchShape(chunk, 1, chunk * (chunk + 1) // 2, d, ctx)
+        policy.on_step(StepReport(2 * i, now, 2.0 * policy.mope.iteration.base(slow), slow, DEFAULT, {}, 0, 1000))
+        policy.on_step(StepReport(2 * i + 1, now, policy.mope.iteration.base(decode), decode, DEFAULT, {}, 0, 1000))
+        now += 0.1
+        budget = policy.batch_limits(now, DEFAULT).max_num_batched_tokens
+        assert budget == fresh_search(policy, d, ctx + d), i
+        budgets.append(budget)
+    assert len(set(budgets)) > 3  # the budget moved several times

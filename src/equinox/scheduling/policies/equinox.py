@@ -579,10 +579,13 @@ class EquinoxPolicy(CounterPolicy):
                 chunks.append(c)
                 regimes.append(expert.regime_of(c, d))
             state = self._replay_by_d[d] = _Replay(oks, chunks, regimes)
-        if state.ratios is not None and state.expert is expert and state.version == expert.ratio_version:
-            # No ratio moved since every comparison last held: the walk below would predict again
-            # exactly the fitting points it could not imply if the context grew, the non-fitting ones
-            # if it shrank, and nothing if it stayed.
+        last = state.ratios
+        if last is not None and state.expert is expert and (
+                state.version == expert.ratio_version or self._same_ratios(state, last, expert.ratio_at)):
+            # No point's ratio moved since every comparison last held (other regimes' may have): the
+            # walk below would predict again exactly the fitting points it could not imply if the
+            # context grew, the non-fitting ones if it shrank, and nothing if it stayed.
+            state.version = expert.ratio_version
             if ctx == state.ctx:
                 return True
             is_growing = ctx > state.ctx
@@ -599,7 +602,6 @@ class EquinoxPolicy(CounterPolicy):
         num_known = len(ratio_at)
         oks, chunks, regimes = state.oks, state.chunks, state.regimes
         ratios: list[float] = []  # each point's ratio now (kept when every comparison holds)
-        last = state.ratios
         is_later = ctx >= state.ctx
         is_earlier = ctx <= state.ctx
         top = -1.0  # largest ratio among known fitting points (all above the points left)
@@ -636,6 +638,17 @@ class EquinoxPolicy(CounterPolicy):
         state.version = expert.ratio_version
         state.fitting = fitting
         state.failing = failing
+        return True
+
+    @staticmethod
+    def _same_ratios(state: _Replay, last: list[float], ratio_at: list[float]) -> bool:
+        """True if every point of `state` has the ratio it had when every comparison last held."""
+        num_known = len(ratio_at)
+        regimes = state.regimes
+        for i in range(len(regimes)):
+            key = regimes[i]
+            if (ratio_at[key] if key < num_known else 1.0) != last[i]:
+                return False
         return True
 
     @property
