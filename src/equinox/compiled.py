@@ -24,14 +24,20 @@ else:
             return lambda cls: cls
 
 
-__all__ = ["is_compiled", "mypyc_attr", "picklable_when_compiled"]
+__all__ = ["is_compiled", "is_extension", "mypyc_attr", "picklable_when_compiled"]
 
 
 def is_compiled() -> bool:
     """Whether the simulation loop runs as a compiled extension module (False: pure Python)."""
     import equinox.sim.loop
 
-    return str(equinox.sim.loop.__file__).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return is_extension(str(equinox.sim.loop.__file__))
+
+
+def is_extension(module_file: str) -> bool:
+    """Whether a module's `__file__` is a compiled extension module (a module passes its own `__file__`
+    to pick code that is faster compiled but slower interpreted)."""
+    return module_file.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
 def picklable_when_compiled(*classes: type) -> None:

@@ -23,26 +23,13 @@ DEFAULT = BatchLimits(4096, 128)
 
 
 def fresh_search(policy: EquinoxPolicy, d: int, ctx: int) -> int:
-    """The bisection of `_adaptive_budget`, from scratch, through the policy's own predictions."""
-    p = policy.params
-    predict = policy.mope.predict_iteration_s
-
-    def fits(tokens: int) -> bool:
-        chunk = max(0, tokens - d)
-        return predict(BatchShape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)) <= p.tpot_target_s
-
-    lo, hi = p.min_batched_tokens, p.max_batched_tokens
-    if fits(hi):
-        return hi
-    if not fits(lo):
-        return lo
-    while hi - lo > 64:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    """The policy's own bisection done from scratch (no previous search to replay), leaving its state as it was."""
+    saved = policy._search_path, policy._search_budget, policy._replay_by_d
+    policy._search_path = []
+    try:
+        return policy._adaptive_budget(d, ctx)
+    finally:
+        policy._search_path, policy._search_budget, policy._replay_by_d = saved
 
 
 def equinox_on_a100() -> EquinoxPolicy:
@@ -133,3 +120,23 @@ def test_a_ratio_on_the_search_path_that_rises_lowers_the_budget_exactly() -> No
         assert budget == fresh_search(policy, d, ctx + d), i
         budgets.append(budget)
     assert len(set(budgets)) > 3  # the budget moved several times
+
+
+def test_growing_context_while_a_ratio_on_the_path_falls_stays_exact() -> None:
+    """A ratio on the search path falls a little each step (prefills of the budget's size measured 1 % fast)
+    while the context grows: a fitting point's time may still rise, so it is predicted again though its
+    ratio fell (the walk may skip it only when the context did not grow)."""
+    policy = equinox_on_a100()
+    d = 64
+    now = 0.0
+    budget = DEFAULT.max_num_batched_tokens
+    for i in range(200):
+        ctx = d * (50 + 10 * i)
+        chunk = max(1, budget - d)
+        fast = BatchShape(chunk, 1, chunk * (chunk + 1) // 2, d, ctx)
+        policy.on_step(StepReport(2 * i, now, 0.99 * policy.mope.iteration.base(fast), fast, DEFAULT, {}, 0, 1000))
+        decode = BatchShape(0, 0, 0, d, ctx)
+        policy.on_step(StepReport(2 * i + 1, now, policy.mope.iteration.base(decode), decode, DEFAULT, {}, 0, 1000))
+        now += 0.1
+        budget = policy.batch_limits(now, DEFAULT).max_num_batched_tokens
+        assert budget == fresh_search(policy, d, ctx + d), i

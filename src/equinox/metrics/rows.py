@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from equinox.compiled import is_extension
 from equinox.metrics.collector import RequestRecord
 from equinox.request import Request, RequestStatus
 
@@ -25,7 +26,7 @@ REQUEST_COLUMNS = (
 COUNTER_COLUMNS = ("time", "kind", "tenant", "value")
 ROW_BATCH = 4096  # rows handed to csv.writer.writerows at a time
 # This module runs compiled (an extension module, not this .py file): `fnum` takes `nine_places`.
-IS_NATIVE: Final = not __file__.endswith(".py")
+IS_NATIVE: Final = is_extension(__file__)
 
 
 def num(x: int | float | None) -> str:  # not `float`: mypyc would turn an int into a float ('3' -> '3.0')
@@ -140,9 +141,6 @@ class RequestRows:
         self._write = write
         self._batch = batch
         self._lines: list[str] = []
-        self._plain_tenants: set[str] = set()
-        self._max_itl = 0.0  # the previous row's max_itl_s and its text: a step's length, often the same
-        self._max_itl_text = ""
 
     def __call__(self, req: Request) -> None:
         """Add the line of a request leaving the engine."""
@@ -152,50 +150,12 @@ class RequestRows:
             self.flush()
 
     def line(self, req: Request) -> str:
-        """`line_of(request_row_of(req))`, as one f-string: of its fields only the id, tenant and reason are text
-        that can need quoting (the others are numbers and a status word), and a tenant is checked once."""
-        spec = req.spec
-        request_id = spec.request_id
-        tenant = spec.tenant
-        reason = req.reject_reason if req.status is RequestStatus.REJECTED else None
-        if not (tenant in self._plain_tenants or self._is_plain_tenant(tenant)) or not is_plain(request_id) or (
-                reason is not None and not is_plain(reason)):
-            return line_of(request_row_of(req))
-        arrival = spec.arrival_time
-        scheduled = req.first_scheduled_time
-        first = req.first_token_time
-        finish = req.finish_time
-        num_output = req.num_output_tokens_done
-        max_itl = req.max_itl_s
-        if max_itl == self._max_itl and max_itl != 0 and isinstance(max_itl, float):  # (0.0 and -0.0 differ)
-            max_itl_text = self._max_itl_text
-        else:
-            max_itl_text = self._max_itl_text = num(max_itl)
-            self._max_itl = max_itl if isinstance(max_itl, float) else math.nan  # an int's text is not a float's
-        status = "rejected" if reason is not None else ("finished" if finish is not None else "unfinished")
-        scheduled_text = queue_text = ""
-        if scheduled is not None:
-            scheduled_text = fnum(scheduled)
-            queue_text = fnum(scheduled - arrival)
-        first_text = ttft_text = ""
-        if first is not None:
-            first_text = fnum(first)
-            ttft_text = fnum(first - arrival)
-        finish_text = e2e_text = tpot_text = ""
-        if finish is not None:
-            finish_text = fnum(finish)
-            e2e_text = fnum(finish - arrival)
-            if first is not None and num_output >= 2:
-                tpot_text = fnum((finish - first) / (num_output - 1))
-        return (f"{request_id},{tenant},{fnum(arrival)},{spec.num_prompt_tokens},{num_output},"
-                f"{req.num_target_tokens},{scheduled_text},{first_text},{finish_text},{ttft_text},{tpot_text},"
-                f"{e2e_text},{queue_text},{max_itl_text},{req.num_preemptions},{status},{reason or ''}\n")
-
-    def _is_plain_tenant(self, tenant: str) -> bool:
-        if is_plain(tenant):
-            self._plain_tenants.add(tenant)
-            return True
-        return False
+        """`line_of(request_row_of(req))`: of a row's fields only the id, tenant and reject reason are text that
+        can need quoting (the others are numbers and a status word), so only those three are checked."""
+        row = request_row_of(req)
+        if is_plain(row[0]) and is_plain(row[1]) and is_plain(row[16]):
+            return ",".join(row) + "\n"
+        return line_of(row)
 
     def flush(self) -> None:
         """Write the lines held."""

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
-from equinox.compiled import picklable_when_compiled
+from equinox.compiled import is_extension, picklable_when_compiled
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class LengthPrediction:
 # This module runs compiled (an extension module, not this .py file): `RecentStats` then searches its
 # sorted window with the native loops below, which compare floats without a call through the
 # interpreter's `bisect` (several times faster there; interpreted, `bisect` in C is the faster one).
-IS_NATIVE: Final = not __file__.endswith(".py")
+IS_NATIVE: Final = is_extension(__file__)
 
 
 def native_bisect_left(xs: list[float], x: float) -> int:
