@@ -189,7 +189,11 @@ def test_replicas_forward_to_their_own_openai_engine(app: str) -> None:
         })
         settings = ServeSettings(config, num_replicas=2, max_running=1, sync_interval_s=0.1,
                                  counter_actor="test-serve-counters")
-        serve.run(build_app(settings), name="equinox", route_prefix="/")  # replaces the fake-engine app
+        # A fresh app, not a redeploy over the fake-engine one: a rolling update hands out replica ranks as
+        # old replicas leave (one new replica can get 2 while the other gets 0), and the backend is picked
+        # by rank mod the number of backends, so both replicas could forward to one engine.
+        serve.delete("equinox")
+        serve.run(build_app(settings), name="equinox", route_prefix="/")
 
         async def run() -> list[Any]:
             async with httpx.AsyncClient(timeout=60) as client:
@@ -198,14 +202,16 @@ def test_replicas_forward_to_their_own_openai_engine(app: str) -> None:
                                 headers={"authorization": f"Bearer {KEYS['heavy']}"}) for _ in range(8)]))
 
         # The router follows load figures that replicas refresh every 0.2 s: on a loaded machine one
-        # burst can land on one replica, so send bursts until both have forwarded (at most five).
-        for _ in range(5):
+        # burst can land on one replica, so send bursts until both have forwarded, for up to 90 s.
+        deadline = time.monotonic() + 90
+        while True:
             responses = asyncio.run(run())
             assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
             assert all(r.json()["choices"][0]["text"] == "tok " * 5 for r in responses)
             stats = [httpx.get(f"http://127.0.0.1:{p}/_fake/stats", timeout=5).json() for p in ports]
-            if all(st["num_finished"] > 0 for st in stats):
+            if all(st["num_finished"] > 0 for st in stats) or time.monotonic() > deadline:
                 break
+            time.sleep(0.5)
         assert all(st["num_finished"] > 0 for st in stats), stats  # both replicas forwarded, each to its own
         assert {str(r["vllm_xargs"]) for st in stats for r in st["recent"]} == {str({"tenant": "heavy"})}
     finally:
