@@ -7,7 +7,8 @@
 #   benchmarks/sim_instructions.sh [CORE] [POLICY ...]
 #
 # CORE is the PYTHONPATH of the core to measure: `src` (pure Python, the default) or a
-# `scripts/build_compiled DIR` directory. POLICY defaults to fcfs, vtc and equinox. Needs valgrind
+# `scripts/build_compiled DIR` directory. POLICY defaults to fcfs, vtc and equinox; parameters follow a
+# colon, as in sim_speed.py (`equinox:alpha=1,beta=0`). Needs valgrind
 # and the traces (`python benchmarks/sim_speed.py --sizes 10000` writes the 10k one; the 2k one is
 # its first 2,000 rows). One BLAS thread: numpy's idle BLAS threads spin for a varying while, which
 # valgrind counts (up to 50 M instructions a run).
@@ -27,11 +28,16 @@ flags=(--gpu a100-80gb --model llama-2-7b --cost-model vidur --engine vllm --max
        --max-num-batched-tokens 4096 --block-size 16 --no-progress --no-reference)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-count() {  # policy, trace -> instructions of the whole run
+count() {  # policy[:param=value,...], trace -> instructions of the whole run
+  local name=${1%%:*} params=() p
+  if [[ $1 == *:* ]]; then
+    IFS=, read -ra p <<< "${1#*:}"
+    for kv in "${p[@]}"; do params+=(--param "$kv"); done
+  fi
   rm -rf "$out/run"
   OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=0 PYTHONPATH=$core valgrind --tool=cachegrind --cache-sim=no \
-    --cachegrind-out-file=/dev/null "$python" -m equinox simulate -p $1 -w "$2" "${flags[@]}" -o "$out/run" 2>&1 \
-    | awk '/I *refs/ {gsub(",", "", $NF); print $NF}'
+    --cachegrind-out-file=/dev/null "$python" -m equinox simulate -p "$name" "${params[@]}" -w "$2" "${flags[@]}" \
+    -o "$out/run" 2>&1 | awk '/I *refs/ {gsub(",", "", $NF); print $NF}'
 }
 printf "%-34s %16s %16s %12s %9s\n" policy "2k run" "10k run" per_request vs_first
 base=""

@@ -9,12 +9,14 @@ the learned ratios (measured times off the cost model's).
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from equinox.scheduling.interface import PolicyConfig
 from equinox.scheduling.policies.equinox import EquinoxPolicy
 from equinox.scheduling.policy import make_policy
+from equinox.sim.cost_model import CostModel
 from equinox.sim.cost_models import build_cost_model
 from equinox.sim.hardware import make_deployment
 from equinox.types import BatchLimits, BatchShape, StepReport
@@ -32,12 +34,34 @@ def fresh_search(policy: EquinoxPolicy, d: int, ctx: int) -> int:
         policy._search_path, policy._search_budget, policy._replay_by_d = saved
 
 
-def equinox_on_a100() -> EquinoxPolicy:
-    deployment = make_deployment("a100-80gb", "llama-2-7b")
+class WithoutContextTerms:
+    """A monotone cost model that offers no `context_terms`: the replays predict their points through
+    BatchShapes and the expert, as the fresh search does."""
+
+    is_monotone = True
+
+    def __init__(self, inner: CostModel) -> None:
+        self.name = "without-context-terms"
+        self._inner = inner
+
+    def iteration_time(self, batch: BatchShape) -> float:
+        return self._inner.iteration_time(batch)
+
+
+# The replays predict from each point's context terms (vidur, roofline) or, without them, through the expert.
+MODELS = ["vidur", "roofline", "without-context-terms"]
+
+
+def equinox_on_a100(model: str = "vidur") -> EquinoxPolicy:
+    # roofline on two GPUs: its context terms' tail (the all-reduces) is not zero
+    deployment = make_deployment("a100-80gb", "llama-2-7b", 2 if model == "roofline" else 1)
     policy = make_policy("equinox", PolicyConfig(params={"tpot_target_s": 0.05}))
     assert isinstance(policy, EquinoxPolicy)
-    policy.set_platform(deployment.platform(build_cost_model("vidur", deployment)))
+    cost: CostModel = (WithoutContextTerms(build_cost_model("vidur", deployment)) if model == "without-context-terms"
+                       else build_cost_model(model, deployment))
+    policy.set_platform(deployment.platform(cost))
     assert policy.mope.iteration.is_monotone  # the replays are in use
+    assert (policy.mope.iteration.context_terms is None) == (model == "without-context-terms")
     return policy
 
 
@@ -48,10 +72,11 @@ STEPS = st.lists(st.tuples(st.sampled_from([0, 8, 64, 64, 64, 120]), st.integers
                            st.sampled_from([1.0, 1.0, 1.0, 1.0, 0.95, 1.05, 1.3, 0.7])), min_size=1, max_size=80)
 
 
+@pytest.mark.parametrize("model", MODELS)
 @settings(max_examples=100, deadline=None)
-@given(STEPS)
-def test_every_budget_is_the_fresh_bisections(steps: list[tuple[int, int, int, float]]) -> None:
-    policy = equinox_on_a100()
+@given(steps=STEPS)
+def test_every_budget_is_the_fresh_bisections(model: str, steps: list[tuple[int, int, int, float]]) -> None:
+    policy = equinox_on_a100(model)
     now = 0.0
     per_seq = 1500
     for i, (d, change, chunk, off) in enumerate(steps):
@@ -67,9 +92,10 @@ def test_every_budget_is_the_fresh_bisections(steps: list[tuple[int, int, int, f
         assert limits.max_num_batched_tokens == expected, (i, d, per_seq, chunk, off)
 
 
-def test_runs_of_growing_context_take_the_fast_path_and_stay_exact() -> None:
+@pytest.mark.parametrize("model", MODELS)
+def test_runs_of_growing_context_take_the_fast_path_and_stay_exact(model: str) -> None:
     """Decode runs: the same decodes, the context growing by one token each, ratios unchanged."""
-    policy = equinox_on_a100()
+    policy = equinox_on_a100(model)
     now = 0.0
     for i in range(200):
         d = 64 if i < 120 else 48
@@ -83,10 +109,11 @@ def test_runs_of_growing_context_take_the_fast_path_and_stay_exact() -> None:
     assert state is not None and state.expert is policy.mope.iteration and state.ratios is not None
 
 
-def test_runs_of_growing_context_while_another_regime_learns_stay_exact() -> None:
+@pytest.mark.parametrize("model", MODELS)
+def test_runs_of_growing_context_while_another_regime_learns_stay_exact(model: str) -> None:
     """As above, but a small prefill measured 10 % slow before every decode step moves a ratio the search
     never reads: the replay walks every point each time, and only the growing context may change them."""
-    policy = equinox_on_a100()
+    policy = equinox_on_a100(model)
     now = 0.0
     for i in range(200):
         d = 64
@@ -100,11 +127,12 @@ def test_runs_of_growing_context_while_another_regime_learns_stay_exact() -> Non
         assert budget == fresh_search(policy, d, batch.decode_context_tokens + d), i
 
 
-def test_a_ratio_on_the_search_path_that_rises_lowers_the_budget_exactly() -> None:
+@pytest.mark.parametrize("model", MODELS)
+def test_a_ratio_on_the_search_path_that_rises_lowers_the_budget_exactly(model: str) -> None:
     """The same decodes and context every step, while prefills of the size the budget allows are measured
     twice as slow as predicted: their regime's ratio climbs, and the budget must follow the fresh bisection
     as soon as a point of the previous search stops fitting (the replay may not take its no-change path)."""
-    policy = equinox_on_a100()
+    policy = equinox_on_a100(model)
     d, ctx = 64, 64 * 100
     decode = BatchShape(0, 0, 0, d, ctx)
     now = 0.0
@@ -122,11 +150,12 @@ def test_a_ratio_on_the_search_path_that_rises_lowers_the_budget_exactly() -> No
     assert len(set(budgets)) > 3  # the budget moved several times
 
 
-def test_growing_context_while_a_ratio_on_the_path_falls_stays_exact() -> None:
+@pytest.mark.parametrize("model", MODELS)
+def test_growing_context_while_a_ratio_on_the_path_falls_stays_exact(model: str) -> None:
     """A ratio on the search path falls a little each step (prefills of the budget's size measured 1 % fast)
     while the context grows: a fitting point's time may still rise, so it is predicted again though its
     ratio fell (the walk may skip it only when the context did not grow)."""
-    policy = equinox_on_a100()
+    policy = equinox_on_a100(model)
     d = 64
     now = 0.0
     budget = DEFAULT.max_num_batched_tokens

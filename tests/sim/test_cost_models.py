@@ -202,3 +202,47 @@ def test_decode_time_shortcut_equals_iteration_time_bit_for_bit() -> None:
                 assert decode_time(seqs, ctx) == cost.iteration_time(BatchShape(0, 0, 0, seqs, ctx)), (name, gpu)
         assert decode_time(0, 0) == cost.iteration_time(BatchShape()) == 0.0
     assert checked >= 10
+
+
+@pytest.mark.parametrize(("name", "dep"), MODEL_CASES, ids=IDS)
+@settings(max_examples=40, deadline=None)
+@given(batch=batches, contexts=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=4))
+def test_context_terms_give_iteration_time_bit_for_bit(name: str, dep: Deployment, batch: BatchShape,
+                                                        contexts: list[int]) -> None:
+    """Where a model offers `context_terms`, head + per_context_token * c + tail is its iteration time, exactly,
+    at any decode context c (adaptive batching predicts its search's points that way)."""
+    model = build_cost_model(name, dep)
+    terms = getattr(model, "context_terms", None)
+    if terms is None:
+        return
+    b = batch
+    head, per_token, tail = terms(b.num_prefill_tokens, b.num_prefill_seqs, b.prefill_attention_pairs,
+                                  b.num_decode_seqs)
+    for ctx in [b.decode_context_tokens, *contexts]:
+        shape = b._replace(decode_context_tokens=ctx)
+        assert head + per_token * ctx + tail == model.iteration_time(shape), (shape, head, per_token, tail)
+
+
+def test_both_built_in_forms_offer_context_terms() -> None:
+    dep = make_deployment("a100-80gb", "llama-2-7b")
+    for name in ("roofline", "vidur"):
+        assert callable(getattr(build_cost_model(name, dep), "context_terms", None)), name
+
+
+def test_the_token_table_remembered_by_count_is_the_table_itself() -> None:
+    """TableCostModel reads L(n) from a memo below LINEAR_MEMO_SIZE: the first and every later read give the
+    table's own value, above the memo too."""
+    from equinox.sim.cost_models.fitted import LINEAR_MEMO_SIZE, TableCostModel
+
+    model = build_cost_model("vidur", make_deployment("a100-80gb", "llama-2-7b"))
+    assert isinstance(model, TableCostModel)
+    table = model._linear
+    for n in (1, 2, 3, 17, 4095, 4096, 4097, 1000, 3, LINEAR_MEMO_SIZE - 1, LINEAR_MEMO_SIZE, 3 * LINEAR_MEMO_SIZE,
+              17, LINEAR_MEMO_SIZE - 1):
+        for _ in range(2):
+            assert model._linear_of(n) == table(n), n
+            batch = BatchShape(n, 1, n * (n + 1) // 2, 0, 0)
+            expected = (model._overhead_s + table(n) + model._pair_s * batch.prefill_attention_pairs
+                        + model._ctx_s * 0 + model._seq_s * 1)
+            assert model.iteration_time(batch) == expected, n
+    assert len(model._linear_memo) <= LINEAR_MEMO_SIZE

@@ -155,7 +155,14 @@ class IterationTimeExpert:
         self.num_observations = 0
         # A base that never predicts less when a batch count grows lets callers skip predictions
         # a comparison already implies (adaptive batching); cost models declare it (`is_monotone`).
-        self.is_monotone = bool(getattr(getattr(base, "__self__", None), "is_monotone", False))
+        model = getattr(base, "__self__", None)
+        self.is_monotone = bool(getattr(model, "is_monotone", False))
+        # The base's terms affine in the decode context, where the base is a cost model's own
+        # `iteration_time` and the model offers them (`ContextTerms`): `predict` of a batch is then
+        # (head + per_context_token * context + tail) * the ratio of its regime, bit for bit.
+        terms = getattr(model, "context_terms", None)
+        self.context_terms: Callable[[int, int, int, int], tuple[float, float, float]] | None = (
+            terms if terms is not None and base == getattr(model, "iteration_time", None) else None)
 
     @staticmethod
     def regime(batch: BatchShape) -> int:

@@ -94,6 +94,12 @@ class _Replay:
     version: int = -1
     fitting: list[int] = field(default_factory=list)
     failing: list[int] = field(default_factory=list)
+    # Each point's base time as head + per_context_token * context + tail (`IterationTimeExpert.context_terms`)
+    # for the expert `terms_of`, computed once; empty where that expert's base offers no such terms.
+    terms_of: IterationTimeExpert | None = None
+    heads: list[float] = field(default_factory=list)
+    slopes: list[float] = field(default_factory=list)
+    tails: list[float] = field(default_factory=list)
 
     def __init__(self, oks: list[bool], chunks: list[int], regimes: list[int], ratios: list[float] | None = None,
                  ctx: int = 0, expert: IterationTimeExpert | None = None, version: int = -1,
@@ -107,6 +113,38 @@ class _Replay:
         self.version = version
         self.fitting = [] if fitting is None else fitting
         self.failing = [] if failing is None else failing
+        self.terms_of = None
+        self.heads = []
+        self.slopes = []
+        self.tails = []
+
+    def time_at(self, i: int, d: int, ctx: int, ratio: float, expert: IterationTimeExpert) -> float:
+        """`expert.predict` of point `i` with `d` decodes attending `ctx` tokens, whose regime's ratio is
+        `ratio`: from the point's context terms where the expert's base has them (bit for bit the same)."""
+        if self.terms_of is not expert:
+            self.terms_of = expert
+            n = len(self.chunks) if expert.context_terms is not None else 0
+            self.heads = [-1.0] * n  # -1: not asked for yet (a head is never negative)
+            self.slopes = [0.0] * n
+            self.tails = [0.0] * n
+        heads = self.heads
+        if heads:
+            head = heads[i]
+            if head < 0.0:
+                head = self._set_terms(i, d, expert)
+            return (head + self.slopes[i] * ctx + self.tails[i]) * ratio
+        chunk = self.chunks[i]
+        return expert.predict(batch_shape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx))
+
+    def _set_terms(self, i: int, d: int, expert: IterationTimeExpert) -> float:
+        terms = expert.context_terms
+        assert terms is not None
+        chunk = self.chunks[i]
+        head, slope, tail = terms(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d)
+        self.heads[i] = head
+        self.slopes[i] = slope
+        self.tails[i] = tail
+        return head
 
 
 class _Knobs:
@@ -590,9 +628,7 @@ class EquinoxPolicy(CounterPolicy):
                 return True
             is_growing = ctx > state.ctx
             for i in state.fitting if is_growing else state.failing:
-                chunk = state.chunks[i]
-                shape = batch_shape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)
-                if (expert.predict(shape) > target) == is_growing:
+                if (state.time_at(i, d, ctx, last[i], expert) > target) == is_growing:
                     return False
             state.ctx = ctx
             return True
@@ -600,7 +636,7 @@ class EquinoxPolicy(CounterPolicy):
         # the context did not shrink and its ratio did not fall, and fell in the opposite case.
         ratio_at = expert.ratio_at
         num_known = len(ratio_at)
-        oks, chunks, regimes = state.oks, state.chunks, state.regimes
+        oks, regimes = state.oks, state.regimes
         ratios: list[float] = []  # each point's ratio now (kept when every comparison holds)
         is_later = ctx >= state.ctx
         is_earlier = ctx <= state.ctx
@@ -616,9 +652,7 @@ class EquinoxPolicy(CounterPolicy):
                 if r <= top:
                     continue
                 if last is None or not is_earlier or r > last[i]:
-                    chunk = chunks[i]
-                    shape = batch_shape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)
-                    if expert.predict(shape) > target:
+                    if state.time_at(i, d, ctx, r, expert) > target:
                         return False
                 top = r
                 fitting.append(i)
@@ -626,9 +660,7 @@ class EquinoxPolicy(CounterPolicy):
                 if r >= bottom:
                     continue
                 if last is None or not is_later or r < last[i]:
-                    chunk = chunks[i]
-                    shape = batch_shape(chunk, 1 if chunk else 0, chunk * (chunk + 1) // 2, d, ctx)
-                    if expert.predict(shape) <= target:
+                    if state.time_at(i, d, ctx, r, expert) <= target:
                         return False
                 bottom = r
                 failing.append(i)

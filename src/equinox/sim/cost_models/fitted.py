@@ -18,11 +18,14 @@ from equinox.sim.cost_models.store import deployment_key, load_profile
 from equinox.sim.hardware import Deployment
 from equinox.types import BatchShape
 
+LINEAR_MEMO_SIZE = 1 << 16  # token counts whose L(n) a model remembers (at most 64 Ki floats, filled as met)
+
 
 class TableCostModel:
     """Overhead + piecewise-linear token cost + attention and per-sequence terms (seconds)."""
 
-    __slots__ = ("_ctx_s", "_decode_base", "_linear", "_overhead_s", "_pair_s", "_seq_s", "deployment", "name")
+    __slots__ = ("_ctx_s", "_decode_base", "_linear", "_linear_memo", "_overhead_s", "_pair_s", "_seq_s", "deployment",
+                 "name")
     # Time never falls when a count of the batch grows (every term has a coefficient >= 0 and the
     # token table is non-decreasing): MoPE's iteration expert relies on it to skip predictions.
     is_monotone = True
@@ -48,6 +51,9 @@ class TableCostModel:
         self._ctx_s = ctx_s
         self._seq_s = seq_s
         self._decode_base: dict[int, float] = {}  # batch size -> the terms of a decode-only batch before context
+        # L(n) by token count n < LINEAR_MEMO_SIZE (-1.0: not looked up yet; L is never negative): a batch's
+        # token count recurs step after step, and a list read is far cheaper than the table's bisection
+        self._linear_memo: list[float] = []
 
     def iteration_time(self, batch: BatchShape) -> float:
         """Seconds for one iteration of `batch` (0 for an empty batch)."""
@@ -56,11 +62,38 @@ class TableCostModel:
             return 0.0
         return (
             self._overhead_s
-            + self._linear(n)
+            + self._linear_of(n)
             + self._pair_s * batch.prefill_attention_pairs
             + self._ctx_s * batch.decode_context_tokens
             + self._seq_s * batch.num_prefill_seqs
         )
+
+    def context_terms(self, num_prefill_tokens: int, num_prefill_seqs: int, prefill_attention_pairs: int,
+                      num_decode_seqs: int) -> tuple[float, float, float]:
+        """(head, per_context_token, tail): `iteration_time` of a batch of these counts attending `c`
+        decode-context tokens is `head + per_context_token * c + tail`, bit for bit (its terms summed in
+        the same order), for every c. Adaptive batching predicts a point of its search at each step's
+        context from these three numbers instead of a BatchShape and a table lookup.
+        """
+        n = num_prefill_tokens + num_decode_seqs
+        if n <= 0:
+            return 0.0, 0.0, 0.0
+        head = self._overhead_s + self._linear_of(n) + self._pair_s * prefill_attention_pairs
+        return head, self._ctx_s, self._seq_s * num_prefill_seqs
+
+    def _linear_of(self, n: int) -> float:
+        """`self._linear(n)` for a token count n >= 1, remembered below LINEAR_MEMO_SIZE."""
+        memo = self._linear_memo
+        if n < len(memo):
+            value = memo[n]
+            if value >= 0.0:
+                return value
+        elif n < LINEAR_MEMO_SIZE:
+            memo.extend([-1.0] * (n + 1 - len(memo)))
+        else:
+            return self._linear(n)
+        value = memo[n] = self._linear(n)
+        return value
 
     def decode_time(self, num_seqs: int, context_tokens: int) -> float:
         """`iteration_time` of a decode-only batch, bit for bit, without building a BatchShape.

@@ -109,6 +109,17 @@ class RooflineCostModel:
             + self._comm_per_token * n
         )
 
+    def context_terms(self, num_prefill_tokens: int, num_prefill_seqs: int, prefill_attention_pairs: int,
+                      num_decode_seqs: int) -> tuple[float, float, float]:
+        """(head, per_context_token, tail): `iteration_time` of a batch of these counts attending `c`
+        decode-context tokens is `head + per_context_token * c + tail`, bit for bit, for every c."""
+        n = num_prefill_tokens + num_decode_seqs
+        if n <= 0:
+            return 0.0, 0.0, 0.0
+        compute = self._compute_per_token * n + self._compute_per_seq * (num_prefill_seqs + num_decode_seqs)
+        linear = compute if compute > self._memory_s else self._memory_s
+        return self._fixed_s + linear + self._pair_s * prefill_attention_pairs, self._ctx_s, self._comm_per_token * n
+
     def linear_time_s(self, num_tokens: int, *, include_comm: bool = True) -> float:
         """Time of the layers' linear ops (and TP all-reduces) alone: no LM head, attention or overhead."""
         if num_tokens <= 0:
