@@ -9,7 +9,7 @@ per field) was the largest single cost in the simulator's profile.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from equinox.compiled import picklable_when_compiled
 
@@ -44,7 +44,8 @@ class BatchShape(NamedTuple):
         return self.num_prefill_tokens == 0 and self.num_decode_seqs == 0
 
 
-_tuple_new = tuple.__new__
+# Final: on the compiled core a Final module name is a C static; any other is a dict lookup at every use
+_tuple_new: Final = tuple.__new__
 
 
 def batch_shape(num_prefill_tokens: int, num_prefill_seqs: int, prefill_attention_pairs: int, num_decode_seqs: int,
@@ -52,8 +53,8 @@ def batch_shape(num_prefill_tokens: int, num_prefill_seqs: int, prefill_attentio
     """`BatchShape(...)` of all five counts, for paths that make one per step or per prediction: the
     same tuple, without the interpreted `__new__` a NamedTuple class generates (about 2,000 instructions
     a call on the compiled core, where this takes a few hundred)."""
-    return _tuple_new(BatchShape, (num_prefill_tokens, num_prefill_seqs, prefill_attention_pairs,
-                                   num_decode_seqs, decode_context_tokens))
+    return _tuple_new(_BATCH_SHAPE, (num_prefill_tokens, num_prefill_seqs, prefill_attention_pairs,
+                                     num_decode_seqs, decode_context_tokens))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,9 @@ class BatchLimits:
         object.__setattr__(self, "max_num_seqs", max_num_seqs)
 
 
+_BATCH_SHAPE: Final = BatchShape
+
+
 class TenantUsage(NamedTuple):
     """What one tenant used in one iteration (output tokens include the first token a prefill samples)."""
 
@@ -77,6 +81,9 @@ class TenantUsage(NamedTuple):
     num_output_tokens: int = 0
     num_context_tokens: int = 0
     num_kv_blocks: int = 0
+
+
+_TENANT_USAGE: Final = TenantUsage
 
 
 class StepReport(NamedTuple):
@@ -99,21 +106,24 @@ class StepReport(NamedTuple):
         return mean_batch_of(self)
 
 
+_STEP_REPORT: Final = StepReport
+
+
 def tenant_usage(counts: list[int]) -> TenantUsage:
     """`TenantUsage(*counts)` of four counts (prefill, output, context tokens, KV blocks), without the
     interpreted `__new__` of a NamedTuple class (see `batch_shape`): the simulator makes one per tenant
     per step."""
     if len(counts) != 4:
         raise ValueError(f"TenantUsage takes 4 counts, got {counts!r}")
-    return _tuple_new(TenantUsage, counts)
+    return _tuple_new(_TENANT_USAGE, counts)
 
 
 def step_report(step_id: int, start_time: float, duration_s: float, batch: BatchShape, limits: BatchLimits,
                 per_tenant: dict[str, TenantUsage], num_kv_blocks_used: int, num_kv_blocks_total: int,
                 num_steps: int = 1, kv_block_seconds: float | None = None) -> StepReport:
     """`StepReport(...)` without the interpreted `__new__` of a NamedTuple class (see `batch_shape`)."""
-    return _tuple_new(StepReport, (step_id, start_time, duration_s, batch, limits, per_tenant, num_kv_blocks_used,
-                                   num_kv_blocks_total, num_steps, kv_block_seconds))
+    return _tuple_new(_STEP_REPORT, (step_id, start_time, duration_s, batch, limits, per_tenant, num_kv_blocks_used,
+                                     num_kv_blocks_total, num_steps, kv_block_seconds))
 
 
 def mean_batch_of(report: StepReport) -> BatchShape:

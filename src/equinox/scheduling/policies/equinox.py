@@ -28,7 +28,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from equinox.compiled import mypyc_attr
 from equinox.prediction.experts.iteration_time import IterationTimeExpert
@@ -44,7 +44,7 @@ from equinox.scheduling.queues import TenantPriorityQueues
 from equinox.scheduling.state import StateReader
 from equinox.types import BatchLimits, BatchShape, StepReport, batch_shape, mean_batch_of
 
-EXACT_SCAN_LIMIT = 64  # up to this many backlogged tenants HF is renormalised at every decision
+EXACT_SCAN_LIMIT: Final = 64  # up to this many backlogged tenants HF is renormalised at every decision
 
 
 def _growth(item: tuple[float, float]) -> float:

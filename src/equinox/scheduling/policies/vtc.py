@@ -249,6 +249,12 @@ class VtcPolicy(CounterPolicy):
         w_q = self.config.output_weight
         weights = self._weights
         counter = self._counter
+        if not weights:  # every weight 1: x / 1.0 is x exactly, so no lookup
+            for tenant, usage in report.per_tenant.items():
+                n = usage.num_output_tokens
+                if n:
+                    counter[tenant] = counter.get(tenant, 0.0) + w_q * n
+            return
         for tenant, usage in report.per_tenant.items():
             n = usage.num_output_tokens
             if n:
