@@ -95,7 +95,8 @@ class _Replay:
     fitting: list[int] = field(default_factory=list)
     failing: list[int] = field(default_factory=list)
     # Each point's base time as head + per_context_token * context + tail (`IterationTimeExpert.context_terms`)
-    # for the expert `terms_of`, computed once; empty where that expert's base offers no such terms.
+    # for the expert `terms_of`, asked for the first time the point is predicted (head -1.0 until then); empty
+    # where that expert's base offers no such terms.
     terms_of: IterationTimeExpert | None = None
     heads: list[float] = field(default_factory=list)
     slopes: list[float] = field(default_factory=list)
@@ -124,7 +125,8 @@ class _Replay:
         if self.terms_of is not expert:
             self.terms_of = expert
             n = len(self.chunks) if expert.context_terms is not None else 0
-            self.heads = [-1.0] * n  # -1: not asked for yet (a head is never negative)
+            self.heads = [-1.0] * n  # not asked for yet (the built-in models' heads are >= 0; a negative one is
+            # asked for again at each prediction: slower, still exact)
             self.slopes = [0.0] * n
             self.tails = [0.0] * n
         heads = self.heads
