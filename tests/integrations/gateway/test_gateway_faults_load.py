@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 from gateway_helpers import KEYS, MODEL, admin, auth
 from servers import FakeProcess
 
 from equinox.bench.loadgen import BenchRequest, LoadOptions, run_load, synth_prompt
+from equinox.integrations.gateway.upstream import Upstream, UpstreamFailure
 from equinox.request import RequestSpec
 
 
@@ -96,3 +99,35 @@ def test_hundreds_of_concurrent_streams_complete_without_errors(gateway: Any) ->
         assert not st.admission.running and st.policy.num_waiting == 0
     finally:
         backend.kill()
+
+
+class _DyingConnection:
+    """`client.stream(...)` whose entry fails as httpcore/anyio did when a backend died during connection set-up
+    (a clean-clone CI run of the test above: AttributeError from `getpeername` on a socket already closed)."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+        self.num_exits = 0
+
+    def stream(self, *args: Any, **kwargs: Any) -> _DyingConnection:
+        return self
+
+    async def __aenter__(self) -> None:
+        raise self.exc
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.num_exits += 1
+
+
+@pytest.mark.parametrize("exc", [AttributeError("'NoneType' object has no attribute 'getpeername'"),
+                                 ConnectionResetError(104, "Connection reset by peer")])
+def test_a_transport_error_httpx_does_not_wrap_is_a_backend_failure(exc: Exception) -> None:
+    """Such an error before any response byte is the backend's failure (the proxy retries the request on
+    another backend), not an internal error that ends an accepted request."""
+    conn = _DyingConnection(exc)
+    backend = SimpleNamespace(url="http://127.0.0.1:9", config=SimpleNamespace(api_key=None))
+    upstream = Upstream(conn, backend, "/v1/completions", {"prompt": "x"}, "eqx-1")
+    with pytest.raises(UpstreamFailure, match=rf"connection failed \({type(exc).__name__}"):
+        asyncio.run(upstream.open(1.0))
+    asyncio.run(upstream.close())  # nothing left open to close
+    assert conn.num_exits == 0

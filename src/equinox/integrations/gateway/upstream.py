@@ -56,6 +56,12 @@ class Upstream:
         except httpx.HTTPError as exc:
             self._cm = None
             raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # nothing of the response was read: another backend may take the request
+            # The transport can fail in ways httpx does not wrap when a backend dies while the connection
+            # is being set up (a clean-clone CI run: anyio's `getpeername` on a socket already closed raised
+            # AttributeError, and the request ended as an internal error instead of moving to a live backend).
+            self._cm = None
+            raise UpstreamFailure(f"connection failed ({type(exc).__name__}: {exc})") from None
         if response.status_code != 200:
             try:
                 content = await asyncio.wait_for(response.aread(), timeout_s)
