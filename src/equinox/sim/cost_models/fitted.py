@@ -61,12 +61,14 @@ class TableCostModel:
         if n <= 0:
             return 0.0
         return (
-            self._overhead_s
-            + self._linear_of(n)
-            + self._pair_s * batch.prefill_attention_pairs
+            self._head(n, batch.prefill_attention_pairs)
             + self._ctx_s * batch.decode_context_tokens
             + self._seq_s * batch.num_prefill_seqs
         )
+
+    def _head(self, n: int, prefill_attention_pairs: int) -> float:
+        """The terms before the decode context's, summed in `iteration_time`'s order (`context_terms`' head)."""
+        return self._overhead_s + self._linear_of(n) + self._pair_s * prefill_attention_pairs
 
     def context_terms(self, num_prefill_tokens: int, num_prefill_seqs: int, prefill_attention_pairs: int,
                       num_decode_seqs: int) -> tuple[float, float, float]:
@@ -78,8 +80,7 @@ class TableCostModel:
         n = num_prefill_tokens + num_decode_seqs
         if n <= 0:
             return 0.0, 0.0, 0.0
-        head = self._overhead_s + self._linear_of(n) + self._pair_s * prefill_attention_pairs
-        return head, self._ctx_s, self._seq_s * num_prefill_seqs
+        return self._head(n, prefill_attention_pairs), self._ctx_s, self._seq_s * num_prefill_seqs
 
     def _linear_of(self, n: int) -> float:
         """`self._linear(n)` for a token count n >= 1, remembered below LINEAR_MEMO_SIZE."""
@@ -105,7 +106,7 @@ class TableCostModel:
             return 0.0
         base = self._decode_base.get(num_seqs)
         if base is None:
-            base = self._decode_base[num_seqs] = self._overhead_s + self._linear(num_seqs) + self._pair_s * 0
+            base = self._decode_base[num_seqs] = self._head(num_seqs, 0)
         return base + self._ctx_s * context_tokens + self._seq_s * 0
 
     def linear_time_s(self, num_tokens: int) -> float:

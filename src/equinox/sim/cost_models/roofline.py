@@ -99,15 +99,17 @@ class RooflineCostModel:
         n = batch.num_prefill_tokens + batch.num_decode_seqs
         if n <= 0:
             return 0.0
-        compute = self._compute_per_token * n + self._compute_per_seq * (batch.num_prefill_seqs + batch.num_decode_seqs)
-        linear = compute if compute > self._memory_s else self._memory_s
         return (
-            self._fixed_s
-            + linear
-            + self._pair_s * batch.prefill_attention_pairs
+            self._head(n, batch.num_prefill_seqs + batch.num_decode_seqs, batch.prefill_attention_pairs)
             + self._ctx_s * batch.decode_context_tokens
             + self._comm_per_token * n
         )
+
+    def _head(self, n: int, num_seqs: int, prefill_attention_pairs: int) -> float:
+        """The terms before the decode context's, summed in `iteration_time`'s order (`context_terms`' head)."""
+        compute = self._compute_per_token * n + self._compute_per_seq * num_seqs
+        linear = compute if compute > self._memory_s else self._memory_s
+        return self._fixed_s + linear + self._pair_s * prefill_attention_pairs
 
     def context_terms(self, num_prefill_tokens: int, num_prefill_seqs: int, prefill_attention_pairs: int,
                       num_decode_seqs: int) -> tuple[float, float, float]:
@@ -116,9 +118,8 @@ class RooflineCostModel:
         n = num_prefill_tokens + num_decode_seqs
         if n <= 0:
             return 0.0, 0.0, 0.0
-        compute = self._compute_per_token * n + self._compute_per_seq * (num_prefill_seqs + num_decode_seqs)
-        linear = compute if compute > self._memory_s else self._memory_s
-        return self._fixed_s + linear + self._pair_s * prefill_attention_pairs, self._ctx_s, self._comm_per_token * n
+        return (self._head(n, num_prefill_seqs + num_decode_seqs, prefill_attention_pairs), self._ctx_s,
+                self._comm_per_token * n)
 
     def linear_time_s(self, num_tokens: int, *, include_comm: bool = True) -> float:
         """Time of the layers' linear ops (and TP all-reduces) alone: no LM head, attention or overhead."""
