@@ -118,6 +118,35 @@ def test_recent_stats_mean_and_quantile_are_those_of_the_window(values: list[flo
     assert again.mean == s.mean and again.quantile == s.quantile
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 500).map(float) | st.floats(0.0, 1e3), st.integers(0, 40)), min_size=1,
+                max_size=300), st.integers(1, 40))
+def test_recent_stats_read_now_and_then_are_those_of_the_window(steps: list[tuple[float, int]],
+                                                                capacity: int) -> None:
+    """A window read only now and then (after more than `UNREAD_LIMIT` unread observations it stops keeping
+    its sorted copy and sorts again when read) answers what one read after every observation does."""
+    s = RecentStats(capacity, 0.9)
+    values = []
+    for value, gap in steps:
+        s.add(value)
+        values.append(value)
+        if gap < 3:  # reads now and then: runs of unread observations well past UNREAD_LIMIT
+            window = values[-capacity:]
+            assert s.mean == math.fsum(window) / len(window)
+            ordered = sorted(window)
+            assert s.quantile == ordered[min(len(ordered) - 1, max(0, math.ceil(0.9 * len(ordered)) - 1))]
+    assert s.export_state() == {"values": values[-capacity:], "count": len(values)}
+    again = RecentStats(capacity, 0.9)
+    again.restore_state(**s.export_state())
+    assert again.mean == s.mean and again.quantile == s.quantile
+    assert again.export_state() == s.export_state()
+
+
+def test_recent_stats_needs_room_for_one_observation() -> None:
+    with pytest.raises(ValueError, match="capacity of at least 1"):
+        RecentStats(0, 0.9)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.integers(0, 40).map(float) | st.floats(-1e3, 1e3), max_size=40), st.floats(-1e3, 1e3)
        | st.integers(-1, 41).map(float))

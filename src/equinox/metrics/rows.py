@@ -175,57 +175,71 @@ def counter_rows(time: Any, counters: Mapping[str, Mapping[str, Any]]) -> list[t
     return out
 
 
+_UNWRITTEN: Final = object()  # no value written yet (equal to no number)
+
+
+class _KindLines:
+    """One counter kind's lines as last written: its tenants in the order given and sorted, and per sorted
+    tenant its 'kind,tenant,' text, the value last written and that line without its time."""
+
+    def __init__(self, given: list[str], names: list[str]) -> None:
+        self.given = given
+        n = len(given)
+        self.order = sorted(range(n), key=given.__getitem__)  # sorted position -> position in `given`
+        self.names = [names[j] for j in self.order]
+        self.last: list[Any] = [_UNWRITTEN] * n
+        self.tails = [""] * n
+
+
 class CounterLines:
     """counters.csv's lines, one interval at a time (`counter_rows` as CSV text); each name is quoted once.
 
     A counter that has not changed since the previous interval (most of an idle tenant's; the
     policy hands over the same float object, or an equal one of the same type) reuses its text:
     formatting a float exactly is most of a line's cost. The sorted order of kinds and of a
-    kind's tenants is kept while their names stay the same (the same tenants, interval after interval).
+    kind's tenants is kept while their names stay the same (the same tenants, interval after
+    interval), and each line's text after the time is kept by sorted position: every line of an
+    interval starts with the same time, so the interval is `time + time.join(tails)`.
     """
 
     def __init__(self) -> None:
         self._fields: dict[str, str] = {}
-        self._texts: dict[str, dict[str, tuple[Any, str]]] = {}  # kind -> tenant -> (last value, its text + '\n')
-        self._names: dict[str, dict[str, str]] = {}  # kind -> tenant -> 'kind,tenant,' (quoted where needed)
+        self._kinds: dict[str, _KindLines] = {}
         self._kind_order: tuple[list[str], list[str]] = ([], [])  # (names as given, sorted)
-        self._tenant_orders: dict[str, tuple[list[str], list[str]]] = {}  # kind -> (names as given, sorted)
 
     def __call__(self, time: Any, counters: Mapping[str, Mapping[str, Any]]) -> str:
         """The lines of one interval: by kind, then tenant."""
-        t = num(time) + ","
-        out: list[str] = []
+        tails: list[str] = []
         kinds = list(counters)
         if kinds != self._kind_order[0]:
             self._kind_order = (kinds, sorted(kinds))
         for kind in self._kind_order[1]:
             values = counters[kind]
-            texts = self._texts.get(kind)
-            names = self._names.get(kind)
-            if texts is None or names is None:
-                texts = self._texts[kind] = {}
-                names = self._names[kind] = {}
-            tenants = list(values)
-            order = self._tenant_orders.get(kind)
-            if order is None or order[0] != tenants:
-                order = self._tenant_orders[kind] = (tenants, sorted(tenants))
-            for tenant in order[1]:
-                value = values[tenant]
-                last = texts.get(tenant)
-                if last is not None and (last[0] is value or (
-                        type(last[0]) is type(value) and last[0] == value and value != 0)):  # (0.0 and -0.0 differ)
-                    text = last[1]
-                else:
-                    text = num(value) + "\n"
-                    texts[tenant] = (value, text)
-                out.append(t)
-                out.append(names.get(tenant) or self._name(names, kind, tenant))
-                out.append(text)
-        return "".join(out)
+            lines = self._kinds.get(kind)
+            given = list(values)
+            if lines is None or lines.given != given:
+                lines = self._kinds[kind] = _KindLines(given, [self._name(kind, t) for t in given])
+            current = list(values.values())
+            last = lines.last
+            texts = lines.tails
+            names = lines.names
+            k = 0
+            for j in lines.order:
+                value = current[j]
+                old = last[k]
+                if not (old is value or (type(old) is type(value) and old == value and value != 0)):
+                    # changed (0.0 and -0.0 differ, so a zero is written again)
+                    last[k] = value
+                    texts[k] = names[k] + num(value) + "\n"
+                tails.append(texts[k])
+                k += 1
+        if not tails:
+            return ""
+        t = num(time) + ","
+        return t + t.join(tails)
 
-    def _name(self, names: dict[str, str], kind: str, tenant: str) -> str:
-        text = names[tenant] = self._field(kind) + "," + self._field(tenant) + ","
-        return text
+    def _name(self, kind: str, tenant: str) -> str:
+        return self._field(kind) + "," + self._field(tenant) + ","
 
     def _field(self, name: str) -> str:
         text = self._fields.get(name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,17 +60,30 @@ def native_bisect_right(xs: list[float], x: float) -> int:
     return lo
 
 
+# A window not read for this many observations stops keeping its sorted copy up to date: it is sorted
+# again when next read (at most once per this many observations: a sort of the window costs about as much).
+# MoPE reads a tenant's window after nearly every observation; the prompt-length buckets' and the global
+# window, the gate's fallbacks, are read only while a tenant has too little history of its own.
+UNREAD_LIMIT: Final = 16
+
+
 class RecentStats:
     """Mean and one quantile over the last `capacity` observations (recomputed lazily from a
-    sorted copy kept up to date as observations come and go)."""
+    sorted copy, kept up to date as observations come and go while the window is being read)."""
 
-    __slots__ = ("_capacity", "_dirty", "_int_sum", "_mean", "_non_integers", "_q", "_quantile", "_sorted", "_values",
-                 "count")
+    __slots__ = ("_capacity", "_dirty", "_int_sum", "_is_sorted", "_mean", "_next", "_non_integers", "_q",
+                 "_quantile", "_ring", "_sorted", "_unread", "count")
 
     def __init__(self, capacity: int, quantile: float) -> None:
-        self._values: deque[float] = deque(maxlen=capacity)
-        self._capacity = capacity  # the deque's maxlen, without a generic attribute read per observation
-        self._sorted: list[float] = []
+        if capacity < 1:
+            raise ValueError(f"a window of recent observations needs a capacity of at least 1, not {capacity}")
+        # The window: appended to until full, then each observation overwrites the oldest, at `_next`.
+        self._ring: list[float] = []
+        self._next = 0
+        self._capacity = capacity
+        self._sorted: list[float] = []  # the window sorted, while `_is_sorted`
+        self._is_sorted = True
+        self._unread = 0  # observations since the window was last read
         self._quantile = quantile
         self._dirty = False
         self._mean = 0.0
@@ -84,18 +96,29 @@ class RecentStats:
 
     def add(self, value: float) -> None:
         """Record one observation."""
-        values = self._values
+        ring = self._ring
         xs = self._sorted
-        if values and len(values) == self._capacity:
-            oldest = values[0]
-            # the oldest leaves the window
-            del xs[native_bisect_left(xs, oldest) if IS_NATIVE else bisect_left(xs, oldest)]
+        unread = self._unread + 1
+        self._unread = unread
+        if unread > UNREAD_LIMIT:
+            self._is_sorted = False  # not read lately: sorted again when it is
+        track = self._is_sorted
+        if len(ring) == self._capacity:
+            i = self._next
+            oldest = ring[i]  # the oldest leaves the window
+            ring[i] = value
+            i += 1
+            self._next = i if i < self._capacity else 0
+            if track:
+                del xs[native_bisect_left(xs, oldest) if IS_NATIVE else bisect_left(xs, oldest)]
             self._forget(oldest)
-        values.append(value)
-        if IS_NATIVE:
-            xs.insert(native_bisect_right(xs, value), value)
         else:
-            insort(xs, value)
+            ring.append(value)
+        if track:
+            if IS_NATIVE:
+                xs.insert(native_bisect_right(xs, value), value)
+            else:
+                insort(xs, value)
         self._count_in(value)
         self.count += 1
         self._dirty = True
@@ -112,23 +135,34 @@ class RecentStats:
         else:
             self._non_integers -= 1
 
+    def values(self) -> list[float]:
+        """The retained observations, oldest first."""
+        i = self._next
+        return self._ring[i:] + self._ring[:i]
+
     def export_state(self) -> dict[str, Any]:
         """The retained observations (oldest first) and the evidence count, JSON-safe."""
-        return {"values": list(self._values), "count": self.count}
+        return {"values": self.values(), "count": self.count}
 
     def restore_state(self, values: list[float], count: int) -> None:
         """Resume from `export_state()` (keeps the newest `capacity` values)."""
-        self._values.clear()
-        self._values.extend(values)
-        self._sorted = sorted(self._values)
+        self._ring = list(values[-self._capacity:])
+        self._next = 0
+        self._sorted = sorted(self._ring)
+        self._is_sorted = True
+        self._unread = 0
         self._int_sum = 0
         self._non_integers = 0
-        for v in self._values:
+        for v in self._ring:
             self._count_in(v)
-        self.count = max(count, len(self._values))
-        self._dirty = bool(self._values)
+        self.count = max(count, len(self._ring))
+        self._dirty = bool(self._ring)
 
     def _refresh(self) -> None:
+        self._unread = 0
+        if not self._is_sorted:
+            self._sorted = sorted(self._ring)
+            self._is_sorted = True
         xs = self._sorted
         self._mean = (math.fsum(xs) if self._non_integers else float(self._int_sum)) / len(xs)
         k = min(len(xs) - 1, max(0, math.ceil(self._quantile * len(xs)) - 1))
