@@ -41,6 +41,28 @@ def test_prediction_is_capped_by_max_tokens() -> None:
     assert p.mean <= 32 and p.quantile == 32 and p.source == "max_tokens"
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["a", "b", "c"]), st.integers(1, 3000),
+                          st.integers(1, 400), st.none() | st.integers(1, 400)), max_size=120))
+def test_remembered_answers_are_those_of_an_expert_that_remembers_nothing(
+        ops: list[tuple[bool, str, int, int, int | None]]) -> None:
+    """An answer kept across other tenants' observations (a tenant on its own history) or across nothing
+    (the others) is what an expert restored from the same histories, with nothing remembered, answers."""
+    config = OutputLengthConfig(history=6, min_tenant_evidence=3, min_bucket_evidence=4, min_global_evidence=5)
+    expert = OutputLengthExpert(config)
+    for is_observation, tenant, prompt, output, max_tokens in ops:
+        if is_observation:
+            expert.observe(tenant, prompt, output)
+            continue
+        fresh = OutputLengthExpert(config)
+        state = expert.export_state()
+        fresh.restore_state({t: (h["values"], h["count"]) for t, h in state["tenants"].items()},
+                            {int(b): (h["values"], h["count"]) for b, h in state["buckets"].items()},
+                            (state["global"]["values"], state["global"]["count"]))
+        assert expert.predict(tenant, prompt, max_tokens) == fresh.predict(tenant, prompt, max_tokens)
+        assert expert.predict(tenant, prompt, max_tokens) == fresh.predict(tenant, prompt, max_tokens)
+
+
 def test_quantile_is_conservative() -> None:
     e = OutputLengthExpert(OutputLengthConfig(quantile=0.9, min_tenant_evidence=1))
     for v in range(1, 101):

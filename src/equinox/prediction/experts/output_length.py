@@ -40,6 +40,10 @@ class OutputLengthExpert:
         # Answers since the latest observation: a request is predicted at arrival, admission and
         # in KV admission checks, and nothing changes an answer but an observation.
         self._answers: dict[tuple[str, int, int | None], LengthPrediction] = {}
+        # Per tenant whose gate picks its own history (for good: evidence only grows), that history's answer
+        # before the max_tokens cap: it depends on nothing else, so only the tenant's own observations
+        # change it (`_answers` is emptied by every tenant's).
+        self._own: dict[str, LengthPrediction] = {}
 
     def _new(self) -> RecentStats:
         return RecentStats(self.config.history, self.config.quantile)
@@ -51,6 +55,9 @@ class OutputLengthExpert:
 
     def predict(self, tenant: str, num_prompt_tokens: int, max_tokens: int | None) -> LengthPrediction:
         """Point estimate and conservative quantile, capped by max_tokens."""
+        own = self._own.get(tenant)
+        if own is not None:
+            return self._capped(own, max_tokens) if max_tokens is not None and own.quantile >= max_tokens else own
         key = (tenant, num_prompt_tokens, max_tokens)
         answer = self._answers.get(key)
         if answer is None:
@@ -71,11 +78,19 @@ class OutputLengthExpert:
                     stats = None
                     source = "prior"
         mean, q = (cfg.prior_mean, cfg.prior_quantile) if stats is None else (stats.mean, stats.quantile)
+        if source == "tenant":
+            own = self._own[tenant] = LengthPrediction(mean, q, source)
+            return self._capped(own, max_tokens) if max_tokens is not None and q >= max_tokens else own
         if max_tokens is not None and q >= max_tokens:
-            if mean >= max_tokens:
-                source = "max_tokens"
-            return LengthPrediction(min(mean, float(max_tokens)), float(max_tokens), source)
+            return self._capped(LengthPrediction(mean, q, source), max_tokens)
         return LengthPrediction(mean, q, source)
+
+    @staticmethod
+    def _capped(answer: LengthPrediction, max_tokens: int) -> LengthPrediction:
+        """`answer` for a request that may generate at most `max_tokens` (<= its quantile)."""
+        mean = answer.mean
+        return LengthPrediction(min(mean, float(max_tokens)), float(max_tokens),
+                                "max_tokens" if mean >= max_tokens else answer.source)
 
     def export_state(self) -> dict[str, Any]:
         """Every history (per tenant, per prompt-length bucket, global), JSON-safe."""
@@ -98,10 +113,12 @@ class OutputLengthExpert:
         self._bucket = {b: stats(h) for b, h in buckets.items()}
         self._global = stats(global_history)
         self._answers.clear()
+        self._own.clear()
 
     def observe(self, tenant: str, num_prompt_tokens: int, num_output_tokens: int) -> None:
         """Learn from a finished request."""
         self._answers.clear()
+        self._own.pop(tenant, None)
         value = float(num_output_tokens)
         stats = self._tenant.get(tenant)
         if stats is None:
