@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from equinox.prediction.interface import LengthPrediction, RecentStats
 
 History = tuple[list[float], int]  # retained observations (oldest first), evidence count
+
+# One float object per output length below 4,096, made together at import (so they lie close in memory):
+# the windows of recent lengths hold these. A window's sorted copy is searched at every observation, and
+# each probe reads a float object: floats made one by one as requests finish end up scattered over the
+# heap, and at a million requests those reads missed the cache (perf: most of `RecentStats.add`'s time).
+_LENGTHS: Final = [float(n) for n in range(4096)]
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class OutputLengthExpert:
         """Learn from a finished request."""
         self._answers.clear()
         self._own.pop(tenant, None)
-        value = float(num_output_tokens)
+        value = _LENGTHS[num_output_tokens] if 0 <= num_output_tokens < 4096 else float(num_output_tokens)
         stats = self._tenant.get(tenant)
         if stats is None:
             stats = self._tenant[tenant] = self._new()
