@@ -52,6 +52,9 @@ def test_stream_equals_load_trace(tmp_path: Path, kw: dict, opts: dict) -> None:
     assert (stream.name, stream.source, stream.tenant_assignment, stream.tenant_label) == (
         whole.name, whole.source, whole.tenant_assignment, whole.tenant_label)
     assert stream.tenant_weights == dict(whole.tenant_weights) and stream.tenants == tuple(whole.tenants)
+    specs = list(stream)
+    names = {spec.tenant: spec.tenant for spec in specs}
+    assert all(spec.tenant is names[spec.tenant] for spec in specs)  # one string per tenant, within a pass
 
 
 def test_stream_declines_what_it_cannot_stream(tmp_path: Path, write) -> None:
