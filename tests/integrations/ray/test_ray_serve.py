@@ -104,6 +104,25 @@ def test_a_flood_does_not_starve_a_light_tenant_across_two_replicas(app: str) ->
     assert view["counter"]["heavy"] > view["counter"]["light"] > 0
 
 
+async def _replica_with_waiting_requests(timeout_s: float = 20.0) -> Any:
+    """The actor of a replica that has requests running and waiting, as its queue reports them.
+
+    Asked rather than slept for: a clean-clone CI run on a loaded machine killed a replica 0.5 s after
+    sending, when it held two running requests and none waiting, so nothing was left to re-route.
+    """
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "FairReplica" in a["name"]]
+    assert len(names) == 2
+    actors = [ray.get_actor(name, namespace="serve") for name in names]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for actor in actors:
+            stats = await actor.record_routing_stats.remote()
+            if stats.get("num_waiting", 0) > 0 and stats.get("num_running", 0) > 0:
+                return actor
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no replica had requests waiting within {timeout_s:g} s")
+
+
 def test_a_replica_killed_mid_run_loses_no_request(app: str) -> None:
     done: list[tuple[str, int, dict[str, Any]]] = []
     bodies: list[Any] = []
@@ -112,11 +131,7 @@ def test_a_replica_killed_mid_run_loses_no_request(app: str) -> None:
         async with httpx.AsyncClient(timeout=60) as client:
             tasks = [asyncio.create_task(_post(client, app, "heavy", done, max_tokens=30, stream=i % 2 == 1))
                      for i in range(16)]
-            await asyncio.sleep(0.5)  # every replica has requests running and waiting
-            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                     if "FairReplica" in a["name"]]
-            assert len(names) == 2
-            ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+            ray.kill(await _replica_with_waiting_requests(), no_restart=True)
             bodies.extend(await asyncio.gather(*tasks))
 
     asyncio.run(run())
