@@ -71,8 +71,8 @@ class RecentStats:
     """Mean and one quantile over the last `capacity` observations (recomputed lazily from a
     sorted copy, kept up to date as observations come and go while the window is being read)."""
 
-    __slots__ = ("_capacity", "_dirty", "_int_sum", "_is_sorted", "_mean", "_next", "_non_integers", "_q",
-                 "_quantile", "_ring", "_sorted", "_unread", "count")
+    __slots__ = ("_capacity", "_dirty", "_int_sum", "_mean", "_next", "_non_integers", "_q", "_quantile", "_ring",
+                 "_sorted", "_unread", "count")
 
     def __init__(self, capacity: int, quantile: float) -> None:
         if capacity < 1:
@@ -81,8 +81,7 @@ class RecentStats:
         self._ring: list[float] = []
         self._next = 0
         self._capacity = capacity
-        self._sorted: list[float] = []  # the window sorted, while `_is_sorted`
-        self._is_sorted = True
+        self._sorted: list[float] = []  # the window sorted, while `_unread <= UNREAD_LIMIT`
         self._unread = 0  # observations since the window was last read
         self._quantile = quantile
         self._dirty = False
@@ -100,9 +99,7 @@ class RecentStats:
         xs = self._sorted
         unread = self._unread + 1
         self._unread = unread
-        if unread > UNREAD_LIMIT:
-            self._is_sorted = False  # not read lately: sorted again when it is
-        track = self._is_sorted
+        track = unread <= UNREAD_LIMIT  # else not read lately: sorted again when it is
         if len(ring) == self._capacity:
             i = self._next
             oldest = ring[i]  # the oldest leaves the window
@@ -149,7 +146,6 @@ class RecentStats:
         self._ring = list(values[-self._capacity:])
         self._next = 0
         self._sorted = sorted(self._ring)
-        self._is_sorted = True
         self._unread = 0
         self._int_sum = 0
         self._non_integers = 0
@@ -159,10 +155,9 @@ class RecentStats:
         self._dirty = bool(self._ring)
 
     def _refresh(self) -> None:
-        self._unread = 0
-        if not self._is_sorted:
+        if self._unread > UNREAD_LIMIT:
             self._sorted = sorted(self._ring)
-            self._is_sorted = True
+        self._unread = 0
         xs = self._sorted
         self._mean = (math.fsum(xs) if self._non_integers else float(self._int_sum)) / len(xs)
         k = min(len(xs) - 1, max(0, math.ceil(self._quantile * len(xs)) - 1))
