@@ -6,13 +6,15 @@ system, from the child's rusage), peak RSS, requests per CPU second. The trace: 
 arrivals at 8 requests/s from 20 tenants, ShareGPT-like log-normal lengths, drawn with a
 seeded RNG (`sharegpt_like`); the settings are issue 13's: Llama-2-7B on an A100-80GB,
 Vidur cost model, vLLM-style engine, 128 sequences, 4,096 tokens, 16-token blocks.
-On a shared machine compare CPU seconds, not wall seconds.
+On a shared machine compare CPU seconds, not wall seconds, and take ratios between policies
+from several interleaved rounds (`--repeat`): each round runs every policy once, so a slow
+stretch of the machine hits them alike, and each ratio is the median of the rounds' own.
 
     PYTHONPATH=src python benchmarks/sim_speed.py                          # 10k and 100k, fcfs/vtc/equinox
     PYTHONPATH=src python benchmarks/sim_speed.py --sizes 1000000          # the 1M target (< 40 s, < 400 MB)
     PYTHONPATH=src python benchmarks/sim_speed.py --policies equinox,equinox:alpha=1,beta=0 --sizes 100000
     PYTHONPATH=src python benchmarks/sim_speed.py --reference              # with the served-alone runs
-    PYTHONPATH=src python benchmarks/sim_speed.py --repeat 3               # each figure the median of three runs
+    PYTHONPATH=src python benchmarks/sim_speed.py --repeat 3               # three interleaved rounds, medians
     PYTHONPATH=src python benchmarks/sim_speed.py --in-process --sizes 100000 [--profile]   # the loop alone
     scripts/build_compiled build/compiled && PYTHONPATH=build/compiled python benchmarks/sim_speed.py  # compiled core
 
@@ -119,29 +121,53 @@ def _core() -> str:
 
 
 def cli_main(args: argparse.Namespace) -> None:
-    """Measure every size x policy through the CLI."""
+    """Measure every size x policy through the CLI, the policies interleaved round by round."""
     print(f"simulator core: {_core()}")
     print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
           f"ShareGPT-like lengths (seed {args.seed}); records {args.records_format}; "
           f"{'with' if args.reference else 'without'} reference runs")
+    if args.repeat > 1:
+        print(f"{args.repeat} rounds, each running every policy once in turn: the medians of the rounds are "
+              f"printed, and each ratio is the median of the rounds' own ratios (range after it)")
     print(f"{'requests':>9} {'policy':<24} {'wall_s':>8} {'cpu_s':>8} {'req/cpu_s':>9} {'peak_MiB':>8} "
-          f"{'vs_fcfs_cpu':>11} {'ref_s':>7}")
+          f"{'vs_fcfs_cpu':>11} {'ratio_range':>11} {'ref_s':>7}")
+    specs = args.policies.split(";")
     for size in (int(s) for s in args.sizes.split(",")):
         trace = trace_file(size, args)
-        base_cpu = None
-        for spec in args.policies.split(";"):
-            runs = []
-            for _ in range(args.repeat):
+        runs: dict[str, list[dict[str, float | str]]] = {spec: [] for spec in specs}
+        for k in range(args.repeat):
+            # Round by round, not policy by policy: a shared machine changes speed over tens of
+            # seconds, and a slow stretch then hits every policy of the round alike.
+            for spec in specs:
                 with tempfile.TemporaryDirectory(dir=args.trace_dir) as tmp:
                     # A fresh process per run, measured alone, so its peak RSS is its own.
-                    runs.append(_isolated(trace, spec, Path(tmp) / "run", args))
-            r = sorted(runs, key=lambda x: float(x["cpu_s"]))[(len(runs) - 1) // 2]  # the median run by CPU
-            cpu = float(r["cpu_s"])
-            if spec == "fcfs":
-                base_cpu = cpu
-            ratio = f"{cpu / base_cpu:.2f}" if base_cpu else "-"
-            print(f"{size:>9} {spec:<24} {float(r['wall_s']):>8.1f} {cpu:>8.1f} {size / cpu:>9.0f} "
-                  f"{float(r['peak_rss_mib']):>8.0f} {ratio:>11} {float(r['reference_s']):>7.1f}", flush=True)
+                    r = _isolated(trace, spec, Path(tmp) / "run", args)
+                runs[spec].append(r)
+                if args.repeat > 1:
+                    print(f"  round {k + 1}/{args.repeat}: {size} {spec}: {float(r['cpu_s']):.1f} CPU-s",
+                          file=sys.stderr, flush=True)
+        for spec in specs:
+            print(f"{size:>9} {spec:<24} {_summary_row(runs[spec], runs.get('fcfs'), size)}", flush=True)
+
+
+def _median(values: list[float]) -> float:
+    """The middle value (the lower middle of an even count: a run that happened)."""
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def _summary_row(runs: list[dict[str, float | str]], base: list[dict[str, float | str]] | None, size: int) -> str:
+    """One policy's columns after the policy name: the median run by CPU seconds, and the median and
+    range of its per-round CPU ratio to FCFS (the run of FCFS in the same round)."""
+    r = sorted(runs, key=lambda x: float(x["cpu_s"]))[(len(runs) - 1) // 2]
+    cpu = float(r["cpu_s"])
+    ratio, spread = "-", "-"
+    if base:
+        ratios = [float(a["cpu_s"]) / float(b["cpu_s"]) for a, b in zip(runs, base, strict=True)]
+        ratio = f"{_median(ratios):.2f}"
+        if len(ratios) > 1:
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+    return (f"{float(r['wall_s']):>8.1f} {cpu:>8.1f} {size / cpu:>9.0f} {float(r['peak_rss_mib']):>8.0f} "
+            f"{ratio:>11} {spread:>11} {float(r['reference_s']):>7.1f}")
 
 
 def _isolated(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, float | str]:
@@ -223,7 +249,8 @@ def main() -> None:
     p.add_argument("--records-format", choices=("csv", "parquet"), default="csv")
     p.add_argument("--reference", action="store_true", help="keep the served-alone reference runs (timed apart)")
     p.add_argument("--repeat", type=int, default=1,
-                   help="runs per size and policy; the median run by CPU seconds is printed (a shared machine)")
+                   help="rounds per size, each running every policy once in turn; medians are printed (a shared "
+                        "machine)")
     p.add_argument("--in-process", action="store_true", help="time the simulation loop alone, in this process")
     p.add_argument("--profile", action="store_true", help="with --in-process: cProfile's top functions")
     args = p.parse_args()
