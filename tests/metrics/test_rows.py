@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import random
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from equinox.metrics.rows import (
     num,
     request_row,
     request_row_of,
+    shortest_places,
     write_service_rows,
     write_step_rows,
 )
@@ -93,6 +95,46 @@ def test_num_where_the_integer_path_decides_and_where_it_hands_over(k: int, frac
 def test_nine_places_is_repr_round_9_in_the_quick_range(x: float) -> None:
     text = nine_places(x)
     assert text == reference(x) or (text == "" and (x * 1e9) % 1.0 == 0.5), x
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(min_value=8388608.0, max_value=4503599627370496.0, exclude_max=True))
+@example(482313049.20000005)  # 17 digits; the product's error lo is below -1
+@example(9015592.495419351)  # 16 digits whose k is past 2**53 (a UFC counter of a 1M run)
+@example(9030180.351953443)
+@example(150000000000000.25)  # the 16-digit product is a half: left to repr
+@example(1e15 + 0.5)
+@example(4503599627370495.5)
+@example(99999999.99999999)
+def test_shortest_places_is_repr_or_leaves_it_to_repr(x: float) -> None:
+    """Large non-whole values (growing counters): the compiled core's path writes repr(x) or hands over."""
+    if x.is_integer():
+        return
+    for y in (x, math.nextafter(x, 0.0), math.nextafter(x, math.inf)):
+        if not y.is_integer() and y < 4503599627370496.0:
+            text = shortest_places(y)
+            assert text in ("", repr(y)), y
+        check(y)
+
+
+def test_shortest_places_decides_nearly_every_counter_value() -> None:
+    """It hands over only at halves: of counter-like values (tokens times a discount, summed), none."""
+    rng = random.Random(7)
+    total = 8388608.0
+    decided = 0
+    for _ in range(20000):
+        total += rng.randint(1, 4000) * rng.uniform(0.5, 1.0)
+        text = shortest_places(total)
+        assert text in ("", repr(total))
+        decided += text != ""
+    assert decided == 20000
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=2**23, max_value=2**54))
+def test_num_on_large_whole_values(k: int) -> None:
+    """Whole counts (VTC's counters) past 2**23: 'N.0', as repr, on both sides of 2**53."""
+    check(float(k))
 
 
 @settings(max_examples=1000, deadline=None)

@@ -59,7 +59,14 @@ def fnum(x: int | float) -> str:
             s = f"{x:.9f}".rstrip("0")
             return s + "0" if s[-1] == "." else s
         if x >= 8388608.0 or x <= -8388608.0:  # |x| >= 2**23 (and inf): doubles there are over 1e-9 apart,
-            return repr(x)  # so round(x, 9) is x itself (growing counters, long runs' times)
+            # so round(x, 9) is x itself (growing counters, long runs' times): repr(x), the shortest text.
+            if -9007199254740992.0 <= x <= 9007199254740992.0 and x.is_integer():
+                return str(int(x)) + ".0"  # whole counts (VTC's): below 2**53 repr prints every digit
+            if IS_NATIVE and 0.0 < x < 4503599627370496.0:  # 2**23 <= x < 2**52: `shortest_places`, else repr
+                text = shortest_places(x)
+                if text:
+                    return text
+            return repr(x)
         if x == 0.0:
             return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
     return _repr_round(x)
@@ -93,6 +100,69 @@ def nine_places(x: float) -> str:
         width -= 1
     digits = str(part)
     return str(whole) + "." + "0" * (width - len(digits)) + digits
+
+
+# `tuple[float, ...]`, not a fixed-length tuple: mypyc would box all 17 to index one by a variable
+_POW10: Final[tuple[float, ...]] = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14,
+                                   1e15, 1e16)
+_SPLIT: Final = 134217729.0  # 2**27 + 1: Veltkamp's split of a double into two 26-bit halves
+
+
+def shortest_places(x: float) -> str:
+    """repr(x) of a non-whole 2**23 <= x < 2**52, from float and integer arithmetic; '' where a decision
+    falls within 1e-9 of its boundary (repr decides those).
+
+    repr is the shortest decimal that reads back as x, the nearest to x among those. A decimal of
+    at most 15 significant digits that reads back lies within half an ulp of x, under a ninth of
+    the spacing of 15-digit decimals: it is the 15-digit decimal nearest x, less trailing zeros.
+    If that one does not read back, no shorter decimal does, and repr is the 16-digit decimal
+    nearest x if that reads back, else the 17-digit one (17-digit decimals are closer together
+    than an ulp: the nearest always reads back). With n digits before the point, the s-digit
+    decimal nearest x is k / 10**d, d = s - n, k the integer nearest P = x * 10**d. P is held
+    exactly as hi + lo (Dekker's product: hi the rounded product, lo its error), so k is found
+    from a fraction known to about 1e-16. Below 2**53, k and 10**d are exact doubles and
+    k / 10**d is the correctly rounded quotient, as float() reads the text: it reads back
+    exactly when it equals x. Past 2**53, P >= 2**53 makes x >= 2**53 * 10**-d, so an ulp of x
+    (over x * 2**-53) exceeds the spacing 10**-d of those decimals: the nearest reads back.
+    Faster than repr compiled (280 against 420 ns on the UFC counters of a 1M run: millions of
+    rows); slower interpreted, so `fnum` takes it on the compiled core only.
+    """
+    n = 7  # digits before the point: x >= 2**23 has at least 7
+    while x >= _POW10[n]:
+        n += 1
+    c = _SPLIT * x
+    xh = c - (c - x)
+    xl = x - xh
+    for sig in (15, 16, 17):
+        d = sig - n
+        if d < 1:  # x >= 1e14: no place after the point at this length
+            continue
+        scale = _POW10[d]
+        c = _SPLIT * scale
+        sh = c - (c - scale)
+        sl = scale - sh
+        hi = x * scale
+        lo = ((xh * sh - hi) + xh * sl + xl * sh) + xl * sl  # x * scale == hi + lo exactly
+        base = int(hi)
+        t = (hi - base) + lo  # P - base, within about 2e-16
+        j = int(t + 16.5) - 16  # floor(t + 1/2): |lo| <= half an ulp of hi <= 8 (P < 1e17 < 2**57)
+        dist = t - j
+        if -1e-9 < abs(dist) - 0.5 < 1e-9:
+            return ""  # P at (or beside) a half: which integer is nearest is left to repr
+        k = base + j
+        if sig < 17 and k < 9007199254740992 and k / scale != x:
+            continue  # (past 2**53 the 16-digit decimals are closer together than an ulp of x)
+        unit = int(scale)
+        part = k % unit
+        if part == 0:  # cannot be (a whole number does not read back as x): leave it to repr
+            return ""
+        width = d
+        while part % 10 == 0:
+            part //= 10
+            width -= 1
+        digits = str(part)
+        return str(k // unit) + "." + "0" * (width - len(digits)) + digits
+    return ""
 
 
 def _repr_round(x: Any) -> str:  # `Any`: compiled, round() of an `int | float` would make the int a float
