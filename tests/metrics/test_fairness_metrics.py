@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -198,3 +199,27 @@ def test_blocked_summary_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> Non
     assert blocked.fairness.service_diff == whole.fairness.service_diff
     for name in ("service", "demand", "waiting", "queued"):
         assert np.array_equal(getattr(blocked_matrix, name), getattr(whole_matrix, name)), name
+
+
+def test_summary_without_the_matrix_is_the_same() -> None:
+    """`keep_matrix=False` (the streamed CLI path: no waiting matrix, arrays let go early) changes
+    no figure of the summary; the matrix it would have returned has its waiting matrix."""
+    import json
+
+    from equinox.config import RunConfig
+    from equinox.metrics.summary import summarise
+    from equinox.sim.run import run_simulation
+
+    run = run_simulation(RunConfig(policy="equinox", workload="overload", duration_s=120.0, seed=3))
+    args = dict(weights={"tenant-0": 2.0}, peak_flops=run.deployment.peak_flops, arrival_end_time=120.0,
+                num_preemptions=run.summary.num_preemptions)
+    kept, matrix = summarise(run.records, run.series, **args)
+    lean, none = summarise(run.records, run.series, keep_matrix=False, **args)
+    assert none is None and matrix.waiting is not None and matrix.waiting.sum() > 0.0
+    assert kept.fairness.num_windows > 20 and kept.fairness.jain_min < 1.0
+    assert json.dumps(lean.as_dict()) == json.dumps(kept.as_dict())
+    assert lean.fairness.service_diff == kept.fairness.service_diff
+    bare = service_matrix(run.records, run.series, {"tenant-0": 2.0}, with_waiting=False)
+    assert bare.waiting is None and np.array_equal(bare.queued, matrix.queued)
+    with pytest.raises(ValueError, match="queued or its waiting"):
+        fairness(dataclasses.replace(bare, queued=None), 120.0)

@@ -107,6 +107,7 @@ def live_summary(records: Sequence[RequestRecord], series: TimeSeries, *, weight
     summary, _ = summarise(
         records, series, weights=weights, peak_flops=0.0, arrival_end_time=arrival_end_time, num_preemptions=0,
         prompt_weight=prompt_weight, output_weight=output_weight, window_s=window_s, warmup_s=warmup_s,
+        keep_matrix=False,
     )
     return summary
 

@@ -63,7 +63,9 @@ class ServiceMatrix:
     interval_s: float
     service: np.ndarray
     demand: np.ndarray
-    waiting: np.ndarray  # seconds per interval with at least one request waiting (capped at the interval)
+    # seconds per interval with at least one request waiting (capped at the interval); None when not
+    # computed (`service_matrix(with_waiting=False)`: `fairness` reads it only where `queued` is None)
+    waiting: np.ndarray | None
     queued: np.ndarray | None = None  # weighted requested service of requests waiting at each interval's end
 
 
@@ -73,8 +75,11 @@ def service_matrix(
     weights: Mapping[str, float],
     prompt_weight: float = 1.0,
     output_weight: float = 2.0,
+    *,
+    with_waiting: bool = True,
 ) -> ServiceMatrix:
-    """Build weighted service, demand and waiting-count matrices from a run.
+    """Build weighted service, demand and waiting-count matrices from a run (`with_waiting=False`:
+    no waiting matrix, two tenant x interval temporaries fewer; the summary does not read it).
 
     Per-request additions go through `np.add.at` in the records' order (the order a loop
     over the records would add them), so every cell is the same float as that loop's.
@@ -90,8 +95,9 @@ def service_matrix(
     n_int = int(end_time / dt) + 2
     service = np.zeros((len(tenants), n_int))
     demand = np.zeros((len(tenants), n_int))
-    waiting_diff = np.zeros((len(tenants), n_int + 1))
-    waiting_part = np.zeros((len(tenants), n_int + 1))
+    shape = (len(tenants), n_int + 1) if with_waiting else (0, 0)
+    waiting_diff = np.zeros(shape)
+    waiting_part = np.zeros(shape)
     queued_diff = np.zeros((len(tenants), n_int + 1))
     for tenant, per in series.service.items():  # each interval once: 0.0 + its service, as a cell loop adds
         cells = np.fromiter(per, dtype=np.int64, count=len(per))
@@ -111,19 +117,22 @@ def service_matrix(
             left = c.scheduled[sl][kept]
             left = np.where(np.isnan(left), end_time, left)
             # Whole intervals waited are counted +1/-1 in `waiting_diff`: integers, exact in any order.
-            _add_waiting(waiting_diff, waiting_part, rows, start, left, dt)
+            if with_waiting:
+                _add_waiting(waiting_diff, waiting_part, rows, start, left, dt)
             # Waiting at the end of intervals a .. int(left / dt) - 1.
             gone = np.minimum(n_int, (left / dt).astype(np.int64))
             _add_in_order(queued_diff, rows, a, asked, rows, gone, -asked, np.ones(len(rows), bool))
     w = np.array([float(weights.get(t, 1.0)) for t in tenants])[:, None]
     service /= w
     demand /= w
-    waiting = np.cumsum(waiting_diff[:, :n_int], axis=1)
-    del waiting_diff
-    waiting *= dt
-    waiting += waiting_part[:, :n_int]
-    del waiting_part
-    np.minimum(waiting, dt, out=waiting)
+    waiting: np.ndarray | None = None
+    if with_waiting:
+        waiting = np.cumsum(waiting_diff[:, :n_int], axis=1)
+        del waiting_diff
+        waiting *= dt
+        waiting += waiting_part[:, :n_int]
+        del waiting_part
+        np.minimum(waiting, dt, out=waiting)
     queued = np.cumsum(queued_diff[:, :n_int], axis=1)
     del queued_diff
     np.maximum(queued, 0.0, out=queued)
@@ -192,7 +201,11 @@ def fairness(
         return FairnessSummary(0, nan, nan, nan, nan, nan)
 
     cs, cr = cumsum0(matrix.service), cumsum0(matrix.demand)
-    cw = cumsum0(matrix.waiting) if matrix.queued is None else None
+    cw = None
+    if matrix.queued is None:
+        if matrix.waiting is None:
+            raise ValueError("fairness: a service matrix needs its queued or its waiting matrix")
+        cw = cumsum0(matrix.waiting)
     num_windows = last - first + 1
     diffs = []
     jains = []

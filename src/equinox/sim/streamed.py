@@ -90,7 +90,7 @@ def run_streamed(
     summary, _ = summarise(
         columns, run.series, weights=weights, peak_flops=parts.deployment.peak_flops, arrival_end_time=arrival_end,
         num_preemptions=run.num_preemptions, prompt_weight=config.prompt_weight, output_weight=config.output_weight,
-        window_s=config.window_s, warmup_s=config.warmup_s,
+        window_s=config.window_s, warmup_s=config.warmup_s, keep_matrix=False,
     )
     wall = time.perf_counter() - started
     reference_s = None
