@@ -85,7 +85,7 @@ def test_a_flood_does_not_starve_a_light_tenant_across_two_replicas(app: str) ->
     async def run() -> None:
         async with httpx.AsyncClient(timeout=60) as client:
             flood = [asyncio.create_task(_post(client, app, "heavy", done, max_tokens=20)) for _ in range(60)]
-            await asyncio.sleep(1.0)  # heavy's requests are queued on both replicas by now (~3 s of work)
+            await _until_every_replica_has_waiting()  # heavy's requests queued on both replicas (~3 s of work)
             light = [asyncio.create_task(_post(client, app, "light", done, max_tokens=20)) for _ in range(4)]
             await asyncio.gather(*flood, *light)
 
@@ -104,15 +104,31 @@ def test_a_flood_does_not_starve_a_light_tenant_across_two_replicas(app: str) ->
     assert view["counter"]["heavy"] > view["counter"]["light"] > 0
 
 
+async def _until_every_replica_has_waiting(timeout_s: float = 20.0) -> None:
+    """Return once both replicas report requests waiting (asked, not slept for: a loaded machine is slow)."""
+    actors = _replica_actors()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = [await actor.record_routing_stats.remote() for actor in actors]
+        if all(s.get("num_waiting", 0) > 0 for s in stats):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the replicas did not both have requests waiting within {timeout_s:g} s")
+
+
+def _replica_actors() -> list[Any]:
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "FairReplica" in a["name"]]
+    assert len(names) == 2
+    return [ray.get_actor(name, namespace="serve") for name in names]
+
+
 async def _replica_with_waiting_requests(timeout_s: float = 20.0) -> Any:
     """The actor of a replica that has requests running and waiting, as its queue reports them.
 
     Asked rather than slept for: a clean-clone CI run on a loaded machine killed a replica 0.5 s after
     sending, when it held two running requests and none waiting, so nothing was left to re-route.
     """
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "FairReplica" in a["name"]]
-    assert len(names) == 2
-    actors = [ray.get_actor(name, namespace="serve") for name in names]
+    actors = _replica_actors()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for actor in actors:
