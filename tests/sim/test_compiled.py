@@ -105,3 +105,34 @@ def test_golden_runs_and_exact_digests_hold_on_the_compiled_core(compiled_dir: P
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**os.environ, "PYTHONPATH": str(compiled_dir)})
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+_FROZEN_CHECK = """
+import copyreg, dataclasses, importlib, pickle, runpy, sys
+modules = runpy.run_path(sys.argv[1], run_name="equinox_setup")["COMPILED_MODULES"]
+unregistered, compiled = [], 0
+for path in modules:
+    name = path[:-3].replace("/", ".")
+    module = importlib.import_module(name)
+    for cls in vars(module).values():
+        if (isinstance(cls, type) and cls.__module__ == name and dataclasses.is_dataclass(cls)
+                and cls.__dataclass_params__.frozen and hasattr(cls, "__mypyc_attrs__")):
+            compiled += 1
+            if cls not in copyreg.dispatch_table:
+                unregistered.append(name + "." + cls.__name__)
+from equinox.prediction.experts.output_length import OutputLengthConfig
+from equinox.sim.cost_models.roofline import RooflineParams
+for value in (OutputLengthConfig(quantile=0.8), RooflineParams()):
+    assert pickle.loads(pickle.dumps(value)) == value, value
+print(compiled, unregistered)
+"""
+
+
+def test_every_compiled_frozen_dataclass_pickles(compiled_dir: Path) -> None:
+    """mypyc's default pickling assigns fields one by one, which a frozen dataclass refuses: each one the
+    compiled core holds must be registered with `picklable_when_compiled` (process pools, deepcopy)."""
+    proc = subprocess.run([sys.executable, "-c", _FROZEN_CHECK, str(ROOT / "setup.py")], capture_output=True,
+                          text=True, cwd=ROOT, check=False, env={**os.environ, "PYTHONPATH": str(compiled_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compiled, unregistered = proc.stdout.strip().split(" ", 1)
+    assert int(compiled) >= 10 and unregistered == "[]", proc.stdout

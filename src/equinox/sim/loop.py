@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from equinox.compiled import mypyc_attr
+from equinox.compiled import mypyc_attr, picklable_when_compiled
 from equinox.metrics.collector import Collector
 from equinox.request import Request, RequestSpec
 from equinox.sim.backend import EngineBackend
@@ -218,3 +218,6 @@ class Simulator:
         """Record requests still waiting or running when the run stopped (never lost silently)."""
         for req in self.live.values():
             self.collector.on_done(req)
+
+
+picklable_when_compiled(SimStats)  # frozen: see equinox.compiled

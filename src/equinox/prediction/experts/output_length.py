@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from equinox.compiled import picklable_when_compiled
 from equinox.prediction.interface import LengthPrediction, RecentStats
 
 History = tuple[list[float], int]  # retained observations (oldest first), evidence count
@@ -136,3 +137,6 @@ class OutputLengthExpert:
             bstats = self._bucket[b] = self._new()
         bstats.add(value)
         self._global.add(value)
+
+
+picklable_when_compiled(OutputLengthConfig)  # frozen: see equinox.compiled

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from equinox.compiled import picklable_when_compiled
 from equinox.errors import ConfigError
 from equinox.sim.cost_models.store import load_profile
 from equinox.sim.hardware import Deployment
@@ -145,3 +146,6 @@ class RooflineCostModel:
 def build_roofline(deployment: Deployment) -> RooflineCostModel:
     """Roofline model with the calibrated parameters; works for every GPU x model."""
     return RooflineCostModel(deployment)
+
+
+picklable_when_compiled(RooflineParams)  # frozen: see equinox.compiled
