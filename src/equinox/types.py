@@ -133,7 +133,17 @@ def mean_batch_of(report: StepReport) -> BatchShape:
         return report.batch
     b = report.batch
     return batch_shape(b.num_prefill_tokens // k, b.num_prefill_seqs // k, b.prefill_attention_pairs // k,
-                       round(b.num_decode_seqs / k), round(b.decode_context_tokens / k))
+                       round_half_even(b.num_decode_seqs / k), round_half_even(b.decode_context_tokens / k))
+
+
+def round_half_even(x: float) -> int:
+    """`round(x)` of a finite x >= 0 (the builtin is a generic call on the compiled core, this is not): x - int(x)
+    is x's fraction exactly (no bits below x's last place are lost), so a half rounds to the even neighbour."""
+    n = int(x)
+    frac = x - n
+    if frac > 0.5 or (frac == 0.5 and n % 2 == 1):
+        n += 1
+    return n
 
 
 class StepResult(NamedTuple):

@@ -93,13 +93,20 @@ def nine_places(x: float) -> str:
     whole = k // 1000000000
     part = k - whole * 1000000000
     if part == 0:  # counts, and times on whole intervals: repr gives 'N.0'
-        return str(whole) + ".0"
+        return _WHOLE_POINT_ZERO[whole] if whole < _NUM_WHOLE_POINT else str(whole) + ".0"
     width = 9
     while part % 10 == 0:
         part //= 10
         width -= 1
     digits = str(part)
-    return str(whole) + "." + "0" * (width - len(digits)) + digits
+    head = _WHOLE_POINT[whole] if whole < _NUM_WHOLE_POINT else str(whole) + "."  # small ones from a table
+    pad = width - len(digits)
+    return head + "0" * pad + digits if pad else head + digits
+
+
+_NUM_WHOLE_POINT: Final = 1024
+_WHOLE_POINT: Final = [str(n) + "." for n in range(_NUM_WHOLE_POINT)]  # nine_places' '0.' ... '1023.'
+_WHOLE_POINT_ZERO: Final = [str(n) + ".0" for n in range(_NUM_WHOLE_POINT)]  # and '0.0' ... '1023.0'
 
 
 # `tuple[float, ...]`, not a fixed-length tuple: mypyc would box all 17 to index one by a variable
@@ -250,7 +257,7 @@ _UNWRITTEN: Final = object()  # no value written yet (equal to no number)
 
 class _KindLines:
     """One counter kind's lines as last written: its tenants in the order given and sorted, and per sorted
-    tenant its 'kind,tenant,' text, the value last written and that line without its time."""
+    tenant its 'kind,tenant,' text, the value last written and that line without its time and line end."""
 
     def __init__(self, given: list[str], names: list[str]) -> None:
         self.given = given
@@ -269,7 +276,7 @@ class CounterLines:
     formatting a float exactly is most of a line's cost. The sorted order of kinds and of a
     kind's tenants is kept while their names stay the same (the same tenants, interval after
     interval), and each line's text after the time is kept by sorted position: every line of an
-    interval starts with the same time, so the interval is `time + time.join(tails)`.
+    interval starts with the same time, so the interval is `time + (newline + time).join(tails) + newline`.
     """
 
     def __init__(self) -> None:
@@ -300,13 +307,13 @@ class CounterLines:
                 if not (old is value or (type(old) is type(value) and old == value and value != 0)):
                     # changed (0.0 and -0.0 differ, so a zero is written again)
                     last[k] = value
-                    texts[k] = names[k] + num(value) + "\n"
+                    texts[k] = names[k] + num(value)
                 tails.append(texts[k])
                 k += 1
         if not tails:
             return ""
         t = num(time) + ","
-        return t + t.join(tails)
+        return t + ("\n" + t).join(tails) + "\n"  # tails without their line ends: one concatenation less each
 
     def _name(self, kind: str, tenant: str) -> str:
         return self._field(kind) + "," + self._field(tenant) + ","

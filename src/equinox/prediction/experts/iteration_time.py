@@ -219,8 +219,8 @@ class IterationTimeExpert:
 
     def observe(self, batch: BatchShape, duration_s: float) -> None:
         """Fold in one measured iteration."""
-        if batch.is_empty or duration_s <= 0:
-            return
+        if (batch.num_prefill_tokens == 0 and batch.num_decode_seqs == 0) or duration_s <= 0:
+            return  # an empty batch (`batch.is_empty`, a NamedTuple property: a generic lookup when compiled)
         self.num_observations += 1
         base = self._base
         predicted = base(batch) if base is not None else self.base(batch)

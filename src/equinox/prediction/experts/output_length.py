@@ -125,7 +125,9 @@ class OutputLengthExpert:
     def observe(self, tenant: str, num_prompt_tokens: int, num_output_tokens: int) -> None:
         """Learn from a finished request."""
         self._answers.clear()
-        self._own.pop(tenant, None)
+        own = self._own
+        if tenant in own:  # not own.pop(tenant, None): a generic method call when compiled
+            del own[tenant]
         value = _LENGTHS[num_output_tokens] if 0 <= num_output_tokens < 4096 else float(num_output_tokens)
         stats = self._tenant.get(tenant)
         if stats is None:

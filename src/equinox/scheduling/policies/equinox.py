@@ -264,8 +264,11 @@ class EquinoxPolicy(CounterPolicy):
         mean_u = sum(self._counter.values()) / n
         mean_r = sum(self._rfc.values()) / n
         a = p.alpha / mean_u if mean_u > 0 else 0.0
+        rfc = self._rfc
+        if not rfc:  # no RFC yet (beta = 0 charges none): b * 0.0 is 0.0, so each score is a * u + 0.0
+            return {t: a * u + 0.0 for t, u in self._counter.items()}
         b = p.beta / mean_r if mean_r > 0 else 0.0
-        return {t: a * u + b * self._rfc.get(t, 0.0) for t, u in self._counter.items()}
+        return {t: a * u + b * rfc.get(t, 0.0) for t, u in self._counter.items()}
 
     def _normalisation(self) -> tuple[float, float]:
         p = self._k
@@ -357,10 +360,9 @@ class EquinoxPolicy(CounterPolicy):
         """Enqueue; remember when the tenant last arrived and how much KV its request will take."""
         if self._k.kv_fair_share:
             tenant = request.tenant
-            pred = self.mope.predict_output(tenant, request.num_prompt_tokens, request.max_tokens)
-            self._kv_book.note_arrival(
-                tenant, request.arrival_time, request.num_prompt_tokens + pred.mean * self._k.kv_headroom
-            )
+            prompt = request.num_prompt_tokens
+            pred = self.mope.predict_output(tenant, prompt, request.max_tokens)
+            self._kv_book.note_arrival(tenant, request.arrival_time, prompt + pred.mean * self._k.kv_headroom)
         self._enqueue(request, front=False)  # CounterPolicy.add_request
         return None
 
@@ -394,10 +396,11 @@ class EquinoxPolicy(CounterPolicy):
             self._sum_rfc -= self._rfc.get(tenant, 0.0)
 
     # UFC charges ------------------------------------------------------------------
-    def _ufc_amount(self, request: RequestView, num_output: float, discount: float) -> float:
+    def _ufc_amount(self, tenant: str, num_prompt: int, num_output: float, discount: float) -> float:
+        # the request's fields passed in: each read of a RequestView is a generic attribute lookup when compiled
         cfg = self.config
-        tokens = cfg.prompt_weight * request.num_prompt_tokens + cfg.output_weight * num_output
-        return tokens * discount / cfg.weight(request.tenant)
+        tokens = cfg.prompt_weight * num_prompt + cfg.output_weight * num_output
+        return tokens * discount / cfg.weight(tenant)
 
     def charge_admission(self, request: RequestView) -> None:
         """Charge predicted UFC once per request (a preempted request re-admitted is not re-charged)."""
@@ -409,14 +412,16 @@ class EquinoxPolicy(CounterPolicy):
             self._bound_growth(entry, request.num_output_tokens_done)
             return
         p = self._k
-        pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
+        tenant = request.tenant
+        prompt = request.num_prompt_tokens
+        pred = self.mope.predict_output(tenant, prompt, request.max_tokens)
         d = 1.0 if p.f_min >= 1.0 else self.discount(self.predict_ttft(request))
-        self._tenant_discount[request.tenant] = d
+        self._tenant_discount[tenant] = d
         out = pred.mean if p.proactive else 0.0
-        amount = self._ufc_amount(request, out, d)
+        amount = self._ufc_amount(tenant, prompt, out, d)
         entry = self._admitted[rid] = _Admitted(request, amount, pred.mean, pred.quantile, d)
         self._bound_growth(entry, request.num_output_tokens_done)
-        self.charge(request.tenant, amount)
+        self.charge(tenant, amount)
 
     def _bound_growth(self, entry: _Admitted, num_done: int) -> None:
         """Count a running request in `_growth_bound`: `_peak_reservation` gives it a growth of
@@ -470,15 +475,20 @@ class EquinoxPolicy(CounterPolicy):
     def on_finish(self, request: RequestView, now: float) -> None:
         """Reconcile UFC with actual output and TTFT; teach MoPE the true length."""
         actual_out = request.num_output_tokens_done
-        self.mope.observe_finish(request.tenant, request.num_prompt_tokens, actual_out)
-        entry = self._admitted.pop(request.request_id, None)
-        if entry is not None:
-            self._unbound_growth(entry)
-        if entry is None or not self._k.proactive:
+        tenant = request.tenant
+        prompt = request.num_prompt_tokens
+        self.mope.observe_finish(tenant, prompt, actual_out)
+        rid = request.request_id
+        entry = self._admitted.get(rid)  # get and del: dict.pop with a default is a generic method call compiled
+        if entry is None:
+            return
+        del self._admitted[rid]
+        self._unbound_growth(entry)
+        if not self._k.proactive:
             return
         ttft = (entry.first_token_time if entry.first_token_time is not None else now) - request.arrival_time
-        actual = self._ufc_amount(request, actual_out, self.discount(ttft))
-        self.charge(request.tenant, actual - entry.charged_ufc)
+        actual = self._ufc_amount(tenant, prompt, actual_out, self.discount(ttft))
+        self.charge(tenant, actual - entry.charged_ufc)
 
     # Per-iteration accounting -------------------------------------------------------
     def on_step(self, report: StepReport) -> None:
@@ -566,6 +576,12 @@ class EquinoxPolicy(CounterPolicy):
         target = p.tpot_target_s
         if self._search_path and self.mope.iteration.is_monotone and self._replays(d, ctx, target):
             return self._search_budget
+        return self._search(d, ctx, target)
+
+    def _search(self, d: int, ctx: int, target: float) -> int:
+        """`_adaptive_budget`'s bisection, when the previous one does not replay (a method of its own: the
+        compiled core allocates a function's closure cells on every call, replayed or not)."""
+        p = self._k
         path = []
         predict = self.mope.predict_iteration_s
 
@@ -734,8 +750,9 @@ class EquinoxPolicy(CounterPolicy):
         requests' growths; the fair share adds at most every tenant's typical size. A few tokens
         more cover the float rounding of the exact computation.
         """
-        pred = self.mope.predict_output(request.tenant, request.num_prompt_tokens, request.max_tokens)
-        bound = request.num_prompt_tokens + math.ceil(pred.mean * self._k.kv_headroom) + self._growth_bound + 3
+        prompt = request.num_prompt_tokens
+        pred = self.mope.predict_output(request.tenant, prompt, request.max_tokens)
+        bound = prompt + math.ceil(pred.mean * self._k.kv_headroom) + self._growth_bound + 3
         return bound + self._kv_book.typical_bound if self._k.kv_fair_share else bound
 
     def _peak_reservation(self, request: RequestView, held_by: dict[str, float] | None) -> int:
@@ -781,7 +798,8 @@ class EquinoxPolicy(CounterPolicy):
         for entry in self._admitted.values():
             view = entry.view
             if entry.is_running and view is not None:
-                held[view.tenant] = held.get(view.tenant, 0.0) + view.num_computed_tokens
+                tenant = view.tenant
+                held[tenant] = held.get(tenant, 0.0) + view.num_computed_tokens
         return held
 
     def _kv_shares(self, tenant: str, held: dict[str, float] | None = None) -> KvShares | None:
