@@ -9,12 +9,17 @@ Vidur cost model, vLLM-style engine, 128 sequences, 4,096 tokens, 16-token block
 On a shared machine compare CPU seconds, not wall seconds, and take ratios between policies
 from several interleaved rounds (`--repeat`): each round runs every policy once, so a slow
 stretch of the machine hits them alike, and each ratio is the median of the rounds' own.
+`--paired` (two cores or more) runs each policy at the same time as an FCFS run, one per core,
+so both meet the same stretch of the machine; the ratio of their CPU seconds (and of their user
+seconds alone: system time is mostly writing the run directory, whose size differs by policy)
+then moves less from round to round than that of runs one after the other.
 
     PYTHONPATH=src python benchmarks/sim_speed.py                          # 10k and 100k, fcfs/vtc/equinox
     PYTHONPATH=src python benchmarks/sim_speed.py --sizes 1000000          # the 1M target (< 40 s, < 400 MB)
     PYTHONPATH=src python benchmarks/sim_speed.py --policies equinox,equinox:alpha=1,beta=0 --sizes 100000
     PYTHONPATH=src python benchmarks/sim_speed.py --reference              # with the served-alone runs
     PYTHONPATH=src python benchmarks/sim_speed.py --repeat 3               # three interleaved rounds, medians
+    PYTHONPATH=src python benchmarks/sim_speed.py --paired --repeat 3 --sizes 1000000   # ratios to FCFS, concurrent
     PYTHONPATH=src python benchmarks/sim_speed.py --in-process --sizes 100000 [--profile]   # the loop alone
     scripts/build_compiled build/compiled && PYTHONPATH=build/compiled python benchmarks/sim_speed.py  # compiled core
 
@@ -108,7 +113,8 @@ def measure(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = run_cli(trace, spec, out, args)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    r["user_s"], r["sys_s"], r["cpu_s"] = user, system, user + system
     r["peak_rss_mib"] = after.ru_maxrss / 1024  # KiB on Linux
     return r
 
@@ -172,6 +178,11 @@ def _summary_row(runs: list[dict[str, float | str]], base: list[dict[str, float 
 
 def _isolated(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, float | str]:
     """`measure` in a forked child of its own, so RUSAGE_CHILDREN's peak RSS is this run's."""
+    return _collect(*_start(trace, spec, out, args))
+
+
+def _start(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> tuple[int, int]:
+    """Fork a child that runs `measure` and writes its result to a pipe: (pid, read end)."""
     import json
 
     rfd, wfd = os.pipe()
@@ -186,12 +197,54 @@ def _isolated(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> di
             w.write(payload)
         os._exit(0)
     os.close(wfd)
+    return pid, rfd
+
+
+def _collect(pid: int, rfd: int) -> dict[str, float | str]:
+    """The result of a child `_start` forked (waits for it)."""
+    import json
+
     with os.fdopen(rfd) as r:
         data = json.loads(r.read() or '{"error": "no result"}')
     os.waitpid(pid, 0)
     if "error" in data:
         raise SystemExit(data["error"])
     return data  # type: ignore[no-any-return]
+
+
+def paired_main(args: argparse.Namespace) -> None:
+    """Each policy's CPU ratio to FCFS from runs made at the same time, one per core."""
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("--paired runs two simulations at once: it needs two cores or more")
+    print(f"simulator core: {_core()}")
+    print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
+          f"ShareGPT-like lengths (seed {args.seed}); records {args.records_format}; without reference runs")
+    print(f"{args.repeat} round(s); in each, every policy runs at the same time as an FCFS run (one per core). "
+          "Medians over the rounds, ranges after them; user_ratio leaves out system time (mostly file writes)")
+    print(f"{'requests':>9} {'policy':<24} {'fcfs_cpu_s':>10} {'cpu_s':>8} {'cpu_ratio':>9} {'range':>11} "
+          f"{'user_ratio':>10} {'range':>11} {'sys_s':>6}")
+    specs = [s for s in args.policies.split(";") if s != "fcfs"]
+    args.reference = False
+    for size in (int(s) for s in args.sizes.split(",")):
+        trace = trace_file(size, args)
+        pairs: dict[str, list[tuple[dict[str, float | str], dict[str, float | str]]]] = {s: [] for s in specs}
+        for k in range(args.repeat):
+            for spec in specs:
+                with tempfile.TemporaryDirectory(dir=args.trace_dir) as tmp:
+                    base = _start(trace, "fcfs", Path(tmp) / "fcfs", args)
+                    other = _start(trace, spec, Path(tmp) / "run", args)
+                    pair = (_collect(*base), _collect(*other))
+                pairs[spec].append(pair)
+                print(f"  round {k + 1}/{args.repeat}: {size} fcfs {float(pair[0]['cpu_s']):.1f} | {spec} "
+                      f"{float(pair[1]['cpu_s']):.1f} CPU-s", file=sys.stderr, flush=True)
+        for spec in specs:
+            runs = pairs[spec]
+            cpu = [float(b["cpu_s"]) / float(a["cpu_s"]) for a, b in runs]
+            user = [float(b["user_s"]) / float(a["user_s"]) for a, b in runs]
+            print(f"{size:>9} {spec:<24} {_median([float(a['cpu_s']) for a, _ in runs]):>10.1f} "
+                  f"{_median([float(b['cpu_s']) for _, b in runs]):>8.1f} {_median(cpu):>9.3f} "
+                  f"{min(cpu):>5.3f}-{max(cpu):.3f} {_median(user):>10.3f} {min(user):>5.3f}-{max(user):.3f} "
+                  f"{_median([float(b['sys_s']) for _, b in runs]):>6.2f}", flush=True)
 
 
 def in_process_main(args: argparse.Namespace) -> None:
@@ -251,11 +304,15 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1,
                    help="rounds per size, each running every policy once in turn; medians are printed (a shared "
                         "machine)")
+    p.add_argument("--paired", action="store_true",
+                   help="each policy at the same time as an FCFS run (two cores): CPU ratios to FCFS per round")
     p.add_argument("--in-process", action="store_true", help="time the simulation loop alone, in this process")
     p.add_argument("--profile", action="store_true", help="with --in-process: cProfile's top functions")
     args = p.parse_args()
     if args.in_process:
         in_process_main(args)
+    elif args.paired:
+        paired_main(args)
     else:
         cli_main(args)
 
