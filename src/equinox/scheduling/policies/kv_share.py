@@ -76,8 +76,10 @@ class KvShareBook:
         capacity = total * held_sum / used
         active = set(held) | {tenant} | set(backlogged)
         active |= {t for t, at in self.last_arrival.items() if now - at <= self.window_s}
-        scale = capacity / sum(weight(t) for t in active)
-        return KvShares(held, {t: scale * weight(t) for t in active}, self.typical)
+        # In name order: a set's order follows the process's string hashes, and a float sum its order.
+        weights = {t: weight(t) for t in sorted(active)}
+        scale = capacity / sum(weights.values())
+        return KvShares(held, {t: scale * w for t, w in weights.items()}, self.typical)
 
     def reservation(self, shares: KvShares, tenant: str, prompt_tokens: int, peak: int) -> int:
         """Free KV to require before admitting a request of `tenant` (`peak`: the predicted-peak rule's).
