@@ -10,9 +10,10 @@ On a shared machine compare CPU seconds, not wall seconds, and take ratios betwe
 from several interleaved rounds (`--repeat`): each round runs every policy once, so a slow
 stretch of the machine hits them alike, and each ratio is the median of the rounds' own.
 `--paired` (two cores or more) runs each policy at the same time as an FCFS run, one per core,
-so both meet the same stretch of the machine; the ratio of their CPU seconds (and of their user
-seconds alone: system time is mostly writing the run directory, whose size differs by policy)
-then moves less from round to round than that of runs one after the other.
+so both meet the same stretch of the machine; on a calm host the ratio of their CPU seconds (and
+of their user seconds alone: system time is mostly writing the run directory, whose size differs
+by policy) then moves less from round to round than that of runs one after the other (on a
+busy one it spreads as widely: docs/results.md).
 
     PYTHONPATH=src python benchmarks/sim_speed.py                          # 10k and 100k, fcfs/vtc/equinox
     PYTHONPATH=src python benchmarks/sim_speed.py --sizes 1000000          # the 1M target (< 40 s, < 400 MB)
@@ -216,6 +217,11 @@ def paired_main(args: argparse.Namespace) -> None:
     """Each policy's CPU ratio to FCFS from runs made at the same time, one per core."""
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("--paired runs two simulations at once: it needs two cores or more")
+    if args.reference:
+        raise SystemExit("--paired runs without the served-alone reference runs: drop --reference")
+    specs = [s for s in args.policies.split(";") if s != "fcfs"]
+    if not specs:
+        raise SystemExit("--paired compares policies with FCFS: give --policies at least one other than fcfs")
     print(f"simulator core: {_core()}")
     print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
           f"ShareGPT-like lengths (seed {args.seed}); records {args.records_format}; without reference runs")
@@ -223,8 +229,6 @@ def paired_main(args: argparse.Namespace) -> None:
           "Medians over the rounds, ranges after them; user_ratio leaves out system time (mostly file writes)")
     print(f"{'requests':>9} {'policy':<24} {'fcfs_cpu_s':>10} {'cpu_s':>8} {'cpu_ratio':>9} {'range':>11} "
           f"{'user_ratio':>10} {'range':>11} {'sys_s':>6}")
-    specs = [s for s in args.policies.split(";") if s != "fcfs"]
-    args.reference = False
     for size in (int(s) for s in args.sizes.split(",")):
         trace = trace_file(size, args)
         pairs: dict[str, list[tuple[dict[str, float | str], dict[str, float | str]]]] = {s: [] for s in specs}

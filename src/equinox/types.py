@@ -41,7 +41,12 @@ class BatchShape(NamedTuple):
     @property
     def is_empty(self) -> bool:
         """True when the iteration computes nothing."""
-        return self.num_prefill_tokens == 0 and self.num_decode_seqs == 0
+        return batch_is_empty(self)
+
+
+def batch_is_empty(batch: BatchShape) -> bool:
+    """`batch.is_empty` (a NamedTuple's property is a generic lookup on the compiled core; this is not)."""
+    return batch.num_prefill_tokens == 0 and batch.num_decode_seqs == 0
 
 
 # Final: on the compiled core a Final module name is a C static; any other is a dict lookup at every use

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from equinox.types import BatchShape
+from equinox.types import BatchShape, batch_is_empty
 
 Features = tuple[float, float, float, float]
 
@@ -219,8 +219,8 @@ class IterationTimeExpert:
 
     def observe(self, batch: BatchShape, duration_s: float) -> None:
         """Fold in one measured iteration."""
-        if (batch.num_prefill_tokens == 0 and batch.num_decode_seqs == 0) or duration_s <= 0:
-            return  # an empty batch (`batch.is_empty`, a NamedTuple property: a generic lookup when compiled)
+        if batch_is_empty(batch) or duration_s <= 0:
+            return
         self.num_observations += 1
         base = self._base
         predicted = base(batch) if base is not None else self.base(batch)

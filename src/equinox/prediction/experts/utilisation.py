@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from equinox.types import BatchShape
+from equinox.types import BatchShape, batch_is_empty
 
 
 class UtilisationExpert:
@@ -26,7 +26,7 @@ class UtilisationExpert:
 
     def mfu(self, batch: BatchShape) -> float:
         """Predicted model-FLOPs utilisation of one iteration of `batch` (0 when unknown)."""
-        if self._flops is None or self._peak <= 0 or batch.is_empty:
+        if self._flops is None or self._peak <= 0 or batch_is_empty(batch):
             return 0.0
         return self._flops(batch) / (self._iteration_time(batch) * self._peak)
 
