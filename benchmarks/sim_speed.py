@@ -329,6 +329,8 @@ def cachegrind_main(args: argparse.Namespace) -> None:
         raise SystemExit("--cachegrind needs valgrind on PATH (Debian: apt-get install valgrind)")
     if args.reference:
         raise SystemExit("--cachegrind runs without the served-alone reference runs: drop --reference")
+    if args.repeat > 1:
+        raise SystemExit("--cachegrind counts the same on every run: drop --repeat")
     specs = args.policies.split(";")
     print(f"simulator core: {_core()}")
     print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
