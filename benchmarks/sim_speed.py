@@ -98,14 +98,18 @@ def policy_flags(spec: str) -> tuple[str, list[str]]:
     return name, flags
 
 
-def run_cli(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, float | str]:
-    """One `equinox simulate` subprocess: its wall seconds and the reference runs' seconds it printed."""
+def simulate_command(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> list[str]:
+    """The `equinox simulate` command line of one measured run (`--no-reference` unless --reference)."""
     policy, extra = policy_flags(spec)
     cmd = [sys.executable, "-m", "equinox", "simulate", "-p", policy, "-w", str(trace), *ISSUE_13_FLAGS,
            *extra, "--no-progress", "--records-format", args.records_format, "-o", str(out)]
-    if not args.reference:
-        cmd.append("--no-reference")
-    else:
+    return cmd if args.reference else [*cmd, "--no-reference"]
+
+
+def run_cli(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, float | str]:
+    """One `equinox simulate` subprocess: its wall seconds and the reference runs' seconds it printed."""
+    cmd = simulate_command(trace, spec, out, args)
+    if args.reference:
         shutil.rmtree(out.parent / ".equinox-reference", ignore_errors=True)
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -134,12 +138,17 @@ def _core() -> str:
     return "compiled (mypyc)" if is_compiled() else "pure Python"
 
 
-def cli_main(args: argparse.Namespace) -> None:
-    """Measure every size x policy through the CLI, the policies interleaved round by round."""
+def _print_setup(args: argparse.Namespace) -> None:
+    """The core, the command's settings and the trace, above every table of runs through the CLI."""
     print(f"simulator core: {_core()}")
     print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
           f"ShareGPT-like lengths (seed {args.seed}); records {args.records_format}; "
           f"{'with' if args.reference else 'without'} reference runs")
+
+
+def cli_main(args: argparse.Namespace) -> None:
+    """Measure every size x policy through the CLI, the policies interleaved round by round."""
+    _print_setup(args)
     if args.repeat > 1:
         print(f"{args.repeat} rounds, each running every policy once in turn: the medians of the rounds are "
               f"printed, and each ratio is the median of the rounds' own ratios (range after it); best_cpu_s "
@@ -233,9 +242,7 @@ def paired_main(args: argparse.Namespace) -> None:
     specs = [s for s in args.policies.split(";") if s != "fcfs"]
     if not specs:
         raise SystemExit("--paired compares policies with FCFS: give --policies at least one other than fcfs")
-    print(f"simulator core: {_core()}")
-    print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
-          f"ShareGPT-like lengths (seed {args.seed}); records {args.records_format}; without reference runs")
+    _print_setup(args)
     print(f"{args.repeat} round(s); in each, every policy runs at the same time as an FCFS run (one per core). "
           "Medians over the rounds, ranges after them; user_ratio leaves out system time (mostly file writes)")
     print(f"{'requests':>9} {'policy':<24} {'fcfs_cpu_s':>10} {'cpu_s':>8} {'cpu_ratio':>9} {'range':>11} "
@@ -300,17 +307,15 @@ def estimated_cycles(c: dict[str, int]) -> int:
 
 def cachegrind_run(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, int]:
     """One `equinox simulate` under cachegrind (cache and branch simulation): its event totals."""
-    policy, extra = policy_flags(spec)
     cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--branch-sim=yes", *CACHEGRIND_CACHES,
-           "--cachegrind-out-file=/dev/null", sys.executable, "-m", "equinox", "simulate", "-p", policy,
-           "-w", str(trace), *ISSUE_13_FLAGS, *extra, "--no-progress", "--no-reference",
-           "--records-format", args.records_format, "-o", str(out)]
+           "--cachegrind-out-file=/dev/null", *simulate_command(trace, spec, out, args)]
     # One BLAS thread (idle BLAS threads spin for a varying while, which valgrind counts) and one string
     # hash: the same run executes the same instructions every time.
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    if proc.returncode:  # the command's own error, without valgrind's banner and summary around it
+        own = "\n".join(line for line in proc.stderr.splitlines() if not re.match(r"(==|--)\d+(==|--)", line))
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{own[-2000:]}")
     try:
         return parse_cachegrind(proc.stderr)
     except ValueError as exc:
@@ -332,9 +337,7 @@ def cachegrind_main(args: argparse.Namespace) -> None:
     if args.repeat > 1:
         raise SystemExit("--cachegrind counts the same on every run: drop --repeat")
     specs = args.policies.split(";")
-    print(f"simulator core: {_core()}")
-    print(f"equinox simulate {' '.join(ISSUE_13_FLAGS)}; trace: Poisson {args.rate:g} req/s, {args.tenants} tenants, "
-          f"ShareGPT-like lengths (seed {args.seed}); records {args.records_format}; without reference runs")
+    _print_setup(args)
     print(f"valgrind --tool=cachegrind --cache-sim=yes --branch-sim=yes {' '.join(CACHEGRIND_CACHES)}; whole CLI runs "
           "(start-up included); est_cycles = L1 hits + 5 x LL hits + 35 x LL misses; per request, ratios to fcfs")
     print(f"{'requests':>9} {'policy':<24} {'instr/req':>10} {'L1miss/req':>10} {'LLmiss/req':>10} "
