@@ -156,7 +156,7 @@ def cli_main(args: argparse.Namespace) -> None:
     print(f"{'requests':>9} {'policy':<24} {'wall_s':>8} {'cpu_s':>8} {'req/cpu_s':>9} {'peak_MiB':>8} "
           f"{'vs_fcfs_cpu':>11} {'ratio_range':>11} {'best_cpu_s':>10} {'best_ratio':>10} {'ref_s':>7}")
     specs = args.policies.split(";")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         trace = trace_file(size, args)
         runs: dict[str, list[dict[str, float | str]]] = {spec: [] for spec in specs}
         for k in range(args.repeat):
@@ -247,7 +247,7 @@ def paired_main(args: argparse.Namespace) -> None:
           "Medians over the rounds, ranges after them; user_ratio leaves out system time (mostly file writes)")
     print(f"{'requests':>9} {'policy':<24} {'fcfs_cpu_s':>10} {'cpu_s':>8} {'cpu_ratio':>9} {'range':>11} "
           f"{'user_ratio':>10} {'range':>11} {'sys_s':>6}")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         trace = trace_file(size, args)
         pairs: dict[str, list[tuple[dict[str, float | str], dict[str, float | str]]]] = {s: [] for s in specs}
         for k in range(args.repeat):
@@ -342,7 +342,7 @@ def cachegrind_main(args: argparse.Namespace) -> None:
           "(start-up included); est_cycles = L1 hits + 5 x LL hits + 35 x LL misses; per request, ratios to fcfs")
     print(f"{'requests':>9} {'policy':<24} {'instr/req':>10} {'L1miss/req':>10} {'LLmiss/req':>10} "
           f"{'mispred/req':>11} {'cycles/req':>10} {'instr_ratio':>11} {'cycle_ratio':>11} {'mispred_ratio':>13}")
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes: list[int] = args.sizes
     jobs = [(size, spec) for size in sizes for spec in specs]
     traces = {size: trace_file(size, args) for size in sizes}
     with tempfile.TemporaryDirectory(dir=args.trace_dir) as tmp, \
@@ -377,7 +377,7 @@ def in_process_main(args: argparse.Namespace) -> None:
 
     print(f"in-process loop only (no loading, no run directory); simulator core: {_core()}")
     print(f"{'requests':>9} {'policy':<24} {'steps':>9} {'wall_s':>8} {'cpu_s':>8} {'req/cpu_s':>9} {'peak_MiB':>8}")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         for spec in args.policies.split(";"):
             name, flags = policy_flags(spec)
             params = _kv(flags[1::2], "--policies parameter")  # as `equinox simulate --param` reads them
@@ -405,9 +405,22 @@ def in_process_main(args: argparse.Namespace) -> None:
                   f"{rss:>8.0f}", flush=True)
 
 
+def request_counts(text: str) -> list[int]:
+    """--sizes: comma-separated positive request counts ('10000,100000')."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give request counts of 1 or more, comma-separated, "
+                                         "e.g. 10000,100000")
+    return sizes
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10000,100000", help="comma-separated request counts (1000000 for the target)")
+    p.add_argument("--sizes", type=request_counts, default="10000,100000",
+                   help="comma-separated request counts (1000000 for the target)")
     p.add_argument("--policies", default="fcfs;vtc;equinox;equinox:alpha=1,beta=0",
                    help="';'-separated policies, each optionally NAME:param=value,...")
     p.add_argument("--rate", type=float, default=8.0, help="arrival rate, req/s")
