@@ -13,7 +13,7 @@ from equinox.prediction.experts.iteration_time import IterationTimeExpert, Onlin
 from equinox.prediction.experts.output_length import OutputLengthConfig, OutputLengthExpert
 from equinox.prediction.experts.ttft import TtftExpert
 from equinox.prediction.experts.utilisation import UtilisationExpert
-from equinox.prediction.interface import RecentStats, native_bisect_left, native_bisect_right
+from equinox.prediction.interface import RecentStats, is_whole, native_bisect_left, native_bisect_right
 from equinox.prediction.mope import MoPE
 from equinox.types import BatchShape, batch_shape
 
@@ -180,6 +180,21 @@ def test_recent_stats_native_bisects_are_bisects(values: list[float], x: float) 
     for v in xs:
         assert native_bisect_left(xs, v) == bisect.bisect_left(xs, v)
         assert native_bisect_right(xs, v) == bisect.bisect_right(xs, v)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2**60, 2**60).map(float)
+       | st.integers(-2**53, 2**53).map(lambda n: n + 0.5))
+def test_is_whole_is_remainder_zero(x: float) -> None:
+    """The windows' whole-number test answers `x % 1.0 == 0.0` for every double (inf, nan, -0.0 and
+    beyond 2**52 included), compiled as interpreted."""
+    assert is_whole(x) == (x % 1.0 == 0.0)
+
+
+@pytest.mark.parametrize("x", [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0**52, 2.0**52 + 1, 2.0**52 - 0.5, -(2.0**52) - 1,
+                               2.0**53, 1e300, -1e300, math.inf, -math.inf, math.nan, 5e-324, 4095.0, 4096.0])
+def test_is_whole_edges(x: float) -> None:
+    assert is_whole(x) == (x % 1.0 == 0.0)
 
 
 @given(st.lists(st.integers(0, 10**6), min_size=5, max_size=5))

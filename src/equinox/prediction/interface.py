@@ -60,6 +60,14 @@ def native_bisect_right(xs: list[float], x: float) -> int:
     return lo
 
 
+def is_whole(value: float) -> bool:
+    """`value % 1.0 == 0.0` (a whole number; not inf or nan) without the division: glibc's fmod took a
+    tenth of the output-length windows' time (perf, issue 13)."""
+    if -4503599627370496.0 <= value <= 4503599627370496.0:  # |value| <= 2**52: int() is exact and small
+        return value == float(int(value))
+    return value - value == 0.0  # beyond 2**52 every finite double is whole; inf - inf and nan are nan
+
+
 # A window not read for this many observations stops keeping its sorted copy up to date: it is sorted
 # again when next read (at most once per this many observations: a sort of the window costs about as much).
 # MoPE reads a tenant's window after nearly every observation; the prompt-length buckets' and the global
@@ -121,13 +129,13 @@ class RecentStats:
         self._dirty = True
 
     def _count_in(self, value: float) -> None:
-        if value % 1.0 == 0.0:  # a whole number (also an int restored from state; not inf or nan)
+        if is_whole(value):  # also an int restored from state
             self._int_sum += int(value)
         else:
             self._non_integers += 1
 
     def _forget(self, value: float) -> None:
-        if value % 1.0 == 0.0:
+        if is_whole(value):
             self._int_sum -= int(value)
         else:
             self._non_integers -= 1
