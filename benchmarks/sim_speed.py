@@ -14,7 +14,8 @@ neighbours take its core: the stolen time is counted as the run's own), `best_ra
 steadier figure: each policy's fastest run over FCFS's fastest, as `timeit` advises (the
 fastest run is the one the neighbours disturbed least; slower ones measure them, not the code).
 `--cachegrind` counts instructions and models cycles under valgrind instead: the same figures on
-every run and machine.
+every run and machine; `--ll-kib` and `--miss-cycles` change the simulated last level and what a miss
+in it costs (a smaller share of the cache, a slower memory), to see how much of a ratio is misses.
 `--paired` (two cores or more) runs each policy at the same time as an FCFS run, one per core,
 so both meet the same stretch of the machine; on a calm host the ratio of their CPU seconds (and
 of their user seconds alone: system time is mostly writing the run directory, whose size differs
@@ -28,6 +29,7 @@ busy one it spreads as widely: docs/results.md).
     PYTHONPATH=src python benchmarks/sim_speed.py --repeat 3               # three interleaved rounds, medians
     PYTHONPATH=src python benchmarks/sim_speed.py --paired --repeat 3 --sizes 1000000   # ratios to FCFS, concurrent
     PYTHONPATH=src python benchmarks/sim_speed.py --cachegrind --sizes 100000   # instructions, modelled cycles
+    PYTHONPATH=src python benchmarks/sim_speed.py --cachegrind --ll-kib 256 --miss-cycles 100   # a smaller, slower LL
     PYTHONPATH=src python benchmarks/sim_speed.py --in-process --sizes 100000 [--profile]   # the loop alone
     scripts/build_compiled build/compiled && PYTHONPATH=build/compiled python benchmarks/sim_speed.py  # compiled core
 
@@ -271,8 +273,39 @@ def paired_main(args: argparse.Namespace) -> None:
 
 # cachegrind's simulated caches, fixed so that the counts do not depend on the machine: a core of a
 # current server CPU (32 KiB 8-way instruction L1, 48 KiB 12-way data L1, 1 MiB 8-way L2 as the last
-# level: each process's own, where a shared L3 depends on the neighbours).
-CACHEGRIND_CACHES = ("--I1=32768,8,64", "--D1=49152,12,64", "--LL=1048576,8,64")
+# level: each process's own, where a shared L3 depends on the neighbours). `--ll-kib` and `--miss-cycles`
+# ask what a smaller share of the last level and a slower miss would cost (docs/results.md, issue 13).
+LL_KIB = 1024
+MISS_CYCLES = 35
+
+
+def cachegrind_caches(ll_kib: int = LL_KIB) -> tuple[str, ...]:
+    """valgrind's cache options: the fixed L1s and an 8-way last level of `ll_kib` KiB."""
+    return ("--I1=32768,8,64", "--D1=49152,12,64", f"--LL={ll_kib * 1024},8,64")
+
+
+def ll_size(text: str) -> int:
+    """`--ll-kib`: a power of two from 64 KiB (valgrind wants a power-of-two number of 8-way sets)."""
+    try:
+        kib = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of KiB: {text!r}") from None
+    if kib < 64 or kib & (kib - 1):
+        raise argparse.ArgumentTypeError(f"the last level must be a power of two from 64 KiB, not {kib}")
+    return kib
+
+
+def miss_cost(text: str) -> int:
+    """`--miss-cycles`: a whole number of cycles, at least the 5 an LL hit costs."""
+    try:
+        cycles = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of cycles: {text!r}") from None
+    if cycles < 5:
+        raise argparse.ArgumentTypeError(f"a last-level miss costs at least an LL hit's 5 cycles, not {cycles}")
+    return cycles
+
+
 _CACHEGRIND_EVENTS = {  # valgrind's summary line -> field
     "I refs": "ir", "I1 misses": "i1_miss", "LLi misses": "lli_miss", "D refs": "d_refs", "D1 misses": "d1_miss",
     "LLd misses": "lld_miss", "Branches": "branches", "Mispredicts": "mispredicts",
@@ -294,20 +327,20 @@ def parse_cachegrind(text: str) -> dict[str, int]:
     return counts
 
 
-def estimated_cycles(c: dict[str, int]) -> int:
+def estimated_cycles(c: dict[str, int], miss_cycles: int = MISS_CYCLES) -> int:
     """Cycles of a run modelled from its cache simulation: L1 hits + 5 x LL hits + 35 x LL misses (the
-    estimate of pythonspeed.com's "consistent benchmarking in CI" and of iai/iai-callgrind), over every
-    instruction fetch and data access. Branch mispredictions are left out (cachegrind's predictor is
-    much simpler than a current CPU's): they are printed apart."""
+    estimate of pythonspeed.com's "consistent benchmarking in CI" and of iai/iai-callgrind; `miss_cycles`
+    instead of 35 if given), over every instruction fetch and data access. Branch mispredictions are left
+    out (cachegrind's predictor is much simpler than a current CPU's): they are printed apart."""
     accesses = c["ir"] + c["d_refs"]
     l1_misses = c["i1_miss"] + c["d1_miss"]
     ll_misses = c["lli_miss"] + c["lld_miss"]
-    return (accesses - l1_misses) + 5 * (l1_misses - ll_misses) + 35 * ll_misses
+    return (accesses - l1_misses) + 5 * (l1_misses - ll_misses) + miss_cycles * ll_misses
 
 
 def cachegrind_run(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict[str, int]:
     """One `equinox simulate` under cachegrind (cache and branch simulation): its event totals."""
-    cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--branch-sim=yes", *CACHEGRIND_CACHES,
+    cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--branch-sim=yes", *cachegrind_caches(args.ll_kib),
            "--cachegrind-out-file=/dev/null", *simulate_command(trace, spec, out, args)]
     # One BLAS thread (idle BLAS threads spin for a varying while, which valgrind counts) and one string
     # hash: the same run executes the same instructions every time.
@@ -338,9 +371,11 @@ def cachegrind_main(args: argparse.Namespace) -> None:
         raise SystemExit("--cachegrind counts the same on every run: drop --repeat")
     specs = args.policies.split(";")
     _print_setup(args)
-    print(f"valgrind --tool=cachegrind --cache-sim=yes --branch-sim=yes {' '.join(CACHEGRIND_CACHES)}; whole CLI runs "
-          "(start-up included); est_cycles = L1 hits + 5 x LL hits + 35 x LL misses; per request, ratios to fcfs")
-    print(f"{'requests':>9} {'policy':<24} {'instr/req':>10} {'L1miss/req':>10} {'LLmiss/req':>10} "
+    miss = args.miss_cycles
+    print(f"valgrind --tool=cachegrind --cache-sim=yes --branch-sim=yes {' '.join(cachegrind_caches(args.ll_kib))}; "
+          f"whole CLI runs (start-up included); est_cycles = L1 hits + 5 x LL hits + {miss} x LL misses; per request "
+          "(LL misses of instruction fetches and of data apart), ratios to fcfs")
+    print(f"{'requests':>9} {'policy':<24} {'instr/req':>10} {'L1miss/req':>10} {'LLi/req':>8} {'LLd/req':>8} "
           f"{'mispred/req':>11} {'cycles/req':>10} {'instr_ratio':>11} {'cycle_ratio':>11} {'mispred_ratio':>13}")
     sizes: list[int] = args.sizes
     jobs = [(size, spec) for size in sizes for spec in specs]
@@ -353,13 +388,13 @@ def cachegrind_main(args: argparse.Namespace) -> None:
             base = futures[(size, "fcfs")].result() if "fcfs" in specs else None
             for spec in specs:
                 c = futures[(size, spec)].result()
-                cycles = estimated_cycles(c)
+                cycles = estimated_cycles(c, miss)
                 ratios = ["-", "-", "-"]
                 if base is not None:
-                    ratios = [f"{c['ir'] / base['ir']:.3f}", f"{cycles / estimated_cycles(base):.3f}",
+                    ratios = [f"{c['ir'] / base['ir']:.3f}", f"{cycles / estimated_cycles(base, miss):.3f}",
                               f"{c['mispredicts'] / base['mispredicts']:.3f}"]
                 print(f"{size:>9} {spec:<24} {c['ir'] / size:>10.0f} {(c['i1_miss'] + c['d1_miss']) / size:>10.0f} "
-                      f"{(c['lli_miss'] + c['lld_miss']) / size:>10.1f} {c['mispredicts'] / size:>11.0f} "
+                      f"{c['lli_miss'] / size:>8.1f} {c['lld_miss'] / size:>8.1f} {c['mispredicts'] / size:>11.0f} "
                       f"{cycles / size:>10.0f} {ratios[0]:>11} {ratios[1]:>11} {ratios[2]:>13}", flush=True)
 
 
@@ -441,9 +476,16 @@ def main() -> None:
                            "on every run and machine): ratios to FCFS")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="with --cachegrind: runs side by side (their counts do not depend on it)")
+    p.add_argument("--ll-kib", type=ll_size, default=LL_KIB,
+                   help=f"with --cachegrind: the simulated last level's size in KiB, a power of two (default "
+                        f"{LL_KIB}: a core's own L2)")
+    p.add_argument("--miss-cycles", type=miss_cost, default=MISS_CYCLES,
+                   help=f"with --cachegrind: cycles a last-level miss costs in the estimate (default {MISS_CYCLES})")
     mode.add_argument("--in-process", action="store_true", help="time the simulation loop alone, in this process")
     p.add_argument("--profile", action="store_true", help="with --in-process: cProfile's top functions")
     args = p.parse_args()
+    if not args.cachegrind and (args.ll_kib != LL_KIB or args.miss_cycles != MISS_CYCLES):
+        p.error("--ll-kib and --miss-cycles shape the cache simulation: they go with --cachegrind")
     if args.in_process:
         in_process_main(args)
     elif args.paired:

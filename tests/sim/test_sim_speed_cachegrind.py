@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
@@ -64,3 +65,21 @@ def test_estimated_cycles_weigh_l1_hits_once_ll_hits_five_times_misses_thirty_fi
          "branches": 0, "mispredicts": 10**6}
     # 1,500 accesses: 1,400 L1 hits, 90 LL hits, 10 LL misses; mispredictions are not counted
     assert sim_speed.estimated_cycles(c) == 1400 + 5 * 90 + 35 * 10
+
+
+def test_a_slower_miss_weighs_only_the_misses(sim_speed):
+    c = {"ir": 1000, "d_refs": 500, "i1_miss": 40, "d1_miss": 60, "lli_miss": 3, "lld_miss": 7,
+         "branches": 0, "mispredicts": 0}
+    assert sim_speed.estimated_cycles(c, 100) == 1400 + 5 * 90 + 100 * 10
+    assert sim_speed.estimated_cycles(c, 100) - sim_speed.estimated_cycles(c) == 65 * 10
+
+
+def test_the_last_level_size_goes_to_valgrind_and_must_be_a_power_of_two(sim_speed):
+    assert sim_speed.cachegrind_caches()[-1] == "--LL=1048576,8,64"
+    assert sim_speed.cachegrind_caches(256)[-1] == "--LL=262144,8,64"
+    assert sim_speed.ll_size("256") == 256
+    for bad in ("768", "32", "abc", "-256"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"power of two|whole number"):
+            sim_speed.ll_size(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="at least"):
+        sim_speed.miss_cost("3")
