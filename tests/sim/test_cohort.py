@@ -175,3 +175,32 @@ def test_equinox_crosses_arrivals_as_it_would_step_by_step() -> None:
     assert num_crossed > 20 and none == 0
     assert records == ref_records and service == ref_service and counters == ref_counters
     assert cols == ref_cols
+
+
+@pytest.mark.parametrize("blocks", [60, 400, 5000])  # preempting, tight, plenty
+def test_the_engines_kv_sums_are_the_policys_walk_at_every_read(blocks: int) -> None:
+    """Equinox's KV fair share reads the engine's per-tenant sums (`bind_kv_held`: the cohort's, without
+    bringing every member up to date); at every read they are what walking the running requests gives."""
+    from equinox.scheduling.policies.equinox import EquinoxPolicy
+
+    reads: list[int] = []
+
+    class Checked(EquinoxPolicy):
+        def _kv_held(self) -> dict[str, float]:
+            fast = super()._kv_held()
+            host, self._held_of = self._held_of, None
+            try:
+                walked = super()._kv_held()
+            finally:
+                self._held_of = host
+            assert host is not None and fast == walked, (fast, walked)
+            reads.append(len(fast))
+            return fast
+
+    dep = make_deployment("a100-80gb", "llama-2-7b")
+    sched = make_engine(EngineConfig(num_kv_blocks=blocks, max_num_batched_tokens=512), Checked(PolicyConfig()))
+    coll = Collector(0.5, lambda r: dep.flops(r.batch))
+    specs = workload(11, 300, 14.0, 5)
+    stats = Simulator(specs, sched, CostModelBackend(build_cost_model("roofline", dep)), coll, lazy_decode=True).run()
+    assert sched._cohort is not None and stats.num_finished + stats.num_rejected == len(specs)
+    assert len(reads) > 20 and max(reads) > 1  # read often, with several tenants holding KV

@@ -274,6 +274,13 @@ class Policy(ABC):
         asking for `reads_running_progress`'s refresh before every admission pass. Default: unused."""
         del sync
 
+    def bind_kv_held(self, held: Callable[[], Mapping[str, int]]) -> None:
+        """A host that advances running requests lazily may also hand over `held`: the KV tokens
+        (computed tokens) each tenant's running requests hold now, every tenant with a running
+        request named, worked out from its own sums without bringing each request up to date (the
+        simulator's decode cohort keeps them per tenant). Default: unused."""
+        del held
+
     def kv_reservation_tokens(self, request: RequestView, num_free_tokens: int | None = None) -> int:
         """Tokens of KV to find free before admitting `request`; default: its prompt.
 

@@ -199,6 +199,7 @@ class EquinoxPolicy(CounterPolicy):
         self._now = 0.0  # the latest time the host told us (schedule, admission or step end)
         self._budget = 0  # the token budget of the current iteration (0: not known yet)
         self._kv_book = KvShareBook(p.kv_share_window_s)
+        self._weight_of = self.config.weight  # one bound method: the book keeps the weights it gave
         self._search_path: list[tuple[int, bool]] = []  # adaptive batching's last search: (budget, fits)
         self._search_budget = 0
         self._replay_by_d: dict[int, _Replay] = {}  # the search's points as seen with d decodes
@@ -206,6 +207,7 @@ class EquinoxPolicy(CounterPolicy):
         # exact under additions and removals): a cheap bound on the predicted-peak reservation.
         self._growth_bound = 0
         self._sync: Callable[[], None] | None = None  # the host's, when it advances running requests lazily
+        self._held_of: Callable[[], Mapping[str, int]] | None = None  # the host's KV held per tenant, if given
         self._is_synced = True  # running requests' progress read since the latest step is current
         # The limits last answered (one immutable BatchLimits made again only when it changes: a
         # frozen dataclass costs an interpreted __init__ on the compiled core, and this runs every step).
@@ -448,6 +450,7 @@ class EquinoxPolicy(CounterPolicy):
     def _fork(self) -> Self:
         # Admission adds entries, flips re-admitted ones to running and moves the discount.
         fork = super()._fork()
+        fork._held_of = None  # the host's sums leave out the fork's own admissions: the fork walks its entries
         fork._admitted = {rid: dataclasses.replace(e) for rid, e in self._admitted.items()}
         fork._tenant_discount = dict(self._tenant_discount)
         fork._rfc = dict(self._rfc)
@@ -712,6 +715,10 @@ class EquinoxPolicy(CounterPolicy):
         self._sync = sync
         self._is_synced = False
 
+    def bind_kv_held(self, held: Callable[[], Mapping[str, int]]) -> None:
+        """Keep the host's per-tenant KV sums: `_kv_held` reads them instead of every running request."""
+        self._held_of = held
+
     def _sync_progress(self) -> None:
         if not self._is_synced and self._sync is not None:
             self._sync()
@@ -792,7 +799,9 @@ class EquinoxPolicy(CounterPolicy):
         return int(peak - held) + 1
 
     def _kv_held(self) -> dict[str, float]:
-        """KV tokens each tenant's running requests hold."""
+        """KV tokens each tenant's running requests hold (float sums of integers: exact in any order)."""
+        if self._held_of is not None:  # the host's per-tenant sums: the same integers, no pass, no sync
+            return {tenant: float(tokens) for tenant, tokens in self._held_of().items()}
         self._sync_progress()
         held: dict[str, float] = {}
         for entry in self._admitted.values():
@@ -805,9 +814,8 @@ class EquinoxPolicy(CounterPolicy):
     def _kv_shares(self, tenant: str, held: dict[str, float] | None = None) -> KvShares | None:
         """KV held (`held`, else `_kv_held()`) and weighted shares of the active tenants (kv_share.py);
         None while nothing is held."""
-        backlogged = [t for t in self._counter if t in self._backlogged]
-        return self._kv_book.shares(self._kv_held() if held is None else held, tenant, backlogged, self._now,
-                                    self.config.weight)
+        return self._kv_book.shares(self._kv_held() if held is None else held, tenant, self._backlogged.members(),
+                                    self._now, self._weight_of)
 
     # State that survives the host ---------------------------------------------------
     def export_state(self) -> dict[str, Any]:

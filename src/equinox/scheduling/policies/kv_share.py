@@ -52,6 +52,13 @@ class KvShareBook:
     typical: dict[str, float] = field(default_factory=dict)  # latest request's predicted peak tokens
     kv_blocks: tuple[int, int] = (0, 0)  # blocks used and in the pool at the end of the latest step
     typical_bound: int = 0  # sum of every tenant's typical size rounded up: `reservation` adds at most this
+    # The active tenants and their weights in name order with the weights' sum, as `shares` last worked them
+    # out for the weight function it was given (whose answers are taken to be fixed, as a policy's are): the
+    # same tenants give the same floats again, without a call per tenant and a sort at every decision.
+    _active: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    _weight: Callable[[str], float] | None = field(default=None, init=False, repr=False, compare=False)
+    _weights: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _weight_sum: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def note_arrival(self, tenant: str, arrival_time: float, peak_tokens: float) -> None:
         """A request arrived: its tenant is active, and a request of its takes about this much KV."""
@@ -74,12 +81,21 @@ class KvShareBook:
         if used <= 0 or held_sum <= 0:
             return None
         capacity = total * held_sum / used
-        active = set(held) | {tenant} | set(backlogged)
-        active |= {t for t, at in self.last_arrival.items() if now - at <= self.window_s}
-        # In name order: a set's order follows the process's string hashes, and a float sum its order.
-        weights = {t: weight(t) for t in sorted(active)}
-        scale = capacity / sum(weights.values())
-        return KvShares(held, {t: scale * w for t, w in weights.items()}, self.typical)
+        active = set(held)
+        active.add(tenant)
+        active.update(backlogged)
+        window = self.window_s
+        for t, at in self.last_arrival.items():
+            if now - at <= window:
+                active.add(t)
+        if active != self._active or weight != self._weight:
+            self._active = active
+            self._weight = weight
+            # In name order: a set's order follows the process's string hashes, and a float sum its order.
+            self._weights = {t: weight(t) for t in sorted(active)}
+            self._weight_sum = sum(self._weights.values())
+        scale = capacity / self._weight_sum
+        return KvShares(held, {t: scale * w for t, w in self._weights.items()}, self.typical)
 
     def reservation(self, shares: KvShares, tenant: str, prompt_tokens: int, peak: int) -> int:
         """Free KV to require before admitting a request of `tenant` (`peak`: the predicted-peak rule's).

@@ -113,6 +113,20 @@ class Engine:
         if self._cohort is not None:
             self._cohort.refresh_all()
 
+    def kv_held_by_tenant(self) -> dict[str, int]:
+        """KV tokens (computed tokens) each tenant's running requests hold, without `sync`: a decode
+        cohort member holds its context in the cohort's per-tenant sums less the token it attends next."""
+        cohort = self._cohort
+        held: dict[str, int] = {}
+        for req in self.running:
+            if req.status is RequestStatus.RUNNING and (cohort is None or not cohort.is_member(req)):
+                tenant = req.spec.tenant
+                held[tenant] = held.get(tenant, 0) + req.num_computed_tokens
+        if cohort is not None:
+            for tenant, agg in cohort.tenants.items():
+                held[tenant] = held.get(tenant, 0) + agg[1] - agg[0]
+        return held
+
     # Arrivals -----------------------------------------------------------------
     def add_request(self, request: Request, now: float) -> str | None:
         """Queue an arriving request; returns why it was rejected, or None."""

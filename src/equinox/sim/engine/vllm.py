@@ -103,6 +103,7 @@ class VllmEngine(Engine):
             raise RuntimeError("use_cohort() must be called before any request runs")
         self._cohort = DecodeCohort(self.kv)
         self.policy.bind_progress_sync(self.sync)
+        self.policy.bind_kv_held(self.kv_held_by_tenant)
 
     def plan_decode_run(
         self, now: float, step_time: Callable[[BatchShape], float], stop_time: float, interval_s: float,
