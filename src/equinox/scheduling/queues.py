@@ -183,8 +183,10 @@ class TenantPriorityQueues:
 
     def _clean(self, tenant: str) -> list[tuple[float, int, RequestView]] | None:
         heap = self._heaps.get(tenant)
-        while heap and heap[0][2].request_id in self._removed:
-            self._removed.discard(heapq.heappop(heap)[2].request_id)
+        removed = self._removed
+        if removed:  # nothing removed lately (most of the time): no request to read
+            while heap and heap[0][2].request_id in removed:
+                removed.discard(heapq.heappop(heap)[2].request_id)
         return heap
 
     def head(self, tenant: str) -> RequestView | None:

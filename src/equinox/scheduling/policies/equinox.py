@@ -34,7 +34,7 @@ from equinox.compiled import mypyc_attr
 from equinox.prediction.experts.iteration_time import IterationTimeExpert
 from equinox.prediction.experts.output_length import OutputLengthConfig
 from equinox.prediction.mope import MoPE
-from equinox.request import RequestView
+from equinox.request import Request, RequestView
 from equinox.scheduling.interface import Platform, PolicyConfig
 from equinox.scheduling.policies.equinox_params import EquinoxParams
 from equinox.scheduling.policies.kv_share import KvShareBook, KvShares
@@ -49,6 +49,17 @@ EXACT_SCAN_LIMIT: Final = 64  # up to this many backlogged tenants HF is renorma
 
 def _growth(item: tuple[float, float]) -> float:
     return item[0]
+
+
+def _aged_prompt(aging: float) -> Callable[[RequestView], float]:
+    """Shortest-prompt-first's key with linear aging: prompt tokens + `aging` x arrival time."""
+    def key(r: RequestView) -> float:
+        if isinstance(r, Request):  # the simulator's own: two field reads compiled, not attribute lookups
+            spec = r.spec
+            return spec.num_prompt_tokens + aging * spec.arrival_time
+        return r.num_prompt_tokens + aging * r.arrival_time
+
+    return key
 
 
 @dataclass(slots=True)
@@ -186,8 +197,7 @@ class EquinoxPolicy(CounterPolicy):
             # Within a tenant, shorter prompts first with linear aging: the key
             # prompt + k * arrival equals prompt - k * waited up to a shared offset, so a
             # request is overtaken only by prompts shorter by k tokens per second it waited.
-            aging = p.aging_tokens_per_s
-            self._queues = TenantPriorityQueues(lambda r: r.num_prompt_tokens + aging * r.arrival_time)
+            self._queues = TenantPriorityQueues(_aged_prompt(p.aging_tokens_per_s))
         self._rfc: dict[str, float] = {}
         self._admitted: dict[str, _Admitted] = {}
         self._tenant_discount: dict[str, float] = {}
