@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
+from heapq import heapify, heappop, heappush, heapreplace  # names, not module attributes: no lookup per call
 
 from equinox.request import RequestView
 
@@ -175,7 +175,7 @@ class TenantPriorityQueues:
         else:
             self._seq += 1
             entry = (self._key(request), self._seq, request)
-        heapq.heappush(heap, entry)
+        heappush(heap, entry)
         n = self._num.get(tenant, 0)
         self._num[tenant] = n + 1
         self._num_waiting += 1
@@ -186,7 +186,7 @@ class TenantPriorityQueues:
         removed = self._removed
         if removed:  # nothing removed lately (most of the time): no request to read
             while heap and heap[0][2].request_id in removed:
-                removed.discard(heapq.heappop(heap)[2].request_id)
+                removed.discard(heappop(heap)[2].request_id)
         return heap
 
     def head(self, tenant: str) -> RequestView | None:
@@ -198,7 +198,7 @@ class TenantPriorityQueues:
         """Remove the head of `tenant`'s queue; returns True when the tenant stops being backlogged."""
         heap = self._clean(tenant)
         assert heap, f"pop from tenant {tenant!r} with nothing waiting"
-        heapq.heappop(heap)
+        heappop(heap)
         return self._dec(tenant)
 
     def _dec(self, tenant: str) -> bool:
@@ -272,7 +272,7 @@ class LazyMinHeap:
         if len(heap) > 2 * len(self._live) + 16:
             self._rebuild()
         else:
-            heapq.heappush(heap, (self._key_of(member), order, self._generation, member))
+            heappush(heap, (self._key_of(member), order, self._generation, member))
 
     def rekey(self) -> None:
         """Re-read every member's key (after the key function itself changed)."""
@@ -282,7 +282,7 @@ class LazyMinHeap:
         """Drop every stale entry: one fresh entry per live member."""
         key_of, order = self._key_of, self._order
         self._heap = [(key_of(m), order[m], gen, m) for m, gen in self._live.items()]
-        heapq.heapify(self._heap)
+        heapify(self._heap)
 
     def discard(self, member: str) -> None:
         """Remove `member`; its stale entries are dropped when they surface."""
@@ -303,13 +303,13 @@ class LazyMinHeap:
         while heap:
             key, order, gen, member = heap[0]
             if live.get(member) != gen:
-                heapq.heappop(heap)  # discarded, or superseded by a newer add
+                heappop(heap)  # discarded, or superseded by a newer add
                 continue
             current = self._key_of(member)
             if current == key:
                 return member
             # The key moved since this entry was pushed: re-insert at its true place.
-            heapq.heapreplace(heap, (current, order, gen, member))
+            heapreplace(heap, (current, order, gen, member))
         return None
 
     def members(self) -> Iterator[str]:

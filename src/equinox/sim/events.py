@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-import heapq
+from heapq import heappop, heappush  # names, not module attributes: no lookup per call
 from typing import Any
 
 
@@ -27,12 +27,12 @@ class EventQueue:
 
     def push(self, time: float, kind: EventKind, payload: Any = None) -> None:
         """Schedule an event."""
-        heapq.heappush(self._heap, (time, int(kind), self._seq, kind, payload))
+        heappush(self._heap, (time, int(kind), self._seq, kind, payload))
         self._seq += 1
 
     def pop(self) -> tuple[float, EventKind, Any]:
         """The earliest event."""
-        time, _, _, kind, payload = heapq.heappop(self._heap)
+        time, _, _, kind, payload = heappop(self._heap)
         return time, kind, payload
 
     def peek_time(self) -> float | None:

@@ -371,12 +371,18 @@ class EquinoxPolicy(CounterPolicy):
     def add_request(self, request: RequestView, now: float) -> str | None:
         """Enqueue; remember when the tenant last arrived and how much KV its request will take."""
         if self._k.kv_fair_share:
-            tenant = request.tenant
-            prompt = request.num_prompt_tokens
-            pred = self.mope.predict_output(tenant, prompt, request.max_tokens)
-            self._kv_book.note_arrival(tenant, request.arrival_time, prompt + pred.mean * self._k.kv_headroom)
+            if isinstance(request, Request):  # the simulator's own: field reads compiled, not attribute lookups
+                spec = request.spec
+                self._note_arrival(spec.tenant, spec.num_prompt_tokens, spec.max_tokens, spec.arrival_time)
+            else:
+                self._note_arrival(request.tenant, request.num_prompt_tokens, request.max_tokens,
+                                   request.arrival_time)
         self._enqueue(request, front=False)  # CounterPolicy.add_request
         return None
+
+    def _note_arrival(self, tenant: str, prompt: int, max_tokens: int | None, arrival_time: float) -> None:
+        pred = self.mope.predict_output(tenant, prompt, max_tokens)
+        self._kv_book.note_arrival(tenant, arrival_time, prompt + pred.mean * self._k.kv_headroom)
 
     def _enqueue(self, request: RequestView, *, front: bool) -> None:
         tenant = request.tenant
@@ -416,23 +422,30 @@ class EquinoxPolicy(CounterPolicy):
 
     def charge_admission(self, request: RequestView) -> None:
         """Charge predicted UFC once per request (a preempted request re-admitted is not re-charged)."""
-        rid = request.request_id
+        if isinstance(request, Request):  # the simulator's own: field reads compiled, not attribute lookups
+            spec = request.spec
+            self._charge_admission(request, spec.request_id, spec.tenant, spec.num_prompt_tokens, spec.max_tokens,
+                                   request.num_output_tokens_done)
+        else:
+            self._charge_admission(request, request.request_id, request.tenant, request.num_prompt_tokens,
+                                   request.max_tokens, request.num_output_tokens_done)
+
+    def _charge_admission(self, request: RequestView, rid: str, tenant: str, prompt: int, max_tokens: int | None,
+                          num_done: int) -> None:
         entry = self._admitted.get(rid)
         if entry is not None:
             entry.is_running = True
             entry.view = request
-            self._bound_growth(entry, request.num_output_tokens_done)
+            self._bound_growth(entry, num_done)
             return
         p = self._k
-        tenant = request.tenant
-        prompt = request.num_prompt_tokens
-        pred = self.mope.predict_output(tenant, prompt, request.max_tokens)
+        pred = self.mope.predict_output(tenant, prompt, max_tokens)
         d = 1.0 if p.f_min >= 1.0 else self.discount(self.predict_ttft(request))
         self._tenant_discount[tenant] = d
         out = pred.mean if p.proactive else 0.0
         amount = self._ufc_amount(tenant, prompt, out, d)
         entry = self._admitted[rid] = _Admitted(request, amount, pred.mean, pred.quantile, d)
-        self._bound_growth(entry, request.num_output_tokens_done)
+        self._bound_growth(entry, num_done)
         self.charge(tenant, amount)
 
     def _bound_growth(self, entry: _Admitted, num_done: int) -> None:
@@ -487,11 +500,16 @@ class EquinoxPolicy(CounterPolicy):
 
     def on_finish(self, request: RequestView, now: float) -> None:
         """Reconcile UFC with actual output and TTFT; teach MoPE the true length."""
-        actual_out = request.num_output_tokens_done
-        tenant = request.tenant
-        prompt = request.num_prompt_tokens
+        if isinstance(request, Request):  # the simulator's own: field reads compiled, not attribute lookups
+            spec = request.spec
+            self._finish(spec.request_id, spec.tenant, spec.num_prompt_tokens, spec.arrival_time,
+                         request.num_output_tokens_done, now)
+        else:
+            self._finish(request.request_id, request.tenant, request.num_prompt_tokens, request.arrival_time,
+                         request.num_output_tokens_done, now)
+
+    def _finish(self, rid: str, tenant: str, prompt: int, arrival_time: float, actual_out: int, now: float) -> None:
         self.mope.observe_finish(tenant, prompt, actual_out)
-        rid = request.request_id
         entry = self._admitted.get(rid)  # get and del: dict.pop with a default is a generic method call compiled
         if entry is None:
             return
@@ -499,7 +517,7 @@ class EquinoxPolicy(CounterPolicy):
         self._unbound_growth(entry)
         if not self._k.proactive:
             return
-        ttft = (entry.first_token_time if entry.first_token_time is not None else now) - request.arrival_time
+        ttft = (entry.first_token_time if entry.first_token_time is not None else now) - arrival_time
         actual = self._ufc_amount(tenant, prompt, actual_out, self.discount(ttft))
         self.charge(tenant, actual - entry.charged_ufc)
 
