@@ -201,3 +201,45 @@ def test_is_whole_edges(x: float) -> None:
 def test_batch_shape_is_the_named_tuple(counts: list[int]) -> None:
     shape = batch_shape(*counts)
     assert type(shape) is BatchShape and shape == BatchShape(*counts) and shape.num_tokens == counts[0] + counts[3]
+
+
+def _toy_base(b: BatchShape) -> float:
+    return 0.01 + b.num_prefill_tokens * 1e-5 + b.num_decode_seqs * 1e-4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 100), st.floats(0.001, 1.0)), max_size=40),
+       st.data())
+def test_unchanged_since_never_claims_a_moved_ratio(steps: list[tuple[int, int, float]], data: st.DataObject) -> None:
+    """Adaptive batching skips re-checking its search's ratios when the expert says none of their regimes
+    changed: whenever it says so, each of those ratios is what it was at that version, to the bit."""
+    expert = IterationTimeExpert(_toy_base)
+    snapshots = []
+    for prefill, decode, duration in steps:
+        snapshots.append((expert.ratio_version, list(expert.ratio_at)))
+        expert.observe(batch_shape(prefill, 1 if prefill else 0, prefill, decode, decode * 100), duration)
+    if data.draw(st.booleans()):  # a restore (every ratio set again) between the snapshots and the questions
+        ratios = {(phase, size): r for phase, size, r in expert.export_state()["ratios"]}
+        expert.restore_state(ratios, expert.num_observations)
+    keys = list(range(len(expert.ratio_at) + 2))
+    for version, then_ratios in snapshots:
+        regimes = data.draw(st.lists(st.sampled_from(keys), max_size=5))
+        if expert.unchanged_since(version, sum({1 << k for k in regimes})):
+            now = [expert.ratio_at[k] if k < len(expert.ratio_at) else 1.0 for k in regimes]
+            then = [then_ratios[k] if k < len(then_ratios) else 1.0 for k in regimes]
+            assert now == then
+
+
+def test_unchanged_since_says_so_for_the_regimes_a_step_left_alone() -> None:
+    expert = IterationTimeExpert(_toy_base)
+    decode = batch_shape(0, 0, 0, 32, 3200)
+    expert.observe(decode, 0.02)
+    version = expert.ratio_version
+    moved = expert.regime_of(0, 32)
+    other = expert.regime_of(2048, 32)
+    assert moved != other
+    expert.observe(decode, 0.03)  # the decode regime's ratio moves again
+    assert expert.unchanged_since(version, 1 << other) and not expert.unchanged_since(version, 1 << other | 1 << moved)
+    for _ in range(9):  # more changes than it remembers: not known, so not claimed
+        expert.observe(decode, 0.04)
+    assert not expert.unchanged_since(version, 1 << other)

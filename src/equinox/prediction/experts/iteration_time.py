@@ -12,11 +12,12 @@ depends on batch size: overheads dominate small batches, bandwidth or compute la
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from equinox.types import BatchShape, batch_is_empty
 
 Features = tuple[float, float, float, float]
+RECENT_CHANGES: Final = 8  # ratio changes remembered by regime (`IterationTimeExpert.unchanged_since`)
 
 
 def features(batch: BatchShape) -> Features:
@@ -152,6 +153,9 @@ class IterationTimeExpert:
         # point of adaptive batching's search, where a dict lookup boxes its int key and its default.
         self.ratio_at: list[float] = []
         self.ratio_version = 0  # counts changes to any ratio (callers that cached ratios check it)
+        # The regime each of the latest RECENT_CHANGES versions changed, at `version % RECENT_CHANGES`
+        # (-1: every ratio may have: a restore), so that a caller can tell cheaply that none it reads moved.
+        self._changed: list[int] = [-1] * RECENT_CHANGES
         self.num_observations = 0
         # A base that never predicts less when a batch count grows lets callers skip predictions
         # a comparison already implies (adaptive batching); cost models declare it (`is_monotone`).
@@ -206,12 +210,28 @@ class IterationTimeExpert:
         self.ratio = {regime_key(phase, size): r for (phase, size), r in ratios.items()}
         self.ratio_at = []
         self.ratio_version += 1
+        self._changed[self.ratio_version % RECENT_CHANGES] = -1
         for key, r in self.ratio.items():
             self._set_ratio_at(key, r)
         self.num_observations = num_observations
 
+    def unchanged_since(self, version: int, regime_mask: int) -> bool:
+        """True if no ratio of the regimes in `regime_mask` (bit k: regime key k) changed after
+        `ratio_version` was `version` (False where that is not known: more than RECENT_CHANGES changes
+        ago, or across a restore)."""
+        latest = self.ratio_version
+        if latest - version > RECENT_CHANGES:
+            return False
+        changed = self._changed
+        for v in range(version + 1, latest + 1):
+            key = changed[v % RECENT_CHANGES]
+            if key < 0 or (regime_mask >> key) & 1:
+                return False
+        return True
+
     def _set_ratio_at(self, key: int, r: float) -> None:
         self.ratio_version += 1
+        self._changed[self.ratio_version % RECENT_CHANGES] = key
         ratio_at = self.ratio_at
         if key >= len(ratio_at):
             ratio_at.extend([1.0] * (key + 1 - len(ratio_at)))

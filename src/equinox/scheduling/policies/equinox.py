@@ -112,6 +112,7 @@ class _Replay:
     heads: list[float] = field(default_factory=list)
     slopes: list[float] = field(default_factory=list)
     tails: list[float] = field(default_factory=list)
+    regime_mask: int = 0
 
     def __init__(self, oks: list[bool], chunks: list[int], regimes: list[int], ratios: list[float] | None = None,
                  ctx: int = 0, expert: IterationTimeExpert | None = None, version: int = -1,
@@ -129,6 +130,9 @@ class _Replay:
         self.heads = []
         self.slopes = []
         self.tails = []
+        self.regime_mask = 0  # bit k set: a point's regime key is k (`IterationTimeExpert.unchanged_since`)
+        for key in regimes:
+            self.regime_mask |= 1 << key
 
     def time_at(self, i: int, d: int, ctx: int, ratio: float, expert: IterationTimeExpert) -> float:
         """`expert.predict` of point `i` with `d` decodes attending `ctx` tokens, whose regime's ratio is
@@ -668,7 +672,8 @@ class EquinoxPolicy(CounterPolicy):
             state = self._replay_by_d[d] = _Replay(oks, chunks, regimes)
         last = state.ratios
         if last is not None and state.expert is expert and (
-                state.version == expert.ratio_version or self._same_ratios(state, last, expert.ratio_at)):
+                state.version == expert.ratio_version or expert.unchanged_since(state.version, state.regime_mask)
+                or self._same_ratios(state, last, expert.ratio_at)):
             # No point's ratio moved since every comparison last held (other regimes' may have): the
             # walk below would predict again exactly the fitting points it could not imply if the
             # context grew, the non-fitting ones if it shrank, and nothing if it stayed.
