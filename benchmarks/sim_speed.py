@@ -284,12 +284,16 @@ def cachegrind_caches(ll_kib: int = LL_KIB) -> tuple[str, ...]:
     return ("--I1=32768,8,64", "--D1=49152,12,64", f"--LL={ll_kib * 1024},8,64")
 
 
+def _whole(text: str, unit: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of {unit}: {text!r}") from None
+
+
 def ll_size(text: str) -> int:
     """`--ll-kib`: a power of two from 64 KiB (valgrind wants a power-of-two number of 8-way sets)."""
-    try:
-        kib = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of KiB: {text!r}") from None
+    kib = _whole(text, "KiB")
     if kib < 64 or kib & (kib - 1):
         raise argparse.ArgumentTypeError(f"the last level must be a power of two from 64 KiB, not {kib}")
     return kib
@@ -297,10 +301,7 @@ def ll_size(text: str) -> int:
 
 def miss_cost(text: str) -> int:
     """`--miss-cycles`: a whole number of cycles, at least the 5 an LL hit costs."""
-    try:
-        cycles = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of cycles: {text!r}") from None
+    cycles = _whole(text, "cycles")
     if cycles < 5:
         raise argparse.ArgumentTypeError(f"a last-level miss costs at least an LL hit's 5 cycles, not {cycles}")
     return cycles
