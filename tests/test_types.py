@@ -29,3 +29,21 @@ def test_mean_batch_of_a_folded_report_rounds_halves_to_even() -> None:
     report = StepReport(7, 0.0, 0.4, batch, BatchLimits(4096, 128), {}, 0, 100, num_steps=4)
     mean = mean_batch_of(report)
     assert (mean.num_decode_seqs, mean.decode_context_tokens) == (2, 2)
+
+
+def test_spec_fields_reads_the_simulators_requests_and_any_other_view_alike() -> None:
+    from dataclasses import dataclass
+
+    from equinox.request import Request, RequestSpec, spec_fields
+
+    req = Request(RequestSpec("r1", "acme", 2.5, 100, 7, max_tokens=64))
+
+    @dataclass
+    class View:  # another host's view (the gateway's, the vLLM plug-in's): attributes only
+        request_id: str = "r1"
+        tenant: str = "acme"
+        arrival_time: float = 2.5
+        num_prompt_tokens: int = 100
+        max_tokens: int | None = 64
+
+    assert spec_fields(req) == spec_fields(View()) == ("r1", "acme", 2.5, 100, 64)  # type: ignore[arg-type]

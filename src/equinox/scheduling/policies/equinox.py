@@ -34,7 +34,7 @@ from equinox.compiled import mypyc_attr
 from equinox.prediction.experts.iteration_time import IterationTimeExpert
 from equinox.prediction.experts.output_length import OutputLengthConfig
 from equinox.prediction.mope import MoPE
-from equinox.request import Request, RequestView
+from equinox.request import RequestView, spec_fields
 from equinox.scheduling.interface import Platform, PolicyConfig
 from equinox.scheduling.policies.equinox_params import EquinoxParams
 from equinox.scheduling.policies.kv_share import KvShareBook, KvShares
@@ -54,10 +54,8 @@ def _growth(item: tuple[float, float]) -> float:
 def _aged_prompt(aging: float) -> Callable[[RequestView], float]:
     """Shortest-prompt-first's key with linear aging: prompt tokens + `aging` x arrival time."""
     def key(r: RequestView) -> float:
-        if isinstance(r, Request):  # the simulator's own: two field reads compiled, not attribute lookups
-            spec = r.spec
-            return spec.num_prompt_tokens + aging * spec.arrival_time
-        return r.num_prompt_tokens + aging * r.arrival_time
+        _, _, arrival_time, prompt, _ = spec_fields(r)
+        return prompt + aging * arrival_time
 
     return key
 
@@ -375,18 +373,11 @@ class EquinoxPolicy(CounterPolicy):
     def add_request(self, request: RequestView, now: float) -> str | None:
         """Enqueue; remember when the tenant last arrived and how much KV its request will take."""
         if self._k.kv_fair_share:
-            if isinstance(request, Request):  # the simulator's own: field reads compiled, not attribute lookups
-                spec = request.spec
-                self._note_arrival(spec.tenant, spec.num_prompt_tokens, spec.max_tokens, spec.arrival_time)
-            else:
-                self._note_arrival(request.tenant, request.num_prompt_tokens, request.max_tokens,
-                                   request.arrival_time)
+            _, tenant, arrival_time, prompt, max_tokens = spec_fields(request)
+            pred = self.mope.predict_output(tenant, prompt, max_tokens)
+            self._kv_book.note_arrival(tenant, arrival_time, prompt + pred.mean * self._k.kv_headroom)
         self._enqueue(request, front=False)  # CounterPolicy.add_request
         return None
-
-    def _note_arrival(self, tenant: str, prompt: int, max_tokens: int | None, arrival_time: float) -> None:
-        pred = self.mope.predict_output(tenant, prompt, max_tokens)
-        self._kv_book.note_arrival(tenant, arrival_time, prompt + pred.mean * self._k.kv_headroom)
 
     def _enqueue(self, request: RequestView, *, front: bool) -> None:
         tenant = request.tenant
@@ -426,16 +417,8 @@ class EquinoxPolicy(CounterPolicy):
 
     def charge_admission(self, request: RequestView) -> None:
         """Charge predicted UFC once per request (a preempted request re-admitted is not re-charged)."""
-        if isinstance(request, Request):  # the simulator's own: field reads compiled, not attribute lookups
-            spec = request.spec
-            self._charge_admission(request, spec.request_id, spec.tenant, spec.num_prompt_tokens, spec.max_tokens,
-                                   request.num_output_tokens_done)
-        else:
-            self._charge_admission(request, request.request_id, request.tenant, request.num_prompt_tokens,
-                                   request.max_tokens, request.num_output_tokens_done)
-
-    def _charge_admission(self, request: RequestView, rid: str, tenant: str, prompt: int, max_tokens: int | None,
-                          num_done: int) -> None:
+        rid, tenant, _, prompt, max_tokens = spec_fields(request)
+        num_done = request.num_output_tokens_done
         entry = self._admitted.get(rid)
         if entry is not None:
             entry.is_running = True
@@ -504,15 +487,8 @@ class EquinoxPolicy(CounterPolicy):
 
     def on_finish(self, request: RequestView, now: float) -> None:
         """Reconcile UFC with actual output and TTFT; teach MoPE the true length."""
-        if isinstance(request, Request):  # the simulator's own: field reads compiled, not attribute lookups
-            spec = request.spec
-            self._finish(spec.request_id, spec.tenant, spec.num_prompt_tokens, spec.arrival_time,
-                         request.num_output_tokens_done, now)
-        else:
-            self._finish(request.request_id, request.tenant, request.num_prompt_tokens, request.arrival_time,
-                         request.num_output_tokens_done, now)
-
-    def _finish(self, rid: str, tenant: str, prompt: int, arrival_time: float, actual_out: int, now: float) -> None:
+        rid, tenant, arrival_time, prompt, _ = spec_fields(request)
+        actual_out = request.num_output_tokens_done
         self.mope.observe_finish(tenant, prompt, actual_out)
         entry = self._admitted.get(rid)  # get and del: dict.pop with a default is a generic method call compiled
         if entry is None:
