@@ -6,6 +6,8 @@ A module of its own (not conftest.py): several test directories have a conftest.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from equinox.integrations.gateway.config import GatewayConfig, config_from_dict, hash_key
@@ -41,3 +43,14 @@ def make_config(backend_urls: list[str], **gateway: Any) -> GatewayConfig:
         ],
     }
     return config_from_dict(doc, "(test)")
+
+
+def settled(value: Callable[[], Any], expected: Any, timeout_s: float = 2.0) -> Any:
+    """`value()` once it equals `expected`, or its last reading after `timeout_s`: a fake backend counts a
+    stream finished after its last write, which the client may have read (and the test moved on) first."""
+    deadline = time.monotonic() + timeout_s
+    seen = value()
+    while seen != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+        seen = value()
+    return seen
