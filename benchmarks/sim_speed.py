@@ -135,9 +135,14 @@ def measure(trace: Path, spec: str, out: Path, args: argparse.Namespace) -> dict
 
 def _core() -> str:
     """Which simulator core this process (and the CLI children, on the same PYTHONPATH) imports."""
+    import equinox
     from equinox.compiled import is_compiled
 
-    return "compiled (mypyc)" if is_compiled() else "pure Python"
+    if not is_compiled():
+        return "pure Python"
+    marker = Path(equinox.__file__).resolve().parent.parent / ".equinox-compiled"  # scripts/build_compiled's
+    pgo = marker.exists() and "--pgo" in marker.read_text()
+    return "compiled (mypyc, profile-guided: build_compiled --pgo)" if pgo else "compiled (mypyc)"
 
 
 def _print_setup(args: argparse.Namespace) -> None:

@@ -3,8 +3,10 @@
 Builds setup.py's COMPILED_MODULES with mypyc into a temporary directory (`scripts/build_compiled`,
 about a minute on two cores; EQUINOX_COMPILED_DIR names an existing build instead), then runs
 `equinox simulate` in subprocesses on the compiled and on the pure-Python modules of this checkout
-and compares every file of the two run directories byte for byte. Skipped only when there is no
-C compiler or no mypyc to build with.
+and compares every file of the two run directories byte for byte. Every test runs twice: on the
+plain build and on the profile-guided one (`build_compiled --pgo`, GCC only: about five minutes;
+EQUINOX_COMPILED_PGO_DIR names an existing one), whose C code is the same but optimised apart.
+Skipped only when there is no C compiler (no GCC: the profile-guided half) or no mypyc to build with.
 """
 
 from __future__ import annotations
@@ -42,19 +44,31 @@ def _has_c_compiler() -> bool:
     return shutil.which(cc.split()[0]) is not None
 
 
-@pytest.fixture(scope="module")
-def compiled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding the compiled core (built here unless EQUINOX_COMPILED_DIR names one)."""
-    given = os.environ.get("EQUINOX_COMPILED_DIR")
+def _is_gcc() -> bool:
+    cc = (os.environ.get("CC") or str(sysconfig.get_config_var("CC") or "cc")).split()[0]
+    proc = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
+    return "Free Software Foundation" in proc.stdout
+
+
+@pytest.fixture(scope="module", params=["plain", "pgo"])
+def compiled_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the compiled core, plain or profile-guided (built here unless
+    EQUINOX_COMPILED_DIR or EQUINOX_COMPILED_PGO_DIR names one)."""
+    pgo = request.param == "pgo"
+    given = os.environ.get("EQUINOX_COMPILED_PGO_DIR" if pgo else "EQUINOX_COMPILED_DIR")
     if given:
         return Path(given)
     if not _has_c_compiler():
         pytest.skip("no C compiler found (set CC): the compiled core cannot be built")
+    if pgo and not _is_gcc():
+        pytest.skip("the profile-guided build needs GCC")
     pytest.importorskip("mypyc", reason="mypyc (installed with mypy, the `dev` extra) builds the compiled core")
-    out = tmp_path_factory.mktemp("compiled")
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_compiled"), str(out)],
-                          capture_output=True, text=True, check=False)
+    out = tmp_path_factory.mktemp(f"compiled-{request.param}")
+    cmd = [sys.executable, str(ROOT / "scripts" / "build_compiled"), *(["--pgo"] if pgo else []), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if pgo:
+        assert "--pgo" in (out / ".equinox-compiled").read_text()
     return out
 
 
