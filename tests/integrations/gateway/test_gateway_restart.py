@@ -11,8 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -80,10 +81,37 @@ def _stream(url: str, tenant: str, max_tokens: int, started: threading.Event, ou
         started.set()
 
 
-def _counter(metrics: str, tenant: str) -> float:
-    prefix = f'equinox_gateway_fairness_counter{{kind="vtc",tenant="{tenant}"}}'
+T = TypeVar("T")
+
+
+def _gauge(metrics: str, name: str, tenant: str, kind: str = "") -> float:
+    prefix = f'{name}{{kind="{kind}",tenant="{tenant}"}}' if kind else f'{name}{{tenant="{tenant}"}}'
     lines = [ln for ln in metrics.splitlines() if ln.startswith(prefix)]
     return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def _counter(metrics: str, tenant: str) -> float:
+    return _gauge(metrics, "equinox_gateway_fairness_counter", tenant, kind="vtc")
+
+
+def _wait_for(get: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 20.0) -> T:
+    """Poll `get()` until `done` holds of its value (fixed sleeps were too short on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = get()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def _refuses(url: str) -> bool:
+    try:
+        httpx.get(url + "/health", timeout=2)
+    except httpx.ConnectError:
+        return True  # no longer accepting
+    except httpx.TransportError:
+        return False  # accepted just before the listener closed, then reset: ask again
+    return False
 
 
 def test_sigterm_drains_streams_and_the_counters_survive_a_restart(tmp_path: Path) -> None:
@@ -106,12 +134,12 @@ def test_sigterm_drains_streams_and_the_counters_survive_a_restart(tmp_path: Pat
         threads["queued"] = threading.Thread(target=_stream, args=(gw.url, "bob", 5, started["queued"],
                                                                    results["queued"]))
         threads["queued"].start()
-        time.sleep(0.3)
-        before = _counter(httpx.get(gw.url + "/metrics", headers=admin()).text, "alice")
+        metrics = _wait_for(lambda: httpx.get(gw.url + "/metrics", headers=admin()).text,
+                            lambda text: _gauge(text, "equinox_gateway_queue_length", "bob") == 1)
+        assert _gauge(metrics, "equinox_gateway_queue_length", "bob") == 1, "the third request never queued"
+        before = _counter(metrics, "alice")
         gw.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        with pytest.raises(httpx.ConnectError):  # no longer accepting
-            httpx.get(gw.url + "/health", timeout=2)
+        assert _wait_for(lambda: _refuses(gw.url), bool), "still accepting after SIGTERM"
         for t in threads.values():
             t.join(30)
         output = gw.stop()
