@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_helpers import KEYS, MODEL, admin, auth
+from gateway_helpers import KEYS, MODEL, admin, auth, settled
 from servers import FakeProcess
 
 from equinox.bench.loadgen import BenchRequest, LoadOptions, run_load, synth_prompt
@@ -40,10 +40,7 @@ def test_backend_killed_mid_run_loses_no_accepted_request(gateway: Any) -> None:
             t.start()
             if i == 15:
                 # A fixed sleep here left b0 idle at the kill in 1 run of 9 (all sent to b1, or not yet sent).
-                deadline = time.monotonic() + 10.0
-                while on_slow.num_in_flight == 0 and time.monotonic() < deadline:
-                    time.sleep(0.005)
-                assert on_slow.num_in_flight > 0, "no request reached the slow backend"
+                assert settled(lambda: on_slow.num_in_flight > 0, True, timeout_s=10), "no request reached b0"
                 slow.kill()  # a crash: requests waiting for their first token there (2 s: a wide margin) must move
         for t in threads:
             t.join(30)

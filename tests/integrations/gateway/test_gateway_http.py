@@ -218,10 +218,8 @@ def test_client_disconnect_aborts_upstream_and_stops_charging(fake: Any, gateway
         time.sleep(0.01)
     assert not st.admission.running
     # tokens that reached the gateway before the client left are charged in the next usage report
-    deadline = time.monotonic() + 5.0
-    while (st.admission._pending_output or st.admission._pending_prompt) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not st.admission._pending_output, "no usage report charged the disconnected stream's tokens"
+    pending = settled(lambda: bool(st.admission._pending_output or st.admission._pending_prompt), False, 5.0)
+    assert not pending, "no usage report charged the disconnected stream's tokens"
     time.sleep(0.1)  # the report that emptied them hands them to the policy right after
     charged = st.policy.counters()["alice"]
     assert charged > 0
@@ -240,10 +238,8 @@ def test_client_disconnect_while_queued_removes_the_request(fake: Any, gateway: 
     blocker = threading.Thread(target=lambda: httpx.post(gw.url + "/v1/completions", headers=auth("bob"),
                                                          json=COMPLETION, timeout=10))
     blocker.start()
-    deadline = time.monotonic() + 10.0
-    while not st.admission.running and time.monotonic() < deadline:  # bob's request holds the one slot
-        time.sleep(0.01)
-    assert st.admission.running, "the blocking request never reached the backend"
+    holds = settled(lambda: bool(st.admission.running), True, 10.0)  # bob's request holds the one slot
+    assert holds, "the blocking request never reached the backend"
     try:
         httpx.post(gw.url + "/v1/completions", headers=auth("alice"), json=COMPLETION, timeout=0.3)
     except httpx.TimeoutException:

@@ -11,13 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-from gateway_helpers import ADMIN_KEY, KEYS, MODEL, admin, auth
+from gateway_helpers import ADMIN_KEY, KEYS, MODEL, admin, auth, settled
 from servers import SRC, FakeProcess, free_port
 
 from equinox.integrations.gateway.config import hash_key
@@ -81,27 +80,19 @@ def _stream(url: str, tenant: str, max_tokens: int, started: threading.Event, ou
         started.set()
 
 
-T = TypeVar("T")
-
-
-def _gauge(metrics: str, name: str, tenant: str, kind: str = "") -> float:
-    prefix = f'{name}{{kind="{kind}",tenant="{tenant}"}}' if kind else f'{name}{{tenant="{tenant}"}}'
+def _sample(metrics: str, prefix: str) -> float:
+    """The value of the first Prometheus sample starting with `prefix` (name and labels), 0 if none."""
     lines = [ln for ln in metrics.splitlines() if ln.startswith(prefix)]
     return float(lines[0].split()[-1]) if lines else 0.0
 
 
 def _counter(metrics: str, tenant: str) -> float:
-    return _gauge(metrics, "equinox_gateway_fairness_counter", tenant, kind="vtc")
+    return _sample(metrics, f'equinox_gateway_fairness_counter{{kind="vtc",tenant="{tenant}"}}')
 
 
-def _wait_for(get: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 20.0) -> T:
-    """Poll `get()` until `done` holds of its value (fixed sleeps were too short on a loaded machine)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = get()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
+def _num_queued(url: str, tenant: str) -> float:
+    metrics = httpx.get(url + "/metrics", headers=admin()).text
+    return _sample(metrics, f'equinox_gateway_queue_length{{tenant="{tenant}"}}')
 
 
 def _refuses(url: str) -> bool:
@@ -134,12 +125,11 @@ def test_sigterm_drains_streams_and_the_counters_survive_a_restart(tmp_path: Pat
         threads["queued"] = threading.Thread(target=_stream, args=(gw.url, "bob", 5, started["queued"],
                                                                    results["queued"]))
         threads["queued"].start()
-        metrics = _wait_for(lambda: httpx.get(gw.url + "/metrics", headers=admin()).text,
-                            lambda text: _gauge(text, "equinox_gateway_queue_length", "bob") == 1)
-        assert _gauge(metrics, "equinox_gateway_queue_length", "bob") == 1, "the third request never queued"
-        before = _counter(metrics, "alice")
+        # waits, not fixed sleeps: those were too short on a loaded machine
+        assert settled(lambda: _num_queued(gw.url, "bob"), 1, timeout_s=20) == 1, "the third request never queued"
+        before = _counter(httpx.get(gw.url + "/metrics", headers=admin()).text, "alice")
         gw.proc.send_signal(signal.SIGTERM)
-        assert _wait_for(lambda: _refuses(gw.url), bool), "still accepting after SIGTERM"
+        assert settled(lambda: _refuses(gw.url), True, timeout_s=20), "still accepting after SIGTERM"
         for t in threads.values():
             t.join(30)
         output = gw.stop()
